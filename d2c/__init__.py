@@ -1,0 +1,30 @@
+"""d2c: detection annotations to captioned vision-language shards (the D2C algorithm of SARCLIP).
+
+Public API (the CLIs are thin wrappers over these):
+
+- :func:`read` yields :class:`Scene` and :class:`Reject` objects from COCO, DOTA or VOC annotations;
+- :func:`convert` runs read -> caption -> Parquet shards (see ``d2c.convert``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from d2c.model import Instance, Provenance, Reject, Scene, scene_key, scene_seed
+
+__version__ = "0.1.0"
+__all__ = ["Instance", "Provenance", "Reject", "Scene", "scene_key", "scene_seed", "read", "convert", "__version__"]
+
+
+def read(input: Any, format: str = "auto", **options: Any):
+    """Iterate the Scenes and Rejects of a dataset (lazy import keeps ``import d2c`` light)."""
+    from d2c.readers import read as _read
+
+    return _read(input, format=format, **options)
+
+
+def convert(input: Any, **options: Any):
+    """Convert annotations into captioned Parquet shards; returns the run's summary."""
+    from d2c.convert import convert as _convert
+
+    return _convert(input, **options)

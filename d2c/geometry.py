@@ -1,0 +1,140 @@
+"""Polygon and oriented-box geometry shared by every package.
+
+Oriented-box convention (fixed for d2c, mmsar and sarclip_train):
+``(cx, cy, w, h, angle)`` with ``w >= h`` (w is the long side) and ``angle`` in degrees in ``[0, 180)``:
+the direction of the long side measured from the image's +x axis towards +y (clockwise on screen, since
+y points down). A square has its angle folded into ``[0, 90)``.
+
+Canonical polygon: vertices ordered clockwise on screen (positive shoelace area with y down), starting at
+the top-most vertex (smallest y, then smallest x). Either input vertex order, and any start vertex, gives
+the same canonical polygon.
+
+The 4-point case, by far the most common, is vectorised over many polygons at once; general polygons use
+shapely.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+ANGLE_EPS = 1e-7
+
+
+def signed_area(polygons: np.ndarray) -> np.ndarray:
+    """Shoelace area of ``(..., N, 2)`` polygons; positive when clockwise on screen (y down)."""
+    x = polygons[..., 0]
+    y = polygons[..., 1]
+    return 0.5 * np.sum(x * np.roll(y, -1, axis=-1) - np.roll(x, -1, axis=-1) * y, axis=-1)
+
+
+def canonical_polygon(points: np.ndarray) -> np.ndarray:
+    """Return ``points`` (N, 2) clockwise on screen, starting at the top-most, then left-most vertex."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if signed_area(pts) < 0:
+        pts = pts[::-1]
+    start = int(np.lexsort((pts[:, 0], pts[:, 1]))[0])
+    return np.roll(pts, -start, axis=0)
+
+
+def canonical_quads(quads: np.ndarray) -> np.ndarray:
+    """Vectorised :func:`canonical_polygon` for ``(M, 4, 2)`` quadrilaterals."""
+    q = np.asarray(quads, dtype=np.float64).reshape(-1, 4, 2)
+    flip = signed_area(q) < 0
+    q = np.where(flip[:, None, None], q[:, ::-1, :], q)
+    # start at the top-most vertex, the left-most of those on a tie
+    ys = q[..., 1]
+    is_top = ys == ys.min(axis=1, keepdims=True)
+    start = np.argmin(np.where(is_top, q[..., 0], np.inf), axis=1)
+    idx = (np.arange(4)[None, :] + start[:, None]) % 4
+    return np.take_along_axis(q, idx[:, :, None], axis=1)
+
+
+def _fold_angle(angle_deg: np.ndarray, square: np.ndarray) -> np.ndarray:
+    a = np.mod(angle_deg, 180.0)
+    a = np.where(a >= 180.0 - ANGLE_EPS, 0.0, a)
+    a_sq = np.mod(a, 90.0)
+    a_sq = np.where(a_sq >= 90.0 - ANGLE_EPS, 0.0, a_sq)
+    return np.where(square, a_sq, a)
+
+
+def min_area_rect_quads(quads: np.ndarray) -> np.ndarray:
+    """Minimum-area oriented boxes ``(M, 5)`` of ``(M, 4, 2)`` point sets, in the d2c convention.
+
+    A minimum-area rectangle has one side along an edge of the convex hull; every hull edge of four points
+    joins two of them, so trying the six pairwise directions is exact.
+    """
+    q = np.asarray(quads, dtype=np.float64).reshape(-1, 4, 2)
+    pairs = np.array([(0, 1), (1, 2), (2, 3), (3, 0), (0, 2), (1, 3)])
+    d = q[:, pairs[:, 1], :] - q[:, pairs[:, 0], :]  # (M, 6, 2)
+    norm = np.linalg.norm(d, axis=-1)
+    norm = np.where(norm == 0, 1.0, norm)
+    u = d / norm[..., None]  # unit direction
+    v = np.stack([-u[..., 1], u[..., 0]], axis=-1)  # perpendicular
+    pu = np.einsum("mkd,mpd->mkp", u, q)  # (M, 6, 4) projections
+    pv = np.einsum("mkd,mpd->mkp", v, q)
+    lu = pu.max(-1) - pu.min(-1)
+    lv = pv.max(-1) - pv.min(-1)
+    area = lu * lv
+    best = np.argmin(area, axis=1)
+    m = np.arange(q.shape[0])
+    lu_b, lv_b = lu[m, best], lv[m, best]
+    u_b, v_b = u[m, best], v[m, best]
+    cu = 0.5 * (pu[m, best].max(-1) + pu[m, best].min(-1))
+    cv = 0.5 * (pv[m, best].max(-1) + pv[m, best].min(-1))
+    centre = u_b * cu[:, None] + v_b * cv[:, None]
+    long_is_u = lu_b >= lv_b
+    w = np.where(long_is_u, lu_b, lv_b)
+    h = np.where(long_is_u, lv_b, lu_b)
+    long_dir = np.where(long_is_u[:, None], u_b, v_b)
+    angle = np.degrees(np.arctan2(long_dir[:, 1], long_dir[:, 0]))
+    square = np.isclose(w, h, rtol=1e-9, atol=1e-9)
+    angle = _fold_angle(angle, square)
+    return np.stack([centre[:, 0], centre[:, 1], w, h, angle], axis=1)
+
+
+def min_area_rect(points: np.ndarray) -> tuple[float, float, float, float, float]:
+    """Oriented box of any point set (3 or more points) through shapely's minimum rotated rectangle."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if pts.shape[0] == 4:
+        return tuple(float(v) for v in min_area_rect_quads(pts[None])[0])  # type: ignore[return-value]
+    from shapely.geometry import MultiPoint
+
+    rect = MultiPoint([tuple(p) for p in pts]).minimum_rotated_rectangle
+    coords = np.asarray(rect.exterior.coords)[:4] if rect.geom_type == "Polygon" else None
+    if coords is None or coords.shape[0] < 4:
+        raise ValueError(f"degenerate point set: expected a 2-D extent, got {pts.tolist()}")
+    return tuple(float(v) for v in min_area_rect_quads(coords[None])[0])  # type: ignore[return-value]
+
+
+def obb_to_polygon(obb: tuple[float, float, float, float, float] | np.ndarray) -> np.ndarray:
+    """Corners ``(4, 2)`` of an oriented box, canonical order."""
+    return obbs_to_polygons(np.asarray(obb, dtype=np.float64)[None])[0]
+
+
+def obbs_to_polygons(obbs: np.ndarray) -> np.ndarray:
+    """Vectorised corners ``(M, 4, 2)`` of ``(M, 5)`` oriented boxes, canonical order."""
+    o = np.asarray(obbs, dtype=np.float64).reshape(-1, 5)
+    cx, cy, w, h, a = o.T
+    rad = np.radians(a)
+    u = np.stack([np.cos(rad), np.sin(rad)], axis=1) * (w / 2)[:, None]
+    v = np.stack([-np.sin(rad), np.cos(rad)], axis=1) * (h / 2)[:, None]
+    c = np.stack([cx, cy], axis=1)
+    corners = np.stack([c - u - v, c + u - v, c + u + v, c - u + v], axis=1)
+    return canonical_quads(corners)
+
+
+def hbb_of(polygons: np.ndarray) -> np.ndarray:
+    """Axis-aligned boxes ``(..., 4)`` as ``(x_min, y_min, x_max, y_max)``."""
+    p = np.asarray(polygons, dtype=np.float64)
+    return np.concatenate([p.min(axis=-2), p.max(axis=-2)], axis=-1)
+
+
+def rotated_rect_from_radians(cx: float, cy: float, w: float, h: float, theta: float) -> np.ndarray:
+    """Corners of roLabelImg's ``robndbox`` (angle in radians, from +x towards +y), canonical order."""
+    return obb_to_polygon((cx, cy, w, h, math.degrees(theta)))
+
+
+def finite(points: np.ndarray) -> bool:
+    return bool(np.all(np.isfinite(points)))

@@ -1,0 +1,14 @@
+"""The ``mmsar`` command line: ``mmsar build`` and ``mmsar synth``. Thin wrappers over the library."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sarclip-toolkit")
+def main() -> None:
+    """mmsar: build the MMSAR dataset from detection sources, or synthesise SAR scenes."""
+
+
+# Commands register below, one line each.
