@@ -24,13 +24,13 @@ lint: install
 
 # pytest exits 5 when it collected no test: that is a failure here, as is any other non-zero code.
 pytest: install
-	$(BIN)/python -m pytest -q --durations=15 -p no:cacheprovider; rc=$$?; \
+	$(BIN)/python -m pytest -q -n 2 --durations=15 -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 test: lint pytest
 
 demo: install
-	$(BIN)/python -m mmsar.demo --out demo-output
+	$(BIN)/python -m sarclip_train.demo --out demo-output
 
 bench: install
 	$(BIN)/python benchmarks/bench_convert.py

@@ -15,3 +15,15 @@ def main() -> None:
 
 
 # Commands register below, one line each (keep this list sorted).
+from d2c.cli_convert import convert_cmd  # noqa: E402
+from d2c.cli_formats import formats_cmd  # noqa: E402
+from d2c.cli_shards import export_cmd, inspect_cmd, verify_cmd  # noqa: E402
+from d2c.cli_templates import captions_group, templates_group  # noqa: E402
+
+main.add_command(captions_group)
+main.add_command(convert_cmd)
+main.add_command(export_cmd)
+main.add_command(formats_cmd)
+main.add_command(inspect_cmd)
+main.add_command(templates_group)
+main.add_command(verify_cmd)

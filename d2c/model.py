@@ -95,7 +95,7 @@ class Instance:
         if not isinstance(poly, np.ndarray) or poly.ndim != 2 or poly.shape[1] != 2 or poly.shape[0] < 3:
             got = getattr(poly, "shape", type(poly).__name__)
             raise ValueError(f"polygon must be an (N>=3, 2) array, got {got}")
-        if not np.all(np.isfinite(poly)):
+        if not np.isfinite(poly).all():
             raise ValueError(f"polygon has NaN or infinite coordinates: {poly.tolist()}")
         if len(self.hbb) != 4 or len(self.obb) != 5:
             raise ValueError(f"hbb needs 4 values and obb 5, got {len(self.hbb)} and {len(self.obb)}")
@@ -207,6 +207,7 @@ class Scene:
     provenance: Provenance = field(default_factory=lambda: Provenance(""))
     flags: list[str] = field(default_factory=list)
     image_format: str | None = None
+    clipped: int = 0  # instances whose coordinates were clipped to the image when read (for the stats)
 
     def __post_init__(self) -> None:
         if not self.key or "/" not in self.key:

@@ -12,3 +12,9 @@ def main() -> None:
 
 
 # Commands register below, one line each.
+from mmsar.cli_build import build_cmd  # noqa: E402
+
+main.add_command(build_cmd)
+from mmsar.cli_synth import synth  # noqa: E402
+
+main.add_command(synth)

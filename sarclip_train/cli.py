@@ -12,3 +12,12 @@ def main() -> None:
 
 
 # Commands register below, one line each.
+from sarclip_train.cli_eval import embed_cmd, eval_cmd, predict_cmd  # noqa: E402
+
+main.add_command(eval_cmd)
+main.add_command(predict_cmd)
+main.add_command(embed_cmd)
+from sarclip_train.cli_train import export_cmd, run_cmd  # noqa: E402
+
+main.add_command(run_cmd)
+main.add_command(export_cmd)

@@ -1,0 +1,104 @@
+"""``d2c inspect``, ``d2c verify`` and ``d2c export``: reading shard folders back."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from d2c.errors import D2CError
+
+DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+def _fail(cmd: str, exc: BaseException, code: int) -> None:
+    click.echo(f"d2c {cmd}: error: {exc}", err=True)
+    sys.exit(code)
+
+
+@click.command("inspect")
+@click.argument("directory", type=DIR)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def inspect_cmd(directory: Path, as_json: bool) -> None:
+    """Summarise a shard folder: rows, classes, captions per image, sizes, rejects, schema version."""
+    try:
+        _inspect(directory, as_json)
+    except (D2CError, OSError, ValueError) as exc:  # a damaged shard: one line naming it
+        _fail("inspect", exc, getattr(exc, "exit_code", 1))
+
+
+def _inspect(directory: Path, as_json: bool) -> None:
+    from d2c.shards import iter_rows, read_metadata, shard_paths
+
+    paths = shard_paths(directory)
+    if not paths:
+        _fail("inspect", FileNotFoundError(f"{directory}: no shard files (*.parquet)"), 1)
+    meta = read_metadata(paths[0])
+    classes: Counter[str] = Counter()
+    caps: Counter[int] = Counter()
+    rows = embedded = 0
+    sizes: list[tuple[int, int]] = []
+    for row in iter_rows(directory, columns=["width", "height", "captions", "counts", "image"]):
+        rows += 1
+        caps[len(row["captions"] or [])] += 1
+        for c in row["counts"] or []:
+            classes[c["category"]] += c["count"]
+        embedded += (row["image"] or {}).get("bytes") is not None
+        if row["width"] and row["height"]:
+            sizes.append((row["width"], row["height"]))
+    rejects_file = directory / "rejects.jsonl"
+    rejects = Counter(json.loads(line)["code"] for line in rejects_file.read_text("utf-8").splitlines()
+                      if line.strip()) if rejects_file.is_file() else Counter()
+    summary = {
+        "schema_version": meta.get("schema_version"), "tool_version": meta.get("tool_version"),
+        "source": meta.get("source"), "seed": meta.get("seed"), "images_mode": meta.get("images_mode"),
+        "shards": len(paths), "rows": rows, "embedded_images": embedded,
+        "bytes": sum(p.stat().st_size for p in paths),
+        "classes": dict(sorted(classes.items())), "captions_per_image": dict(sorted(caps.items())),
+        "width_range": [min(w for w, _ in sizes), max(w for w, _ in sizes)] if sizes else None,
+        "height_range": [min(h for _, h in sizes), max(h for _, h in sizes)] if sizes else None,
+        "rejects": dict(sorted(rejects.items())),
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    for key, value in summary.items():
+        click.echo(f"{key.replace('_', ' ')}: {value}")
+
+
+@click.command("verify")
+@click.argument("directory", type=DIR)
+def verify_cmd(directory: Path) -> None:
+    """Recompute every shard's sha256, size and row count against manifest.json; exit 1 on any mismatch."""
+    from d2c.shards import read_manifest, verify
+
+    problems = verify(directory)
+    for p in problems:
+        click.echo(f"d2c verify: {p}", err=True)
+    if problems:
+        sys.exit(1)
+    manifest = read_manifest(directory)
+    click.echo(f"ok: {len(manifest['shards'])} shard(s), {manifest['rows']} rows, checksums match")
+
+
+@click.command("export")
+@click.argument("directory", type=DIR)
+@click.option("--to", "to", required=True,
+              type=click.Choice(["coco", "dota", "voc", "openclip-csv", "webdataset"]),
+              help="coco/dota/voc: detection annotations (+ embedded images); openclip-csv: tab-separated "
+                   "filepath/title CSV; webdataset: tars of {key}.png|jpg + {key}.txt.")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+def export_cmd(directory: Path, to: str, out: Path) -> None:
+    """Write the shards in DIRECTORY out as detection annotations or open_clip training files in OUT."""
+    from d2c.export import export
+
+    try:
+        counts = export(directory, to, out)
+    except D2CError as exc:
+        _fail("export", exc, exc.exit_code)
+    except (OSError, ValueError) as exc:
+        _fail("export", exc, 1)
+    click.echo(f"exported to {out} ({to}): " + ", ".join(f"{k} {v}" for k, v in counts.items()))

@@ -1,0 +1,386 @@
+"""``convert``: annotations in, captioned Parquet shards out (read -> caption -> image -> rows -> shards).
+
+Why it is built this way:
+
+- Every input item (Scene or Reject) gets its position in the reader's stream. Rows reach the shard
+  writer in that order whatever the number of workers (chunks go to a process pool and come back in
+  submission order), and shard boundaries depend only on the ordered rows, so ``--workers 1`` and
+  ``--workers 4`` give byte-identical shards.
+- Each shard records the input span it covers (``first_item``/``next_item`` in its metadata), so
+  ``--resume`` keeps the complete shards written by an identical earlier run, re-reads the annotations
+  (cheap) and resumes writing after the last complete shard: no scene is duplicated or lost.
+- Every input object ends up in a shard or in ``rejects.jsonl``; ``stats.json`` holds the accounting,
+  with the invariant ``instances in = instances out + instances rejected``.
+
+Reliability tests kill a run on purpose with ``D2C_CRASH_AT=<point>:<n>`` (exit 137 the n-th time the
+point is reached): ``after_rows`` (a row handed to the shard writer), ``mid_shard`` (a row group written
+to a shard's temporary file), ``before_rename`` (a shard closed, not yet renamed).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from d2c import convert_worker as worker
+from d2c.convert_worker import Entry
+from d2c.errors import D2CError, UsageError
+from d2c.imageio import StretchConfig
+from d2c.model import Reject, Scene
+from d2c.schema import SCHEMA_VERSION
+from d2c.shards import (
+    ShardWriter,
+    atomic_write_bytes,
+    read_metadata,
+    shard_paths,
+    write_manifest,
+)
+
+log = logging.getLogger(__name__)
+
+STATS = "stats.json"
+REJECTS = "rejects.jsonl"
+# Settings that must match for --resume to reuse shards written earlier.
+RUN_KEYS = ("schema_version", "seed", "template_set_hash", "captions_per_image", "images_mode", "shard_rows",
+            "max_bytes", "max_side", "class_map", "source", "stretch", "tile", "overlap")
+
+
+@dataclass
+class ConvertResult:
+    """What a run produced: the folder, its accounting, the shard files and the rejects report."""
+
+    out: Path
+    stats: dict[str, Any]
+    shards: list[Path]
+    rejects_path: Path
+    rejects: list[Reject] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.rejects
+
+
+def _load_class_map(class_map: Any) -> Any:
+    from d2c.classes import ClassMap
+
+    if class_map is None or isinstance(class_map, ClassMap):
+        return class_map or ClassMap.default()
+    return ClassMap.load(Path(class_map))
+
+
+class StrictError(D2CError):
+    """``strict=True`` and the run rejected something (the shards and reports are still written)."""
+
+
+@dataclass
+class _ResumePlan:
+    next_item: int = 0
+    start_index: int = 0
+    prefix: str | None = None
+    done_keys: set[str] = field(default_factory=set)
+
+
+def _resume_plan(out: Path, run: dict[str, Any]) -> _ResumePlan:
+    """Which complete shards of an earlier identical run can be kept; later or stale ones are removed."""
+    import pyarrow.parquet as pq
+
+    plan = _ResumePlan()
+    for tmp in out.glob(".*.tmp"):
+        tmp.unlink()
+    for i, path in enumerate(shard_paths(out)):
+        try:
+            meta = read_metadata(path)
+            keys = pq.read_table(path, columns=["key"]).column("key").to_pylist()
+        except (OSError, ValueError) as exc:  # damaged under its final name (a partial copy, a disk fault)
+            log.warning("resume: %s is unreadable (%s); writing it and the shards after it again", path.name, exc)
+            for later in shard_paths(out)[i:]:
+                later.unlink()
+            break
+        same = all(meta.get(k) == run.get(k) for k in RUN_KEYS if k != "source")
+        # a tiled scene's rows may straddle two shards: the next shard starts at the last item or after
+        if not same or meta.get("shard_index") != i or meta.get("first_item", -1) < plan.next_item - 1:
+            if not same:
+                raise UsageError(f"{path}: written with other settings (seed, templates, mode or shard size); "
+                                 "use a new --out folder or run without --resume")
+            log.info("resume: dropping %s (not contiguous with the shards before it)", path.name)
+            for later in shard_paths(out)[i:]:
+                later.unlink()
+            break
+        plan.prefix = meta.get("source")
+        plan.next_item = int(meta["next_item"])
+        plan.start_index = i + 1
+        plan.done_keys.update(keys)
+    if plan.start_index:
+        log.info("resume: keeping %d complete shards (%d rows), restarting at input item %d",
+                 plan.start_index, len(plan.done_keys), plan.next_item)
+    return plan
+
+
+class _Tally:
+    """The run's accounting: :class:`d2c.accounting.Stats` plus the rejects themselves, classes, flags
+    and captions written (all of it goes to stats.json)."""
+
+    def __init__(self) -> None:
+        from d2c.accounting import Stats
+
+        self.stats = Stats()
+        self.rejects: list[Reject] = []
+        self.classes: collections.Counter[str] = collections.Counter()
+        self.flags: collections.Counter[str] = collections.Counter()
+        self.captions = 0
+
+    def scene(self, scene: Scene) -> None:
+        self.stats.add_scene(scene)
+
+    def written(self, scene: Scene, n_captions: int, instances_out: int | None = None) -> None:
+        """A scene reached the shards; ``instances_out`` (tiled scenes) excludes objects no tile holds."""
+        self.stats.scenes_written += 1
+        self.stats.instances_out += scene.num_instances if instances_out is None else instances_out
+        self.classes.update(i.category for i in scene.instances)
+        self.flags.update(scene.flags)
+        self.captions += n_captions
+
+    def reject(self, rej: Reject, *, counted_in: bool) -> None:
+        self.stats.add_reject(rej, already_in=counted_in)
+        self.rejects.append(rej)
+
+    def to_dict(self, extra: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **extra,
+            **self.stats.to_dict(),
+            "rejects_total": len(self.rejects),
+            "invariant_holds": not self.stats.invariant_problems(),
+            "captions": self.captions,
+            "classes": dict(sorted(self.classes.items())),
+            "flags": dict(sorted(self.flags.items())),
+        }
+
+
+def convert(
+    input: str | Path = ".",
+    *,
+    out: str | Path,
+    format: str = "auto",
+    images: str | Path | None = None,
+    annotations: str | Path | None = None,
+    source: str | None = None,
+    class_map: Any = None,
+    templates: str | Path | None = None,
+    captions_per_image: int = 5,
+    seed: int = 0,
+    images_mode: str = "reference",
+    shard_rows: int = 2000,
+    workers: int = 1,
+    resume: bool = False,
+    strict: bool = False,
+    max_side: int | None = None,
+    tile: int | None = None,
+    overlap: int = 200,
+    progress: bool | None = None,
+    max_bytes: int = 512 << 20,
+    stretch: StretchConfig = StretchConfig(),
+    max_pixels: int = 1 << 30,
+) -> ConvertResult:
+    """Read ``input``, caption every scene and write Parquet shards, ``manifest.json``, ``stats.json`` and
+    ``rejects.jsonl`` to ``out``. Raises :class:`UsageError` for impossible options and
+    :class:`StrictError` (after writing everything) when ``strict`` and anything was rejected."""
+    _check_options(images_mode, shard_rows, workers, captions_per_image, max_side, tile, overlap)
+    from d2c import read
+    from d2c.captions import CaptionEngine
+
+    out = Path(out)
+    existing = shard_paths(out) if out.is_dir() else []
+    if existing and not resume:
+        raise UsageError(f"{out} already holds {len(existing)} shard(s); use --resume or an empty --out folder")
+    cmap = _load_class_map(class_map)
+    templates_path = Path(templates) if templates is not None else None
+    engine = CaptionEngine(templates_path, captions_per_image=captions_per_image, seed=seed)
+    run = {
+        "schema_version": SCHEMA_VERSION, "seed": int(seed), "template_set_hash": engine.template_set_hash,
+        "captions_per_image": captions_per_image, "images_mode": images_mode, "shard_rows": shard_rows,
+        "max_bytes": max_bytes, "max_side": max_side, "class_map": cmap.to_dict(), "source": source,
+        "tile": tile, "overlap": overlap if tile is not None else None,
+        "stretch": dataclasses.asdict(stretch),
+    }
+    plan = _resume_plan(out, run) if resume and existing else _ResumePlan()
+    fresh_from = max(plan.next_item - 1, 0)  # the last kept item may have rows still to write (tiles)
+    out.mkdir(parents=True, exist_ok=True)
+    job = worker.Job(templates_path, captions_per_image, int(seed), images_mode, max_side, stretch,
+                     max_pixels, tile, overlap, frozenset(plan.done_keys))
+    stream = read(input, format=format, source=source, images=Path(images) if images else None,
+                  annotations=Path(annotations) if annotations else None, class_map=cmap,
+                  require_images=images_mode == "embed", max_pixels=max_pixels)
+
+    def items() -> Iterator[Entry]:
+        for pos, item in enumerate(stream):
+            todo = isinstance(item, Scene) and (
+                tile is not None or pos >= plan.next_item or item.key not in plan.done_keys)
+            yield pos, item, todo
+
+    tally = _Tally()
+    sink = _Sink(out, run, plan, shard_rows, max_bytes, source)
+    t0 = time.monotonic()
+    with _Progress(progress) as bar:
+        for entries, result in worker.run_chunks(items(), job, workers, engine):
+            _account(entries, result, tally, sink, fresh_from, captions_per_image)
+            bar.update(tally)
+    closed = sink.writer.close() if sink.writer is not None else []
+    return _finish(out, tally, closed, run, input, format, strict, time.monotonic() - t0)
+
+
+def _check_options(images_mode: str, shard_rows: int, workers: int, captions_per_image: int,
+                   max_side: int | None, tile: int | None, overlap: int) -> None:
+    if images_mode not in ("embed", "reference"):
+        raise UsageError(f"--images-mode must be 'embed' or 'reference', got {images_mode!r}")
+    if shard_rows < 1:
+        raise UsageError(f"--shard-rows must be at least 1, got {shard_rows}")
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    if captions_per_image < 1:
+        raise UsageError(f"--captions-per-image must be at least 1, got {captions_per_image}")
+    if max_side is not None and max_side < 16:
+        raise UsageError(f"--max-side must be at least 16 px, got {max_side}")
+    if tile is not None:
+        from d2c.tiling import check_params
+
+        check_params(tile, overlap)
+
+
+class _Sink:
+    """The shard writer, created at the first row (its prefix and dataset root come from that scene)."""
+
+    def __init__(self, out: Path, run: dict[str, Any], plan: _ResumePlan, shard_rows: int, max_bytes: int,
+                 source: str | None) -> None:
+        self.out, self.run, self.plan = out, run, plan
+        self.shard_rows, self.max_bytes, self.source = shard_rows, max_bytes, source
+        self.writer: ShardWriter | None = None
+
+    def write(self, scene: Scene, table: Any, items: list[int], sizes: list[int]) -> None:
+        if self.writer is None:
+            from d2c import __version__
+
+            prefix = self.plan.prefix or self.source or scene.source
+            meta = {**self.run, "source": prefix, "tool_version": __version__, "dataset_root": scene.root}
+            self.writer = ShardWriter(self.out, prefix, shard_rows=self.shard_rows, max_bytes=self.max_bytes,
+                                      metadata=meta, start_index=self.plan.start_index)
+        self.writer.write_table(table, items, sizes)
+
+
+def _account(entries: list[Entry], result: Any, tally: _Tally, sink: _Sink, fresh_from: int,
+             captions_per_image: int) -> None:
+    """Count one chunk in input order and hand its rows to the shard writer. Rows of items before
+    ``fresh_from`` should all be in the shards a resumed run keeps; any such new row is refused."""
+    outcomes, table = result if result is not None else ([], None)
+    outcome = dict(outcomes)
+    keep: list[int] = []
+    items: list[int] = []
+    sizes: list[int] = []
+    first: Scene | None = None
+    row = 0
+    for pos, item, todo in entries:
+        if isinstance(item, Reject):
+            tally.reject(item, counted_in=False)
+            continue
+        tally.scene(item)
+        if not todo:  # written by the run being resumed
+            tally.written(item, captions_per_image)
+            continue
+        res = outcome[pos]
+        if isinstance(res, Reject):
+            tally.reject(res, counted_in=True)
+            continue
+        for rej in res.rejects:
+            tally.reject(rej, counted_in=True)
+        n = len(res.sizes)
+        if pos < fresh_from and n:
+            tally.reject(Reject(item.provenance.file, item.provenance.record,
+                                "scene is new since the shards being resumed were written",
+                                "resume_changed", res.instances_out, item.key), counted_in=True)
+        else:
+            keep.extend(range(row, row + n))
+            items.extend([pos] * n)
+            sizes.extend(res.sizes)
+            first = first or item
+            tally.written(item, res.captions, res.instances_out)
+        row += n
+    if keep and first is not None:
+        if len(keep) != table.num_rows:
+            table = table.take(keep)
+        sink.write(first, table, items, sizes)
+
+
+def _finish(out: Path, tally: _Tally, closed: list, run: dict[str, Any], input: Any, format: str,
+            strict: bool, seconds: float) -> ConvertResult:
+    """Write the manifest, rejects.jsonl and stats.json (each atomically), then report."""
+    manifest = write_manifest(out)
+    lines = [json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in tally.rejects]
+    rejects_path = out / REJECTS
+    atomic_write_bytes(rejects_path, "".join(lines).encode("utf-8"))
+    stats = tally.to_dict({
+        "schema_version": SCHEMA_VERSION,
+        "format": format,
+        "seed": run["seed"],
+        "images_mode": run["images_mode"],
+        "captions_per_image": run["captions_per_image"],
+        "template_set_hash": run["template_set_hash"],
+        "shards": len(manifest["shards"]),
+        "rows": manifest["rows"],
+        "bytes": manifest["bytes"],
+    })
+    atomic_write_bytes(out / STATS, (json.dumps(stats, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    for problem in tally.stats.invariant_problems():
+        log.error("accounting: %s", problem)
+    st = tally.stats
+    log.info("converted %d of %d scenes (%d instances, %d rejects) into %d shard(s) in %.1f s",
+             st.scenes_written, st.scenes_read, st.instances_out, len(tally.rejects), len(manifest["shards"]),
+             seconds)
+    shards = [out / s["file"] for s in manifest["shards"]]
+    result = ConvertResult(out, stats, shards, rejects_path, list(tally.rejects))
+    if strict and tally.rejects:
+        raise StrictError(f"{len(tally.rejects)} reject(s) under --strict; see {rejects_path}")
+    return result
+
+
+class _Progress:
+    """A rich progress line (scenes/s, instances, rejects) on a terminal; a log line every 10 s otherwise."""
+
+    def __init__(self, enabled: bool | None) -> None:
+        self.rich = sys.stderr.isatty() if enabled is None else enabled
+        self._bar: Any = None
+        self._task: Any = None
+        self._t0 = self._last = time.monotonic()
+
+    def __enter__(self) -> _Progress:
+        if self.rich:
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                                 transient=False)
+            self._bar.__enter__()
+            self._task = self._bar.add_task("converting", total=None)
+        return self
+
+    def update(self, tally: _Tally) -> None:
+        now = time.monotonic()
+        if now - self._last < (0.2 if self.rich else 10.0):
+            return
+        self._last = now
+        rate = tally.stats.scenes_read / max(now - self._t0, 1e-9)
+        text = (f"{tally.stats.scenes_read} scenes ({rate:.0f}/s), {tally.stats.instances_out} instances, "
+                f"{len(tally.rejects)} rejects")
+        if self._bar is not None:
+            self._bar.update(self._task, description=text)
+        else:
+            log.info("%s", text)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)

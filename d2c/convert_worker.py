@@ -1,0 +1,218 @@
+"""The per-scene work of ``d2c convert`` (image, captions, rows), run inline or in a process pool.
+
+Why a module of its own: these functions run in worker processes, so they only touch module state set by
+:func:`init_worker` (the job settings and a caption engine per process), and hand back one Arrow table per
+chunk (cheaper to send between processes than a dict per row, and built column by column) with, per
+scene, what became of it.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import multiprocessing
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from d2c.errors import D2CError
+from d2c.imageio import StretchConfig, load_image_record
+from d2c.model import Reject, Scene
+from d2c.rows import RowInput, rows_table
+
+CHUNK = 256  # scenes per task sent to a worker (and per Arrow table built): amortises the per-task cost
+
+@dataclass(frozen=True)
+class Job:
+    """Per-scene settings a worker needs (picklable, so workers rebuild their own caption engine)."""
+
+    templates: Path | None
+    captions_per_image: int
+    seed: int
+    images_mode: str
+    max_side: int | None
+    stretch: StretchConfig
+    max_pixels: int
+    tile: int | None = None
+    overlap: int = 200
+    done_keys: frozenset[str] = frozenset()  # rows already in the shards a resumed run keeps
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """What became of a processed scene: its captions, the byte estimates of its rows still to write
+    (rows already in kept shards are left out), tiling's rejects and the instances it writes out."""
+
+    captions: int
+    sizes: list[int]
+    rejects: list[Reject]
+    instances_out: int
+
+
+_ENGINE: Any = None
+_JOB: Job | None = None
+
+
+def init_worker(job: Job, engine: Any = None) -> None:
+    global _ENGINE, _JOB
+    from d2c.captions import CaptionEngine
+
+    _JOB = job
+    _ENGINE = engine or CaptionEngine(job.templates, captions_per_image=job.captions_per_image, seed=job.seed)
+
+
+Entry = tuple[int, "Scene | Reject", bool]  # (input position, item, needs processing)
+
+
+def process_chunk(chunk: list[tuple[int, Scene]]) -> tuple[list[tuple[int, Done | Reject]], Any]:
+    """Scenes -> one Arrow table of their rows (cheap to send back from a worker) and, per scene, a
+    :class:`Done` or the Reject that replaced it."""
+    assert _JOB is not None
+    outcomes: list[tuple[int, Done | Reject]] = []
+    rows: list[RowInput] = []
+    for pos, scene in chunk:
+        res = _process_tiled(scene) if _JOB.tile else _process_scene(scene)
+        if isinstance(res, Reject):
+            outcomes.append((pos, res))
+            continue
+        all_rows, extra, kept_captions = res
+        new = [r for r in all_rows if r.scene.key not in _JOB.done_keys]
+        out = scene.num_instances - sum(r.instances for r in extra)
+        n_captions = kept_captions + sum(len(r.captions) for r in all_rows)
+        outcomes.append((pos, Done(n_captions, [_row_bytes(r) for r in new], extra, out)))
+        rows.extend(new)
+    return outcomes, (rows_table(rows) if rows else None)
+
+
+def _row_bytes(row: RowInput) -> int:
+    """:func:`d2c.shards.row_bytes` of the row ``row`` becomes (it reads only the image bytes and objects)."""
+    from d2c.shards import row_bytes
+
+    return row_bytes({"image": {"bytes": row.image.bytes}, "objects": row.scene.instances})
+
+
+def _reject_scene(scene: Scene, code: str, reason: str) -> Reject:
+    prov = scene.provenance
+    return Reject(prov.file, prov.record, reason, code, scene.num_instances, scene.key)
+
+
+def _error_code(exc: Exception) -> str:
+    return type(exc).__name__.removesuffix("Error").lower() or "image"
+
+
+def _captions(scene: Scene) -> tuple[list[str], list[str]]:
+    caps = _ENGINE.caption(scene)
+    return [c.text for c in caps], [c.template_id for c in caps]
+
+
+Processed = tuple[list[RowInput], list[Reject], int]  # rows, rejects, captions of rows already kept
+
+
+def _process_scene(scene: Scene) -> Processed | Reject:
+    """One scene -> its shard row, or a Reject naming why it could not be written."""
+    assert _JOB is not None and _ENGINE is not None
+    job = _JOB
+    try:
+        image = load_image_record(scene, mode=job.images_mode, max_side=job.max_side, stretch=job.stretch,
+                                  max_pixels=job.max_pixels)
+    except D2CError as exc:
+        return _reject_scene(scene, _error_code(exc), str(exc))
+    except OSError as exc:
+        return _reject_scene(scene, "image_unreadable", f"{scene.image_path}: {exc}")
+    if job.images_mode == "embed" and image.bytes is None:
+        return _reject_scene(scene, "image_missing", f"image {scene.image_path!r} not found (needed in embed mode)")
+    if scene.width is None or scene.height is None:
+        return _reject_scene(scene, "no_size", f"image {scene.image_path!r}: no image and no size in the annotation")
+    try:
+        texts, ids = _captions(scene)
+    except (D2CError, ValueError) as exc:
+        return _reject_scene(scene, "caption_error", str(exc))
+    return [RowInput(scene, texts, ids, image)], [], 0
+
+
+def _process_tiled(scene: Scene) -> Processed | Reject:
+    """A large scene -> one row per kept tile (pixels read one window at a time), plus the Rejects of
+    parent objects no tile holds. Any failure rejects the whole scene, so accounting stays exact."""
+    from d2c.imageio import image_path_of
+    from d2c.tiling import WindowReader, tile_image_record, tile_scene
+
+    assert _JOB is not None
+    job = _JOB
+    try:
+        path = image_path_of(scene)
+        if job.images_mode == "embed" and not path.is_file():
+            return _reject_scene(scene, "image_missing", f"image {scene.image_path!r} not found (needed in embed mode)")
+        tiled = tile_scene(scene, tile=job.tile, overlap=job.overlap, seed=job.seed)
+        rows, kept = [], 0
+        opener = WindowReader(path) if path.is_file() else contextlib.nullcontext(None)
+        with opener as reader:
+            for tile, window in tiled:
+                if tile.key in job.done_keys:  # in a shard kept by --resume (its captions were written)
+                    kept += job.captions_per_image
+                    continue
+                record = tile_image_record(tile, window, reader, mode=job.images_mode, max_side=job.max_side,
+                                           stretch=job.stretch)
+                texts, ids = _captions(tile)
+                rows.append(RowInput(tile, texts, ids, record, parent_key=scene.key, tile_offset=window.offset))
+    except D2CError as exc:
+        return _reject_scene(scene, _error_code(exc), str(exc))
+    except (OSError, ValueError) as exc:
+        return _reject_scene(scene, "tile_error", f"{scene.image_path}: {exc}")
+    return rows, tiled.rejects, kept
+
+
+def run_chunks(items: Iterable[Entry], job: Job, workers: int, engine: Any = None
+                ) -> Iterator[tuple[list[Entry], Any]]:
+    """Yield ``(entries, chunk result)`` in input order, ``CHUNK`` entries at a time; the result covers
+    the entries flagged for processing (None when there are none). With ``workers > 1`` the chunks run
+    in a process pool with a bounded number in flight, so memory stays flat and order is kept."""
+    def chunks() -> Iterator[list[Entry]]:
+        chunk: list[Entry] = []
+        for entry in items:
+            chunk.append(entry)
+            if len(chunk) >= CHUNK:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def todo(chunk: list[Entry]) -> list[tuple[int, Scene]]:
+        return [(p, it) for p, it, t in chunk if t and isinstance(it, Scene)]
+
+    if workers <= 1:
+        init_worker(job, engine)
+        for chunk in chunks():
+            work = todo(chunk)
+            yield chunk, (process_chunk(work) if work else None)
+        return
+    # concurrent.futures, not multiprocessing.Pool: a worker that dies (out of memory, a crash in a C
+    # library) breaks the pool with an error here, where Pool would wait for its result for ever.
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker, initargs=(job,))
+    pending: collections.deque = collections.deque()
+    done: list[Entry] = []
+    try:
+        for chunk in chunks():
+            work = todo(chunk)
+            pending.append((chunk, pool.submit(process_chunk, work) if work else None))
+            while len(pending) > 4 * workers:
+                done, fut = pending.popleft()
+                yield done, (fut.result() if fut is not None else None)
+        while pending:
+            done, fut = pending.popleft()
+            yield done, (fut.result() if fut is not None else None)
+    except BrokenProcessPool:
+        raise WorkerDiedError(
+            f"a worker process died (killed, out of memory or crashed) on input items from {done[0][0] if done else 0}; "
+            "the complete shards are kept: rerun with --resume") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+class WorkerDiedError(D2CError):
+    """A worker process of ``--workers N`` ended without a result (the run stops; ``--resume`` goes on)."""

@@ -1,0 +1,220 @@
+"""Shards back out: detection annotations (COCO, DOTA, VOC) or files open_clip trains on directly.
+
+Why: shards are the canonical store, but users keep tools that read detection formats, and open_clip's
+own trainer reads a CSV (``--dataset-type csv``) or WebDataset tars. Every export streams rows.
+
+- ``coco|dota|voc``: the writers in :mod:`d2c.writers`; embedded images are written beside them
+  (``images/`` for COCO and DOTA, ``JPEGImages/`` for VOC); reference-mode rows keep naming the original
+  image files (not copied). Coordinates are original pixels, so a row
+  stored reduced (``--max-side``, ``image_scale`` < 1) is exported with its original-size annotations and
+  a warning.
+- ``openclip-csv``: ``OUT/captions.csv``, **tab-separated** (open_clip's ``--csv-separator`` default is a
+  tab) with columns ``filepath`` (absolute path) and ``title``, one line per caption; embedded images are
+  written to ``OUT/images/``, referenced ones point at the dataset root recorded in the shards.
+- ``webdataset``: ``OUT/{source}-{000000}.tar`` with up to ``samples_per_tar`` samples, each
+  ``{key}.png|jpg`` + ``{key}.txt`` (one sample per caption; the key has no dots, as WebDataset needs).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from d2c.errors import UnsafePathError, UsageError
+from d2c.images import safe_join
+from d2c.model import Scene
+from d2c.rows import scene_from_row
+from d2c.shards import iter_rows, read_metadata, shard_paths
+
+log = logging.getLogger(__name__)
+
+TARGETS = ("coco", "dota", "voc", "openclip-csv", "webdataset")
+EXT = {"png": "png", "jpeg": "jpg", "tiff": "tif", "bmp": "bmp"}
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def export(shards: Path | str, to: str, out: Path | str, *, samples_per_tar: int = 1000) -> dict[str, Any]:
+    """Export a shard folder to ``out`` in format ``to``; returns counts (rows, captions, images)."""
+    if to not in TARGETS:
+        raise UsageError(f"--to must be one of {', '.join(TARGETS)}, got {to!r}")
+    paths = shard_paths(shards)
+    if not paths:
+        raise UsageError(f"{shards}: no shard files (*.parquet) to export")
+    root = read_metadata(paths[0]).get("dataset_root") or ""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if to == "openclip-csv":
+        return _openclip_csv(shards, out, root)
+    if to == "webdataset":
+        return _webdataset(shards, out, root, samples_per_tar)
+    return _detection(shards, to, out, root)
+
+
+def _image_file_name(row: dict[str, Any]) -> str:
+    """The exported image's name: the original name, with the stored format's extension if it changed."""
+    name = PurePosixPath((row["image"].get("path") or row["key"].split("/", 1)[1]).replace("\\", "/")).name
+    fmt = row.get("image_format")
+    if row.get("stretch") and fmt in EXT:
+        return f"{PurePosixPath(name).stem}.{EXT[fmt]}"
+    return name
+
+
+def _detection(shards: Path | str, to: str, out: Path, root: str) -> dict[str, Any]:
+    from d2c.writers import write_coco, write_dota, write_voc
+
+    image_dir = out / ("JPEGImages" if to == "voc" else "images")
+    counts = {"rows": 0, "images": 0, "instances": 0}
+
+    def scenes() -> Iterator[Scene]:
+        for row in iter_rows(shards):
+            name = _image_file_name(row)
+            data = (row.get("image") or {}).get("bytes")
+            if data is not None:
+                image_dir.mkdir(parents=True, exist_ok=True)
+                (image_dir / name).write_bytes(data)
+                counts["images"] += 1
+                if row.get("image_scale") not in (None, 1.0):
+                    log.warning("%s: image stored at scale %s; annotations stay in original pixels",
+                                row["key"], row["image_scale"])
+            if data is not None:
+                scene = scene_from_row(row, root=str(out))
+                scene.image_path = f"{image_dir.name}/{name}"
+            else:  # reference mode: the annotations name the original image, which stays where it is
+                scene = scene_from_row(row, root=root)
+            counts["rows"] += 1
+            counts["instances"] += scene.num_instances
+            yield scene
+
+    if to == "coco":
+        write_coco(scenes(), out / "annotations.json", images_dir=image_dir)
+    elif to == "dota":
+        write_dota(scenes(), out)
+    else:
+        write_voc(scenes(), out)
+    return counts
+
+
+def _sample_key(key: str, seen: set[str]) -> str:
+    base = _UNSAFE.sub("_", key).strip("_") or "scene"
+    safe, n = base, 1
+    while safe in seen:
+        n += 1
+        safe = f"{base}_{n}"
+    seen.add(safe)
+    return safe
+
+
+def _referenced_file(row: dict[str, Any], root: str) -> Path | None:
+    """The file a reference-mode row names, if it exists inside the dataset root (shards are input too:
+    a row naming ``../x`` or ``/etc/passwd`` is refused with a warning)."""
+    rel = (row.get("image") or {}).get("path")
+    if not rel or not root:
+        return None
+    try:
+        path = safe_join(Path(root), rel)
+    except UnsafePathError as exc:
+        log.warning("%s: %s; left out", row.get("key"), exc)
+        return None
+    return path if path.is_file() else None
+
+
+def _image_bytes(row: dict[str, Any], root: str) -> tuple[bytes | None, str]:
+    """Stored bytes, or the referenced file's bytes; and the file extension to use."""
+    image = row.get("image") or {}
+    data = image.get("bytes")
+    if data is None:
+        path = _referenced_file(row, root)
+        data = path.read_bytes() if path is not None else None
+    return data, EXT.get(row.get("image_format") or "", "png")
+
+
+def _openclip_csv(shards: Path | str, out: Path, root: str) -> dict[str, Any]:
+    image_dir = out / "images"
+    seen: set[str] = set()
+    counts = {"rows": 0, "captions": 0, "images": 0, "skipped": 0}
+    tmp = out / ".captions.csv.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
+        writer.writerow(["filepath", "title"])
+        for row in iter_rows(shards):
+            counts["rows"] += 1
+            image = row.get("image") or {}
+            if image.get("bytes") is not None:
+                ext = EXT.get(row.get("image_format") or "", "png")
+                path = image_dir / f"{_sample_key(row['key'], seen)}.{ext}"
+                image_dir.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(image["bytes"])
+                counts["images"] += 1
+            elif (ref := _referenced_file(row, root)) is not None:
+                path = ref
+            else:
+                log.warning("%s: no image bytes and no file to point at; left out", row["key"])
+                counts["skipped"] += 1
+                continue
+            for caption in row.get("captions") or []:
+                writer.writerow([str(path.resolve()), caption])
+                counts["captions"] += 1
+    tmp.replace(out / "captions.csv")
+    return counts
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 0, 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+class _TarSink:
+    """Numbered tars of at most ``per_tar`` samples, each written to a temporary name then renamed."""
+
+    def __init__(self, out: Path, prefix: str, per_tar: int) -> None:
+        self.out, self.prefix, self.per_tar = out, prefix, per_tar
+        self.count = 0
+        self._tar: tarfile.TarFile | None = None
+        self._paths: tuple[Path, Path] | None = None
+        self._in_tar = 0
+
+    def add_sample(self, files: dict[str, bytes]) -> None:
+        if self._tar is None or self._in_tar >= self.per_tar:
+            self.close()
+            final = self.out / f"{self.prefix}-{self.count:06d}.tar"
+            self._paths = (final.with_name(f".{final.name}.tmp"), final)
+            self._tar = tarfile.open(self._paths[0], "w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
+            self.count += 1
+            self._in_tar = 0
+        for name, data in files.items():
+            _add(self._tar, name, data)
+        self._in_tar += 1
+
+    def close(self) -> None:
+        if self._tar is not None and self._paths is not None:
+            self._tar.close()
+            self._paths[0].replace(self._paths[1])
+            self._tar = None
+
+
+def _webdataset(shards: Path | str, out: Path, root: str, per_tar: int) -> dict[str, Any]:
+    prefix = _UNSAFE.sub("_", read_metadata(shard_paths(shards)[0]).get("source") or "shard")
+    seen: set[str] = set()
+    counts = {"rows": 0, "captions": 0, "tars": 0, "skipped": 0}
+    sink = _TarSink(out, prefix, per_tar)
+    for row in iter_rows(shards):
+        counts["rows"] += 1
+        data, ext = _image_bytes(row, root)
+        if data is None:
+            log.warning("%s: no image bytes and no file to read; left out", row["key"])
+            counts["skipped"] += 1
+            continue
+        base = _sample_key(row["key"], seen)
+        for j, caption in enumerate(row.get("captions") or []):
+            sink.add_sample({f"{base}_c{j}.{ext}": data, f"{base}_c{j}.txt": caption.encode("utf-8")})
+            counts["captions"] += 1
+    sink.close()
+    counts["tars"] = sink.count
+    return counts

@@ -1,0 +1,229 @@
+"""Pascal VOC XML (LabelImg, roLabelImg and polygon variants), parsed with defusedxml.
+
+Objects: ``<bndbox>`` (xmin..ymax, or x1..y4 corners), roLabelImg's ``<robndbox>`` (cx, cy, w, h, angle in
+radians), ``<polygon>`` (``<x1><y1>...`` or ``<point><x><y>`` children, or a text list). ``<size>`` is used
+when positive (0 or missing: the image header). Layout: ``Annotations/`` with ``JPEGImages/`` (or
+``images/``); ``<filename>`` may lack its extension or not match: the XML's stem is the fallback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from xml.etree.ElementTree import Element, ParseError
+
+import numpy as np
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import parse as safe_parse
+
+from d2c import geometry
+from d2c.classes import ClassResolver
+from d2c.images import ImageFinder
+from d2c.model import Provenance, Reject, Scene
+from d2c.readers.base import (
+    ImageInfo,
+    RawObject,
+    ReadOptions,
+    assemble_scene,
+    build_instances,
+    locate_image,
+    parse_error_position,
+    rel_to,
+)
+
+_NUM = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf", re.IGNORECASE)
+
+
+class VocReader:
+    name = "voc"
+
+    def detect(self, path: Path) -> bool:
+        path = Path(path)
+        if path.is_file():
+            return path.suffix.lower() == ".xml"
+        if not path.is_dir():
+            return False
+        return (path / "Annotations").is_dir() or any(True for _ in path.glob("*.xml"))
+
+    def read(self, path: Path, options: ReadOptions) -> Iterator[Scene | Reject]:
+        path = Path(os.path.abspath(path))
+        if options.annotations:
+            ann = Path(os.path.abspath(options.annotations))
+        elif path.is_dir() and (path / "Annotations").is_dir():
+            ann = path / "Annotations"
+        else:
+            ann = path
+        files = [ann] if ann.is_file() else sorted(ann.glob("*.xml"))
+        ann_dir = ann.parent if ann.is_file() else ann
+        root = ann_dir.parent if ann_dir.name == "Annotations" else ann_dir
+        if options.images:
+            images_dir = Path(os.path.abspath(options.images))
+        elif (root / "JPEGImages").is_dir():
+            images_dir = root / "JPEGImages"
+        elif (root / "images").is_dir():
+            images_dir = root / "images"
+        else:
+            images_dir = root
+        source = options.source or root.name or "voc"
+        finder = ImageFinder(root)
+        classes = ClassResolver(options.class_map, options.unknown_classes)
+        for f in files:
+            yield from _read_file(f, root, images_dir, source, finder, classes, options)
+
+
+def _text(el: Element | None, tag: str) -> str | None:
+    child = el.find(tag) if el is not None else None
+    return child.text.strip() if child is not None and child.text else None
+
+
+def _num(el: Element, tag: str) -> float:
+    value = _text(el, tag)
+    if value is None:
+        raise ValueError(f"<{tag}> is missing")
+    return float(value)
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        v = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return int(v) if v is not None and np.isfinite(v) and v > 0 and float(v).is_integer() else None
+
+
+def _geometry(obj: Element) -> np.ndarray:
+    """The object's points (N, 2); ValueError says what is wrong."""
+    rob = obj.find("robndbox")
+    if rob is not None:
+        cx, cy, w, h, a = (_num(rob, t) for t in ("cx", "cy", "w", "h", "angle"))
+        if not np.isfinite([cx, cy, w, h, a]).all():
+            return np.full((4, 2), np.nan)
+        if w <= 0 or h <= 0:
+            raise _ZeroArea(f"robndbox w and h must be positive, got w={w:g}, h={h:g}")
+        return geometry.rotated_rect_from_radians(cx, cy, w, h, a)
+    poly = obj.find("polygon")
+    if poly is not None:
+        return _polygon(poly)
+    box = obj.find("bndbox")
+    if box is None:
+        raise ValueError("object has no <bndbox>, <robndbox> or <polygon>")
+    if box.find("xmin") is None and box.find("x1") is not None:
+        return _polygon(box)
+    x0, y0, x1, y1 = (_num(box, t) for t in ("xmin", "ymin", "xmax", "ymax"))
+    if np.isfinite([x0, y0, x1, y1]).all() and (x1 <= x0 or y1 <= y0):
+        raise _ZeroArea(f"bndbox needs xmin < xmax and ymin < ymax, got {x0:g}, {y0:g}, {x1:g}, {y1:g}")
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
+
+
+class _ZeroArea(ValueError):
+    pass
+
+
+def _polygon(el: Element) -> np.ndarray:
+    xs = {}
+    ys = {}
+    for child in el:
+        m = re.fullmatch(r"([xy])(\d+)", child.tag)
+        if m and child.text:
+            (xs if m.group(1) == "x" else ys)[int(m.group(2))] = float(child.text)
+    if xs:
+        if sorted(xs) != sorted(ys):
+            raise ValueError(f"polygon x and y indices differ: {sorted(xs)} vs {sorted(ys)}")
+        return np.array([[xs[i], ys[i]] for i in sorted(xs)], dtype=np.float64)
+    pts = [(_num(p, "x"), _num(p, "y")) for p in el if p.find("x") is not None]
+    if pts:
+        return np.asarray(pts, dtype=np.float64)
+    nums = [float(v) for v in _NUM.findall(el.text or "")]
+    if len(nums) < 6 or len(nums) % 2:
+        raise ValueError(f"polygon needs an even number (>= 6) of coordinates, got {len(nums)}")
+    return np.asarray(nums, dtype=np.float64).reshape(-1, 2)
+
+
+def _objects(tree_root: Element) -> list[RawObject]:
+    objs: list[RawObject] = []
+    for n, obj in enumerate(tree_root.iter("object"), start=1):
+        name = _text(obj, "name") or ""
+        rec = f"object {n}"
+        diff = _text(obj, "difficult")
+        ob = RawObject(name or "?", difficult=diff not in (None, "0", "0.0", "false", "False"), record=rec)
+        if not name:
+            ob.error = ("bad_record", "object has no <name>")
+        else:
+            try:
+                ob.parts = [_geometry(obj)]
+            except _ZeroArea as exc:
+                ob.error = ("zero_area", str(exc))
+            except ValueError as exc:
+                ob.error = ("bad_geometry", str(exc))
+        objs.append(ob)
+    return objs
+
+
+def _read_file(
+    f: Path, root: Path, images_dir: Path, source: str, finder: ImageFinder, classes: ClassResolver, options: ReadOptions
+) -> Iterator[Scene | Reject]:
+    fname = rel_to(f, root)
+    try:
+        tree_root = safe_parse(str(f)).getroot()
+    except ParseError as exc:
+        yield Reject(fname, None, f"malformed XML at {parse_error_position(exc)}: {exc}", "parse_error")
+        return
+    except DefusedXmlException as exc:
+        yield Reject(fname, None, f"refused unsafe XML: {exc!r}", "parse_error")
+        return
+    except OSError as exc:
+        yield Reject(fname, None, f"cannot read file: {exc}", "parse_error")
+        return
+    objs = _objects(tree_root)
+    size = tree_root.find("size")
+    ann_size: tuple[Any, Any] = (_int_or_none(_text(size, "width")), _int_or_none(_text(size, "height")))
+    info = _image(tree_root, f, root, images_dir, finder, ann_size, options)
+    if isinstance(info, tuple):
+        bad = [o for o in objs if o.error is not None]
+        for o in bad:
+            yield Reject(fname, o.record, o.error[1], o.error[0], 1)  # type: ignore[index]
+        yield Reject(fname, None, info[1], info[0], len(objs) - len(bad))
+        return
+    n = len(objs)
+    built = build_instances(objs, np.full(n, float(info.width or np.nan)), np.full(n, float(info.height or np.nan)), classes)
+    yield from assemble_scene(
+        source=source, root=root, info=info, built=built, objs=objs, provenance=Provenance(fname)
+    )
+
+
+def _image(
+    tree_root: Element,
+    f: Path,
+    root: Path,
+    images_dir: Path,
+    finder: ImageFinder,
+    ann_size: tuple[Any, Any],
+    options: ReadOptions,
+) -> ImageInfo | tuple[str, str]:
+    """The image: ``<filename>`` (by name, then stem), else the XML's stem (flagged as found by stem)."""
+    filename = (_text(tree_root, "filename") or "").replace("\\", "/")
+    if filename:
+        info = locate_image(root, finder, images_dir, filename, ann_size, options)
+        if not _missing(info):
+            return info
+    if filename and Path(filename).stem == f.stem:
+        return info
+    found = finder.find_stem(images_dir, f.stem)
+    if found is None:
+        return info if filename else locate_image(root, finder, images_dir, f.stem + ".jpg", ann_size, options)
+    info = locate_image(root, finder, images_dir, found.name, ann_size, options)
+    if not isinstance(info, tuple):
+        info.flags.append("image_found_by_stem")
+    return info
+
+
+def _missing(info: ImageInfo | tuple[str, str]) -> bool:
+    if isinstance(info, tuple):
+        return info[0] in ("image_missing", "no_image_no_size")
+    return "image_missing" in info.flags
+
+
+READER = VocReader()

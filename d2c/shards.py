@@ -1,0 +1,376 @@
+"""Parquet shards: deterministic writing, the manifest, verification and a small reader API.
+
+Why this shape: shards are the hand-off between ``d2c``, ``mmsar`` and ``sarclip_train``, so a shard on
+disk is either complete or absent (written to a hidden temporary name, renamed when closed), identical
+inputs give byte-identical files (fixed compression, no timestamps, rows in input order), and shard
+boundaries depend only on the ordered rows (row count and byte budget), which is what ``--resume`` needs.
+The layout is documented in ``docs/shard-schema.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from d2c.errors import D2CError
+from d2c.schema import METADATA_KEY, SCHEMA, SCHEMA_VERSION
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+SHARD_KEY = METADATA_KEY + b".shard"  # per-shard facts (index, input span), added when the shard closes
+COMPRESSION = "zstd"
+COMPRESSION_LEVEL = 3
+ROW_GROUP_ROWS = 256  # rows per row group: small enough to stream, large enough to compress well
+ROW_GROUP_BYTES = 64 << 20  # ... or fewer rows when the images are large
+DICT_COLUMNS = ("source", "split", "image_format", "orig_dtype", "image_source", "label")
+
+_crash_counts: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    """Reliability hook: ``D2C_CRASH_AT=<point>:<n>`` kills the process (exit 137) the n-th time ``name``
+    is reached, so tests can check that an interrupted run leaves nothing half-written."""
+    spec = os.environ.get("D2C_CRASH_AT")
+    if not spec:
+        return
+    point, _, count = spec.partition(":")
+    if point != name:
+        return
+    _crash_counts[name] = _crash_counts.get(name, 0) + 1
+    if _crash_counts[name] == int(count or 1):
+        log.error("D2C_CRASH_AT=%s reached: exiting with 137", spec)
+        os._exit(137)
+
+
+def shard_name(prefix: str, index: int) -> str:
+    return f"{prefix}-{index:05d}.parquet"
+
+
+def _tmp_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}.tmp")
+
+
+@dataclass(frozen=True, slots=True)
+class ShardInfo:
+    """A closed shard: its file, row count, size, checksum and the span of input items it covers."""
+
+    path: Path
+    rows: int
+    bytes: int
+    sha256: str
+    first_item: int | None = None
+    next_item: int | None = None
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def row_bytes(row: dict[str, Any]) -> int:
+    """A cheap size estimate of a row (image bytes dominate); used for the byte budget."""
+    image = row.get("image") or {}
+    data = image.get("bytes") if isinstance(image, dict) else None
+    return (len(data) if data else 0) + 256 + 96 * len(row.get("objects") or ())
+
+
+class ShardWriter:
+    """Write rows into ``out_dir/{prefix}-{index:05d}.parquet`` shards.
+
+    A shard closes after ``shard_rows`` rows, or before a row that would take its estimated bytes past
+    ``max_bytes``.
+    ``metadata`` (JSON-serialisable) is stored under :data:`d2c.schema.METADATA_KEY` in the Arrow schema of
+    every shard; the shard's own ``shard_index``, ``first_item`` and ``next_item`` (input positions, given
+    to :meth:`write`) go under ``d2c.shard`` so a resumed run knows where each shard starts and ends.
+    """
+
+    def __init__(
+        self,
+        out_dir: Path,
+        prefix: str,
+        *,
+        shard_rows: int = 2000,
+        max_bytes: int = 512 << 20,
+        metadata: dict[str, Any],
+        schema: pa.Schema = SCHEMA,
+        start_index: int = 0,
+    ) -> None:
+        if shard_rows < 1:
+            raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.prefix = prefix
+        self.shard_rows = shard_rows
+        self.max_bytes = max_bytes
+        self.metadata = dict(metadata)
+        self.schema = schema
+        self.index = start_index
+        self.closed: list[ShardInfo] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._tmp: Path | None = None
+        self._dicts: list[dict[str, Any]] = []  # rows given as dicts, not yet converted
+        self._pieces: list[pa.Table] = []  # the current row group, in order
+        self._group_rows = 0
+        self._group_bytes = 0
+        self._rows = 0
+        self._bytes = 0
+        self._first_item: int | None = None
+        self._next_item: int | None = None
+
+    def write(self, row: dict[str, Any], item: int | None = None) -> None:
+        """Append one row; ``item`` is its position in the input stream (recorded for resume)."""
+        size = row_bytes(row)
+        if self._needs_cut_before(size):
+            self._finish()
+        self._dicts.append(row)
+        self._count(size, item)
+        self._cut_after()
+        crash_point("after_rows")
+
+    def write_table(self, table: pa.Table, items: list[int | None], sizes: list[int] | None = None) -> None:
+        """Append the rows of ``table`` (in :attr:`schema`), with their input positions and byte estimates:
+        what workers hand back, cheaper than one dict per row. Shard and row-group boundaries are the
+        same as writing the rows one by one."""
+        if sizes is None:
+            sizes = [row_bytes(r) for r in table.select(["image", "objects"]).to_pylist()]
+        start = 0
+        for i, (item, size) in enumerate(zip(items, sizes, strict=True)):
+            if self._needs_cut_before(size):
+                self._take(table, start, i)
+                start = i
+                self._finish()
+            self._count(size, item)
+            if self._group_rows >= ROW_GROUP_ROWS or self._group_bytes >= ROW_GROUP_BYTES \
+                    or self._rows >= self.shard_rows:
+                self._take(table, start, i + 1)
+                start = i + 1
+                self._cut_after()
+            crash_point("after_rows")
+        self._take(table, start, len(items))
+
+    def close(self) -> list[ShardInfo]:
+        """Close the open shard, if any, and return every shard this writer completed."""
+        if self._writer is not None:
+            self._finish()
+        return list(self.closed)
+
+    def _needs_cut_before(self, size: int) -> bool:
+        """The byte budget is a ceiling: close before a row that would pass it (unless the shard is empty)."""
+        return self._writer is not None and self._rows > 0 and self._bytes + size > self.max_bytes
+
+    def _count(self, size: int, item: int | None) -> None:
+        if self._writer is None:
+            self._open()
+        if self._first_item is None:
+            self._first_item = item
+        self._next_item = None if item is None else item + 1
+        self._rows += 1
+        self._bytes += size
+        self._group_rows += 1
+        self._group_bytes += size
+
+    def _cut_after(self) -> None:
+        if self._group_rows >= ROW_GROUP_ROWS or self._group_bytes >= ROW_GROUP_BYTES:
+            self._flush_group()
+        if self._rows >= self.shard_rows:
+            self._finish()
+
+    def _take(self, table: pa.Table, start: int, end: int) -> None:
+        if end > start:
+            self._materialise()
+            self._pieces.append(table.slice(start, end - start))
+
+    def _materialise(self) -> None:
+        if self._dicts:
+            self._pieces.append(pa.Table.from_pylist(self._dicts, schema=self.schema))
+            self._dicts = []
+
+    def _open(self) -> None:
+        final = self.out_dir / shard_name(self.prefix, self.index)
+        self._tmp = _tmp_path(final)
+        self._writer = pq.ParquetWriter(
+            self._tmp,
+            self.schema.with_metadata({METADATA_KEY: _dumps(self.metadata)}),
+            compression=COMPRESSION,
+            compression_level=COMPRESSION_LEVEL,
+            use_dictionary=[n for n in DICT_COLUMNS if n in self.schema.names],
+            write_statistics=True,
+        )
+        self._rows = self._bytes = 0
+        self._first_item = self._next_item = None
+
+    def _flush_group(self) -> None:
+        self._materialise()
+        if not self._pieces:
+            return
+        assert self._writer is not None
+        table = self._pieces[0] if len(self._pieces) == 1 else pa.concat_tables(self._pieces)
+        table = table.combine_chunks()  # the same bytes however the rows arrived
+        self._writer.write_table(table, row_group_size=table.num_rows)
+        self._pieces, self._group_rows, self._group_bytes = [], 0, 0
+        crash_point("mid_shard")
+
+    def _finish(self) -> None:
+        assert self._writer is not None and self._tmp is not None
+        self._flush_group()
+        span = {"shard_index": self.index, "first_item": self._first_item, "next_item": self._next_item}
+        self._writer.add_key_value_metadata({SHARD_KEY: _dumps(span)})
+        self._writer.close()
+        _fsync(self._tmp)
+        final = self.out_dir / shard_name(self.prefix, self.index)
+        crash_point("before_rename")
+        os.replace(self._tmp, final)
+        info = ShardInfo(final, self._rows, final.stat().st_size, file_sha256(final), self._first_item,
+                         self._next_item)
+        self.closed.append(info)
+        log.debug("wrote %s (%d rows)", final.name, self._rows)
+        self._writer, self._tmp = None, None
+        self.index += 1
+
+
+def _dumps(obj: Any) -> bytes:
+    """Canonical JSON (sorted keys, no whitespace): the same metadata gives the same bytes."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file to disk before it is renamed, so a final name never points at missing data."""
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary name beside ``path`` and rename it into place."""
+    tmp = _tmp_path(path)
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def shard_paths(path_or_dir: Path | str) -> list[Path]:
+    """The shard files of a folder (sorted by name), or ``[path]`` for one file."""
+    p = Path(path_or_dir)
+    if p.is_dir():
+        return sorted(q for q in p.glob("*.parquet") if not q.name.startswith("."))
+    if p.is_file():
+        return [p]
+    raise FileNotFoundError(f"{p}: no such shard file or folder")
+
+
+class ShardReadError(D2CError, ValueError):
+    """A file with a shard's name that is not readable Parquet (truncated copy, disk fault, not a shard)."""
+
+
+def _parquet(path: Path | str) -> pq.ParquetFile:
+    """Open a shard, naming it in the error when it is not readable Parquet (Arrow's message does not)."""
+    try:
+        return pq.ParquetFile(path)
+    except (OSError, ValueError) as exc:
+        raise ShardReadError(f"{path}: not a readable Parquet shard ({exc})") from None
+
+
+def read_metadata(shard_path: Path | str) -> dict[str, Any]:
+    """The d2c key-value metadata of one shard (schema version, seed, class map, ...) with its own
+    ``shard_index``, ``first_item`` and ``next_item``."""
+    kv = _parquet(shard_path).metadata.metadata or {}
+    out: dict[str, Any] = {}
+    for key in (METADATA_KEY, SHARD_KEY):
+        if kv.get(key):
+            out.update(json.loads(kv[key]))
+    return out
+
+
+def write_manifest(out_dir: Path | str) -> dict[str, Any]:
+    """(Re)write ``manifest.json`` from the shards present: rows, bytes and sha256 of each."""
+    out = Path(out_dir)
+    shards = []
+    for p in shard_paths(out):
+        shards.append({
+            "file": p.name,
+            "rows": pq.ParquetFile(p).metadata.num_rows,
+            "bytes": p.stat().st_size,
+            "sha256": file_sha256(p),
+        })
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "shards": shards,
+        "rows": sum(s["rows"] for s in shards),
+        "bytes": sum(s["bytes"] for s in shards),
+    }
+    atomic_write_bytes(out / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    return manifest
+
+
+def read_manifest(out_dir: Path | str) -> dict[str, Any]:
+    path = Path(out_dir) / MANIFEST
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no manifest (not a shard folder, or the run did not finish)") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+
+
+def verify(out_dir: Path | str) -> list[str]:
+    """Recompute every shard's checksum, size and row count against the manifest; return the problems."""
+    out = Path(out_dir)
+    try:
+        manifest = read_manifest(out)
+    except (FileNotFoundError, ValueError) as exc:
+        return [str(exc)]
+    problems: list[str] = []
+    listed = {s["file"] for s in manifest.get("shards", [])}
+    for s in manifest.get("shards", []):
+        p = out / s["file"]
+        if not p.is_file():
+            problems.append(f"{p}: listed in the manifest but missing")
+            continue
+        if p.stat().st_size != s["bytes"]:
+            problems.append(f"{p}: {p.stat().st_size} bytes, manifest says {s['bytes']}")
+        if file_sha256(p) != s["sha256"]:
+            problems.append(f"{p}: sha256 differs from the manifest")
+        try:
+            rows = pq.ParquetFile(p).metadata.num_rows
+        except (OSError, pa.ArrowException) as exc:
+            problems.append(f"{p}: unreadable Parquet ({exc})")
+            continue
+        if rows != s["rows"]:
+            problems.append(f"{p}: {rows} rows, manifest says {s['rows']}")
+    for p in shard_paths(out):
+        if p.name not in listed:
+            problems.append(f"{p}: shard not listed in the manifest")
+    total = sum(s["rows"] for s in manifest.get("shards", []))
+    if manifest.get("rows") != total:
+        problems.append(f"{out / MANIFEST}: total rows {manifest.get('rows')} != sum of shards {total}")
+    return problems
+
+
+def iter_rows(path_or_dir: Path | str, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """Stream rows as dicts, one row group at a time (never the whole folder in memory)."""
+    for p in shard_paths(path_or_dir):
+        pf = _parquet(p)
+        for i in range(pf.num_row_groups):
+            yield from pf.read_row_group(i, columns=columns).to_pylist()
+
+
+def to_pandas(path_or_dir: Path | str, columns: list[str] | None = None):
+    """All rows as one pandas DataFrame (small folders; use :func:`iter_rows` to stream)."""
+    tables = [pq.read_table(p, columns=columns) for p in shard_paths(path_or_dir)]
+    if not tables:
+        return SCHEMA.empty_table().to_pandas()
+    return pa.concat_tables(tables).to_pandas()

@@ -1,0 +1,316 @@
+"""``mmsar build``: many detection sources -> staged d2c shards -> dedupe -> splits -> MMSAR folders.
+
+Why in this order: conversion (per source, in parallel, reused when unchanged) produces small per-scene
+records; dedupe, splits and SARCount selection are cheap global decisions on those records; the writing
+(per folder and source, in parallel) only copies staged rows and cuts chips. Everything global is a pure
+function of the records in config order, so the output does not depend on the distributor or on the
+number of workers. The top-level ``manifest.json`` is written last: its presence means the build finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from d2c.model import SPLITS
+from d2c.shards import atomic_write_bytes
+from mmsar import card, plots, sarcount
+from mmsar.config import BuildConfig, check_inputs, load_config
+from mmsar.dedupe import DedupeResult, dedupe
+from mmsar.distributor import make_distributor
+from mmsar.sources import RECORDS, job_for, stage_source, template_set_hash
+from mmsar.splits import SplitResult, assign_splits, quota
+from mmsar.writing import ChipJob, RowRef, run_task, write_json
+
+log = logging.getLogger(__name__)
+
+SCENE_FOLDERS = ("train", "val", "test", "sarcount", "sarcount_train")
+OUTPUT_NAMES = (*SCENE_FOLDERS, "chips", "plots", "README.md", "stats.json", "dedupe.json", "manifest.json")
+
+
+@dataclass
+class BuildResult:
+    out: Path
+    manifest: dict[str, Any]
+    stats: dict[str, Any]
+    converted: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Plan:
+    records: list[dict[str, Any]]
+    dd: DedupeResult
+    sp: SplitResult
+    counting: dict[str, list[dict[str, Any]]]
+
+
+def build(config: BuildConfig | Path | str, *, distributor: str = "local", scheduler: str | None = None,
+          workers: int | None = None) -> BuildResult:
+    """Build the MMSAR tree described by ``config`` into ``config.out``."""
+    cfg = config if isinstance(config, BuildConfig) else load_config(config)
+    check_inputs(cfg)
+    out = cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").unlink(missing_ok=True)
+    for name in OUTPUT_NAMES:
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+    with make_distributor(distributor, scheduler=scheduler, workers=workers) as dist:
+        tset = template_set_hash(cfg)
+        stages = dist.map(stage_source, [(job_for(cfg, s, tset),) for s in cfg.sources])
+        plan = _plan(cfg)
+        summaries = dist.map(run_task, _tasks(cfg, plan))
+    folders = _finish_folders(cfg, plan, summaries)
+    stats = _stats(cfg, plan, stages, folders)
+    write_json(out / "stats.json", stats)
+    write_json(out / "dedupe.json", {"exact": plan.dd.exact, "near_groups": plan.dd.near_groups,
+                                     "near_dropped": plan.dd.near_dropped, "split_conflicts": plan.sp.conflicts})
+    kept = [{**r, "split": plan.sp.split[r["key"]]} for r in plan.dd.kept]
+    try:
+        plot_names = plots.make_plots(kept, out / "plots")
+    except ImportError as exc:  # matplotlib is in the [train] extra; the data does not need it
+        log.warning("no plots: %s (pip install 'sarclip-toolkit[train]')", exc)
+        plot_names = []
+    info = _card_info(cfg, stats, folders, plot_names, tset)
+    atomic_write_bytes(out / "README.md", card.render_card(info).encode("utf-8"))
+    manifest = _manifest(cfg, folders)
+    write_json(out / "manifest.json", manifest)
+    return BuildResult(out, manifest, stats, [s["source"] for s in stages if not s["reused"]],
+                       [s["source"] for s in stages if s["reused"]])
+
+
+def _plan(cfg: BuildConfig) -> _Plan:
+    """The global decisions: dedupe, splits and SARCount items, from the staged records in config order."""
+    records = []
+    for src in cfg.sources:
+        records.extend(orjson.loads((cfg.work / src.name / RECORDS).read_bytes()))
+    dd = dedupe(records, near_threshold=cfg.dedupe.near_threshold, drop_near=cfg.dedupe.drop_near,
+                label_iou=cfg.dedupe.label_iou)
+    sp = assign_splits(dd.kept, seed=cfg.splits.seed, ratios=cfg.splits.ratios,
+                       source_ratios={s.name: s.ratios for s in cfg.sources if s.ratios},
+                       near_groups=dd.near_groups)
+    sc = cfg.sarcount
+    counting = {}
+    for folder, split in (("sarcount", "test"), ("sarcount_train", "train")):
+        pool = [r for r in dd.kept if sp.split[r["key"]] == split]
+        counting[folder] = sarcount.select(pool, seed=cfg.seed, min_count=sc.min_count, max_count=sc.max_count,
+                                           max_per_count=sc.max_per_count, templates=sc.templates,
+                                           nouns=sc.nouns, split=split)
+    return _Plan(records, dd, sp, counting)
+
+
+def _tasks(cfg: BuildConfig, plan: _Plan) -> list[tuple[str, tuple[Any, ...]]]:
+    """Writing tasks, one per (folder, source), in a fixed order."""
+    near = {k for g in plan.dd.near_groups for k in g}
+    counted = {folder: {it["key"] for it in items} for folder, items in plan.counting.items()}
+    chip_job = ChipJob(cfg.chips.size, cfg.chips.context, cfg.chips.min_crop, cfg.images.mode,
+                       dict(cfg.images.stretch))
+    tasks: list[tuple[str, tuple[Any, ...]]] = []
+    for src in cfg.sources:
+        recs = [r for r in plan.dd.kept if r["source"] == src.name]
+        stage_dir = cfg.work / src.name
+
+        def refs(keep: Any, recs: list[dict[str, Any]] = recs) -> list[RowRef]:
+            return [RowRef(f"part-{r['part']}", r["shard"], r["row"], plan.sp.split[r["key"]], r["key"] in near)
+                    for r in recs if keep(r)]
+
+        for folder in SCENE_FOLDERS:
+            if folder in counted:
+                sel = refs(lambda r, f=folder: r["key"] in counted[f])
+            else:
+                sel = refs(lambda r, f=folder: plan.sp.split[r["key"]] == f)
+            if sel:
+                meta = {"mmsar_folder": folder, "split": sel[0].split, "source_weight": src.weight,
+                        "licence": src.licence}
+                tasks.append(("scenes", (stage_dir, cfg.out / folder, src.name, sel, cfg.shard_rows, meta)))
+        for split in SPLITS:
+            sel = refs(lambda r, s=split: plan.sp.split[r["key"]] == s and bool(r["objects"]))
+            if sel:
+                meta = {"mmsar_folder": f"chips/{split}", "split": split}
+                tasks.append(("chips", (stage_dir, cfg.out / "chips" / split, src.name, sel, cfg.shard_rows,
+                                        chip_job, meta)))
+    tasks.extend(_external_tasks(cfg))
+    return tasks
+
+
+def _external_tasks(cfg: BuildConfig) -> list[tuple[str, tuple[Any, ...]]]:
+    """ImageFolder-style chip sets: a fixed split, or a seeded split per class (same rule as scenes)."""
+    from d2c.model import stable_digest
+    from mmsar.chips import image_folder_items
+
+    tasks = []
+    for ext in cfg.chips.external:
+        items = image_folder_items(ext.path)
+        by_split: dict[str, list[tuple[str, str]]] = {s: [] for s in SPLITS}
+        if ext.split:
+            by_split[ext.split] = [(c, p.relative_to(ext.path).as_posix()) for c, p in items]
+        else:
+            for cls in sorted({c for c, _ in items}):
+                rels = sorted((p.relative_to(ext.path).as_posix() for c, p in items if c == cls),
+                              key=lambda rel, c=cls: (stable_digest(f"{cfg.splits.seed}|{ext.name}|{c}|{rel}"), rel))
+                names = [s for s, n in zip(SPLITS, quota(len(rels), cfg.splits.ratios), strict=True)
+                         for _ in range(n)]
+                for rel, s in zip(rels, names, strict=True):
+                    by_split[s].append((cls, rel))
+        for split in SPLITS:
+            if by_split[split]:
+                meta = {"mmsar_folder": f"chips/{split}", "split": split, "external": ext.name}
+                tasks.append(("external", (ext.name, ext.path, sorted(by_split[split]), cfg.out / "chips" / split,
+                                           split, cfg.chips.size, cfg.shard_rows, dict(cfg.images.stretch),
+                                           meta)))
+    return tasks
+
+
+def _folder_stats(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    classes: Counter[str] = Counter()
+    sources: Counter[str] = Counter()
+    for r in recs:
+        classes.update(r["counts"])
+        sources[r["source"]] += 1
+    return {"scenes": len(recs), "instances": sum(len(r["objects"]) for r in recs),
+            "captions": sum(len(r["caption_words"]) for r in recs),
+            "classes": dict(sorted(classes.items())), "sources": dict(sorted(sources.items()))}
+
+
+def _finish_folders(cfg: BuildConfig, plan: _Plan, summaries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per output folder: stats.json, rejects.jsonl, manifest.json (and index.json for SARCount)."""
+    from d2c.shards import write_manifest
+
+    kept_by_key = {r["key"]: r for r in plan.dd.kept}
+    folders: dict[str, dict[str, Any]] = {}
+    chip_summaries: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+    for s in summaries:
+        if "instances_in" in s:
+            chip_summaries[s["folder"]].append(s)
+    for folder in SCENE_FOLDERS:
+        d = cfg.out / folder
+        d.mkdir(parents=True, exist_ok=True)
+        if folder in plan.counting:
+            recs = [kept_by_key[it["key"]] for it in plan.counting[folder]]
+            write_json(d / "index.json", plan.counting[folder])
+        else:
+            recs = [r for r in plan.dd.kept if plan.sp.split[r["key"]] == folder]
+        stats = {**_folder_stats(recs), "rejects": 0}
+        if folder in plan.counting:
+            stats["counts"] = sarcount.count_histogram(plan.counting[folder])
+        folders[folder] = _close_folder(d, stats, [], write_manifest)
+    for split in SPLITS:
+        d = cfg.out / "chips" / split
+        d.mkdir(parents=True, exist_ok=True)
+        parts = chip_summaries[split]
+        rejects = [r for s in parts for r in s["rejects"]]
+        labels: Counter[str] = Counter()
+        for r in plan.dd.kept:
+            if plan.sp.split[r["key"]] == split:
+                labels.update(r["counts"])
+        stats = {"chips": sum(s["rows"] for s in parts), "instances_in": sum(s["instances_in"] for s in parts),
+                 "instances_rejected": sum(r["instances"] for r in rejects), "rejects": len(rejects),
+                 "scene_labels": dict(sorted(labels.items()))}
+        folders[f"chips/{split}"] = _close_folder(d, stats, rejects, write_manifest)
+    return folders
+
+
+def _close_folder(d: Path, stats: dict[str, Any], rejects: list[dict[str, Any]], write_manifest: Any) -> dict:
+    import json
+
+    manifest = write_manifest(d)
+    stats = {**stats, "rows": manifest["rows"], "bytes": manifest["bytes"], "shards": len(manifest["shards"])}
+    write_json(d / "stats.json", stats)
+    atomic_write_bytes(d / "rejects.jsonl",
+                       "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rejects).encode())
+    return stats
+
+
+def _stats(cfg: BuildConfig, plan: _Plan, stages: list[dict[str, Any]],
+           folders: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The build's accounting, per source and in total: instances in = kept + duplicates dropped + rejected."""
+    per_source = {}
+    for src, stage in zip(cfg.sources, stages, strict=True):
+        acc = dict(stage["account"])
+        kept = [r for r in plan.dd.kept if r["source"] == src.name]
+        exact = [e for e in plan.dd.exact if e["source"] == src.name]
+        near = [e for e in plan.dd.near_dropped if e["source"] == src.name]
+        splits = {s: _folder_stats([r for r in kept if plan.sp.split[r["key"]] == s]) for s in SPLITS}
+        entry = {
+            **acc,
+            "exact_duplicates": {"scenes": len(exact), "instances": sum(e["instances"] for e in exact),
+                                 "labels_disagree": sum(e["labels_disagree"] for e in exact)},
+            "near_duplicates_dropped": {"scenes": len(near), "instances": sum(e["instances"] for e in near)},
+            "kept": {"scenes": len(kept), "instances": sum(len(r["objects"]) for r in kept)},
+            "splits": {s: {"scenes": v["scenes"], "instances": v["instances"]} for s, v in splits.items()},
+        }
+        entry["invariant_holds"] = (acc["instances_in"] == entry["kept"]["instances"] + acc["instances_rejected"]
+                                    + entry["exact_duplicates"]["instances"]
+                                    + entry["near_duplicates_dropped"]["instances"])
+        per_source[src.name] = entry
+    total_keys = ("scenes_read", "scenes_written", "instances_in", "instances_out", "instances_rejected", "rejects")
+    total = {k: sum(e[k] for e in per_source.values()) for k in total_keys}
+    for k in ("exact_duplicates", "near_duplicates_dropped", "kept"):
+        total[k] = {f: sum(e[k][f] for e in per_source.values()) for f in per_source[cfg.sources[0].name][k]}
+    total["invariant_holds"] = all(e["invariant_holds"] for e in per_source.values())
+    return {
+        "sources": per_source,
+        "total": total,
+        "splits": {s: {k: folders[s][k] for k in ("scenes", "instances", "captions", "classes", "sources")}
+                   for s in SPLITS},
+        "sarcount": {f: {"items": len(plan.counting[f]), "counts": sarcount.count_histogram(plan.counting[f])}
+                     for f in plan.counting},
+        "chips": {s: {k: folders[f"chips/{s}"][k] for k in ("chips", "instances_in", "instances_rejected")}
+                  for s in SPLITS},
+        "dedupe": {"exact": len(plan.dd.exact), "labels_disagree": sum(e["labels_disagree"] for e in plan.dd.exact),
+                   "near_groups": len(plan.dd.near_groups), "near_dropped": len(plan.dd.near_dropped),
+                   "split_conflicts": len(plan.sp.conflicts)},
+    }
+
+
+def _manifest(cfg: BuildConfig, folders: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    from d2c.schema import SCHEMA_VERSION
+    from mmsar import __version__
+
+    return {
+        "name": cfg.name,
+        "schema_version": SCHEMA_VERSION,
+        "mmsar_version": __version__,
+        "folders": {f: {"rows": v["rows"], "bytes": v["bytes"], "shards": v["shards"]} for f, v in folders.items()},
+        "rows": sum(v["rows"] for f, v in folders.items()),
+        "bytes": sum(v["bytes"] for v in folders.values()),
+        "sources": [{"name": s.name, "format": s.format, "weight": s.weight, "licence": s.licence}
+                    for s in cfg.sources],
+        "config": cfg.resolved(),
+    }
+
+
+def _card_info(cfg: BuildConfig, stats: dict[str, Any], folders: dict[str, dict[str, Any]],
+               plot_names: list[str], template_hash: str) -> dict[str, Any]:
+    from mmsar.sources import _class_map
+
+    src_stats = stats["sources"]
+    return {
+        "name": cfg.name,
+        "licences": {s.name: s.licence for s in cfg.sources},
+        "folders": folders,
+        "sources": [{"name": s.name, "format": s.format, "licence": s.licence, "weight": s.weight,
+                     "scenes": src_stats[s.name]["kept"]["scenes"], "instances": src_stats[s.name]["kept"]["instances"],
+                     "rejects": src_stats[s.name]["rejects"],
+                     "duplicates": src_stats[s.name]["exact_duplicates"]["scenes"]} for s in cfg.sources],
+        "class_map": {s.name: _class_map(s).to_dict() for s in cfg.sources},
+        "captions": {"per_image": cfg.captions.per_image, "seed": cfg.captions.seed,
+                     "templates": str(cfg.resolved()["captions"]["templates"] or ""),
+                     "template_set_hash": template_hash},
+        "splits": stats["splits"],
+        "sarcount": {"min_count": cfg.sarcount.min_count, "max_count": cfg.sarcount.max_count,
+                     "counts_range": list(range(cfg.sarcount.min_count, cfg.sarcount.max_count + 1)),
+                     "histograms": {f: v["counts"] for f, v in stats["sarcount"].items()}},
+        "dedupe": {**stats["dedupe"], "threshold": cfg.dedupe.near_threshold, "drop_near": cfg.dedupe.drop_near},
+        "plots": plot_names,
+    }

@@ -1,0 +1,380 @@
+"""``mmsar.toml``: what an MMSAR build assembles and how (documented in ``docs/mmsar.md``).
+
+Why a validating loader: a build runs for hours over many sources, so a typo must fail at once with the
+key that is wrong (``sources[2].ratios: ...``), not halfway through. Paths are resolved against the config
+file's folder so a config works from any working directory.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from d2c.errors import UsageError
+from d2c.model import SPLITS
+
+FORMATS = ("auto", "coco", "dota", "voc", "yolo")
+DEFAULT_RATIOS = (0.8, 0.1, 0.1)
+DEFAULT_COUNT_TEMPLATES = ("a SAR image with {n}.", "a radar image showing {n}.", "{n} in a SAR scene.")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One annotation input of a source (a dataset root or COCO file), with an optional fixed split."""
+
+    path: Path
+    images: Path | None = None
+    annotations: Path | None = None
+    split: str | None = None
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    size: int
+    overlap: int = 200
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    name: str
+    format: str
+    inputs: tuple[InputSpec, ...]
+    class_map: Path | str | dict[str, Any] | None = None  # a TOML file, a bundled map's name, or a table
+    split: str | None = None  # "train" | "val" | "test" | "source" (keep the reader's split) | None
+    ratios: tuple[float, float, float] | None = None
+    weight: float = 1.0
+    licence: str = "unknown"
+    tile: TileSpec | None = None
+
+
+@dataclass(frozen=True)
+class ExternalChips:
+    """An ImageFolder-style classification set: ``path/<class name>/*.png|jpg|tif``."""
+
+    name: str
+    path: Path
+    split: str | None = None
+    licence: str = "unknown"
+
+
+@dataclass(frozen=True)
+class CaptionSettings:
+    templates: Path | None = None
+    per_image: int = 5
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    mode: str = "embed"  # "embed" | "reference"
+    max_side: int | None = None
+    stretch: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DedupeSettings:
+    near_threshold: int = 2  # Hamming distance strictly below this makes a near-duplicate
+    drop_near: bool = False
+    label_iou: float = 0.5  # two label sets agree when every box pairs with one of the same class at this IoU
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    ratios: tuple[float, float, float] = DEFAULT_RATIOS
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SarCountSettings:
+    min_count: int = 1
+    max_count: int = 10
+    max_per_count: int = 50
+    templates: tuple[str, ...] = DEFAULT_COUNT_TEMPLATES
+    nouns: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChipSettings:
+    size: int = 128
+    context: float = 0.5  # crop side = long side of the box * (1 + context), at least min_crop
+    min_crop: int = 32
+    external: tuple[ExternalChips, ...] = ()
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    sources: tuple[SourceConfig, ...]
+    out: Path
+    work: Path
+    name: str = "MMSAR"
+    seed: int = 0
+    shard_rows: int = 2000
+    captions: CaptionSettings = field(default_factory=CaptionSettings)
+    images: ImageSettings = field(default_factory=ImageSettings)
+    dedupe: DedupeSettings = field(default_factory=DedupeSettings)
+    splits: SplitSettings = field(default_factory=SplitSettings)
+    sarcount: SarCountSettings = field(default_factory=SarCountSettings)
+    chips: ChipSettings = field(default_factory=ChipSettings)
+    base_dir: Path = Path(".")
+
+    def resolved(self) -> dict[str, Any]:
+        """The config as plain JSON data, paths relative to the config folder where possible (so the
+        record does not depend on where the output or the checkout lives)."""
+        return _jsonable(asdict(self), self.base_dir, skip=("out", "work", "base_dir"))
+
+
+def _jsonable(obj: Any, base: Path, skip: tuple[str, ...] = ()) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v, base) for k, v in obj.items() if k not in skip}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v, base) for v in obj]
+    if isinstance(obj, Path):
+        try:
+            return obj.resolve().relative_to(base.resolve()).as_posix()
+        except ValueError:
+            import os
+
+            return Path(os.path.relpath(obj.resolve(), base.resolve())).as_posix()
+    return obj
+
+
+class _Table:
+    """A TOML table with its dotted location, so every error names the key at fault."""
+
+    def __init__(self, data: Any, where: str, base: Path) -> None:
+        if not isinstance(data, dict):
+            raise UsageError(f"{where}: expected a table, got {type(data).__name__}")
+        self.data, self.where, self.base = data, where, base
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def get(self, name: str, typ: type | tuple[type, ...], default: Any = None, *, required: bool = False) -> Any:
+        self.used.add(name)
+        if name not in self.data:
+            if required:
+                raise UsageError(f"{self.key(name)}: required key is missing")
+            return default
+        v = self.data[name]
+        if typ is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if isinstance(v, bool) and typ is not bool and bool not in (typ if isinstance(typ, tuple) else (typ,)):
+            raise UsageError(f"{self.key(name)}: expected {_tname(typ)}, got a boolean")
+        if not isinstance(v, typ):
+            raise UsageError(f"{self.key(name)}: expected {_tname(typ)}, got {type(v).__name__} {v!r}")
+        return v
+
+    def int(self, name: str, default: int | None, lo: int | None = None) -> int | None:
+        v = self.get(name, int, default)
+        if v is not None and lo is not None and v < lo:
+            raise UsageError(f"{self.key(name)}: must be >= {lo}, got {v}")
+        return v
+
+    def path(self, name: str, *, required: bool = False) -> Path | None:
+        v = self.get(name, str, required=required)
+        return None if v is None else (self.base / v).resolve()
+
+    def sub(self, name: str) -> _Table:
+        return _Table(self.get(name, dict, {}), self.key(name), self.base)
+
+    def check_unknown(self) -> None:
+        extra = sorted(set(self.data) - self.used)
+        if extra:
+            raise UsageError(f"{self.key(extra[0])}: unknown key (known: {', '.join(sorted(self.used))})")
+
+
+def _tname(typ: type | tuple[type, ...]) -> str:
+    types = typ if isinstance(typ, tuple) else (typ,)
+    return " or ".join({"str": "a string", "int": "an integer", "float": "a number", "dict": "a table",
+                        "list": "an array", "bool": "true/false"}.get(t.__name__, t.__name__) for t in types)
+
+
+def _ratios(t: _Table, name: str, default: Any) -> tuple[float, float, float] | None:
+    v = t.get(name, list, None)
+    if v is None:
+        return default
+    if len(v) != 3 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in v):
+        raise UsageError(f"{t.key(name)}: expected three non-negative numbers [train, val, test], got {v!r}")
+    if sum(v) <= 0:
+        raise UsageError(f"{t.key(name)}: ratios must not all be zero")
+    s = float(sum(v))
+    return (v[0] / s, v[1] / s, v[2] / s)
+
+
+def _split(t: _Table, name: str, allow_source: bool) -> str | None:
+    v = t.get(name, str, None)
+    allowed = (*SPLITS, "source") if allow_source else SPLITS
+    if v is not None and v not in allowed:
+        raise UsageError(f"{t.key(name)}: must be one of {', '.join(allowed)}, got {v!r}")
+    return v
+
+
+def _inputs(t: _Table) -> tuple[InputSpec, ...]:
+    raw = t.get("input", (str, list, dict), None, required=True)
+    items = raw if isinstance(raw, list) else [raw]
+    if not items:
+        raise UsageError(f"{t.key('input')}: at least one input is needed")
+    out = []
+    for i, item in enumerate(items):
+        where = f"{t.key('input')}[{i}]"
+        if isinstance(item, str):
+            item = {"path": item}
+        it = _Table(item, where, t.base)
+        spec = InputSpec(it.path("path", required=True), it.path("images"), it.path("annotations"),
+                         _split(it, "split", allow_source=False))
+        it.check_unknown()
+        if len(items) == 1 and spec.images is None and spec.annotations is None:
+            spec = InputSpec(spec.path, t.path("images"), t.path("annotations"), spec.split)
+        out.append(spec)
+    return tuple(out)
+
+
+def _class_map(t: _Table) -> Path | str | dict[str, Any] | None:
+    v = t.get("class_map", (str, dict), None)
+    if isinstance(v, str):
+        p = (t.base / v).resolve()
+        return p if (p.is_file() or "/" in v or v.endswith(".toml")) else v
+    return v
+
+
+def _source(t: _Table) -> SourceConfig:
+    name = t.get("name", str, required=True)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise UsageError(f"{t.key('name')}: use letters, digits, '_', '-' or '.', got {name!r}")
+    fmt = t.get("format", str, "auto")
+    if fmt not in FORMATS:
+        raise UsageError(f"{t.key('format')}: must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    weight = t.get("weight", float, 1.0)
+    if weight <= 0:
+        raise UsageError(f"{t.key('weight')}: must be positive, got {weight}")
+    tile = None
+    if "tile" in t.data:
+        tt = t.sub("tile")
+        tile = TileSpec(tt.int("size", None, lo=16) or 0, tt.int("overlap", 200, lo=0) or 0)
+        if not tile.size:
+            raise UsageError(f"{tt.key('size')}: required key is missing")
+        if tile.overlap >= tile.size:
+            raise UsageError(f"{tt.key('overlap')}: must be smaller than tile.size ({tile.size})")
+        tt.check_unknown()
+    src = SourceConfig(
+        name=name, format=fmt, inputs=_inputs(t), class_map=_class_map(t),
+        split=_split(t, "split", allow_source=True), ratios=_ratios(t, "ratios", None), weight=weight,
+        licence=t.get("licence", str, "unknown"), tile=tile,
+    )
+    t.get("images", str)
+    t.get("annotations", str)
+    t.check_unknown()
+    return src
+
+
+def _sarcount(t: _Table) -> SarCountSettings:
+    lo, hi = t.int("min_count", 1, lo=1), t.int("max_count", 10, lo=1)
+    if hi < lo:
+        raise UsageError(f"{t.key('max_count')}: must be >= min_count ({lo}), got {hi}")
+    templates = tuple(t.get("templates", list, list(DEFAULT_COUNT_TEMPLATES)))
+    for i, tpl in enumerate(templates):
+        if not isinstance(tpl, str) or tpl.count("{n}") != 1 or tpl.replace("{n}", "").count("{") > 0:
+            raise UsageError(f"{t.key('templates')}[{i}]: needs exactly one '{{n}}' slot and no other braces")
+    nouns = {}
+    for cls, pair in t.get("nouns", dict, {}).items():
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) and p for p in pair)):
+            raise UsageError(f"{t.key('nouns')}.{cls}: expected [singular, plural], got {pair!r}")
+        nouns[cls] = (pair[0], pair[1])
+    s = SarCountSettings(lo, hi, t.int("max_per_count", 50, lo=1), templates, nouns)
+    t.check_unknown()
+    return s
+
+
+def _chips(t: _Table) -> ChipSettings:
+    context = t.get("context", float, 0.5)
+    if context < 0:
+        raise UsageError(f"{t.key('context')}: must be >= 0, got {context}")
+    ext = []
+    for i, item in enumerate(t.get("external", list, [])):
+        et = _Table(item, f"{t.key('external')}[{i}]", t.base)
+        ext.append(ExternalChips(et.get("name", str, required=True), et.path("path", required=True),
+                                 _split(et, "split", allow_source=False), et.get("licence", str, "unknown")))
+        et.check_unknown()
+    c = ChipSettings(t.int("size", 128, lo=8), context, t.int("min_crop", 32, lo=1), tuple(ext))
+    t.check_unknown()
+    return c
+
+
+def parse_config(data: dict[str, Any], base_dir: Path, *, out: Path | None = None) -> BuildConfig:
+    """Validate the parsed TOML ``data``; relative paths are taken from ``base_dir``."""
+    top = _Table(data, "", base_dir)
+    raw_sources = top.get("sources", list, None, required=True)
+    if not raw_sources:
+        raise UsageError("sources: at least one [[sources]] table is needed")
+    sources = tuple(_source(_Table(s, f"sources[{i}]", base_dir)) for i, s in enumerate(raw_sources))
+    seen: set[str] = set()
+    for i, s in enumerate(sources):
+        if s.name in seen:
+            raise UsageError(f"sources[{i}].name: duplicate source name {s.name!r}")
+        seen.add(s.name)
+    out_dir = Path(out).resolve() if out is not None else top.path("out") or (base_dir / "mmsar-out").resolve()
+    if out is not None:
+        top.get("out", str)
+    work = top.path("work") or out_dir / "work"
+    cap = top.sub("captions")
+    captions = CaptionSettings(cap.path("templates"), cap.int("per_image", 5, lo=1), cap.int("seed", 0))
+    cap.check_unknown()
+    im = top.sub("images")
+    mode = im.get("mode", str, "embed")
+    if mode not in ("embed", "reference"):
+        raise UsageError(f"{im.key('mode')}: must be 'embed' or 'reference', got {mode!r}")
+    images = ImageSettings(mode, im.int("max_side", None, lo=16), im.get("stretch", dict, {}))
+    im.check_unknown()
+    dd = top.sub("dedupe")
+    label_iou = dd.get("label_iou", float, 0.5)
+    if not 0 < label_iou <= 1:
+        raise UsageError(f"{dd.key('label_iou')}: must be in (0, 1], got {label_iou}")
+    dedupe = DedupeSettings(dd.int("near_threshold", 2, lo=0), dd.get("drop_near", bool, False), label_iou)
+    dd.check_unknown()
+    sp = top.sub("splits")
+    splits = SplitSettings(_ratios(sp, "ratios", DEFAULT_RATIOS), sp.int("seed", 0))
+    sp.check_unknown()
+    out_t = top.sub("output")
+    shard_rows = out_t.int("shard_rows", 2000, lo=1)
+    out_t.check_unknown()
+    cfg = BuildConfig(
+        sources=sources, out=out_dir, work=work, name=top.get("name", str, "MMSAR"), seed=top.int("seed", 0),
+        shard_rows=shard_rows, captions=captions, images=images, dedupe=dedupe, splits=splits,
+        sarcount=_sarcount(top.sub("sarcount")), chips=_chips(top.sub("chips")), base_dir=base_dir.resolve(),
+    )
+    top.check_unknown()
+    return cfg
+
+
+def check_inputs(cfg: BuildConfig) -> None:
+    """Refuse a build whose inputs are not there, naming the config key (before any work starts)."""
+    for i, src in enumerate(cfg.sources):
+        for j, spec in enumerate(src.inputs):
+            for what, p in (("path", spec.path), ("images", spec.images), ("annotations", spec.annotations)):
+                if p is not None and not p.exists():
+                    raise UsageError(f"sources[{i}].input[{j}].{what}: {p} not found (source {src.name!r})")
+    for i, ext in enumerate(cfg.chips.external):
+        if not ext.path.is_dir():
+            raise UsageError(f"chips.external[{i}].path: {ext.path} is not a folder")
+
+
+def load_config(path: Path | str, *, out: Path | None = None) -> BuildConfig:
+    """Read and validate ``mmsar.toml``; ``out`` overrides the file's ``out`` key."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{p}: config file not found") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{p}: invalid TOML: {exc}") from None
+    try:
+        return parse_config(data, p.resolve().parent, out=out)
+    except UsageError as exc:
+        raise UsageError(f"{p}: {exc}") from None

@@ -1,0 +1,53 @@
+"""``sarclip-train run`` and ``sarclip-train export`` (registered on the group in sarclip_train/cli.py)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from d2c.errors import D2CError
+
+
+def _fail(e: Exception) -> None:
+    click.echo(f"error: {e}", err=True)
+    sys.exit(getattr(e, "exit_code", 1))
+
+
+@click.command("run")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config file.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config value, e.g. --set run.batch_size=64 (repeatable).")
+@click.option("--resume", default=None, help="'latest' or a checkpoint path (same as --set run.resume=...).")
+def run_cmd(config_path: str | None, overrides: tuple[str, ...], resume: str | None) -> None:
+    """Train SARCLIP on MMSAR shards (torchrun for several processes)."""
+    from sarclip_train.config import load_config
+    from sarclip_train.train import run
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(config_path, list(overrides))
+        if resume:
+            cfg.run.resume = resume
+        result = run(cfg)
+    except (D2CError, FileNotFoundError) as e:
+        _fail(e)
+        return
+    click.echo(f"trained {result.steps} steps; checkpoint {result.checkpoint}; log {result.log}"
+               + (f"; {result.decode_errors} rows failed to decode" if result.decode_errors else ""))
+
+
+@click.command("export")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output open_clip checkpoint file.")
+def export_cmd(checkpoint: str, out: str) -> None:
+    """Write the backbone of a SARCLIP checkpoint as a plain open_clip checkpoint."""
+    from sarclip_train.export import export
+
+    try:
+        path = export(checkpoint, out)
+    except D2CError as e:
+        _fail(e)
+        return
+    click.echo(f"wrote {path} (load with open_clip.create_model(arch, pretrained='{path}'))")

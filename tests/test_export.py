@@ -1,0 +1,107 @@
+"""``d2c export``: shards -> COCO/DOTA/VOC (read back: same instances) and open_clip CSV / WebDataset."""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from test_convert import make_dota
+
+import d2c
+from d2c.cli import main
+from d2c.model import Scene
+from d2c.rows import scene_from_row
+from d2c.shards import iter_rows
+
+
+def run(*args, expect: int = 0):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == expect, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("export")
+    make_dota(tmp / "ds", n=5)
+    out = tmp / "shards"
+    run("convert", tmp / "ds", "--format", "dota", "--out", out, "--images-mode", "embed",
+        "--captions-per-image", "2", "--shard-rows", "2", "--source", "toy")
+    return out
+
+
+def _instances(scenes) -> dict[str, list]:
+    out = {}
+    for s in scenes:
+        stem = s.image_path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        out[stem] = sorted((i.category, tuple(round(v, 3) for v in i.hbb), tuple(round(v, 3) for v in i.obb))
+                           for i in s.instances)
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["coco", "dota", "voc"])
+def test_detection_round_trip(shards, tmp_path, fmt):
+    out = tmp_path / fmt
+    run("export", shards, "--to", fmt, out)
+    target = out / "annotations.json" if fmt == "coco" else out
+    back = [s for s in d2c.read(target, format=fmt, source="toy") if isinstance(s, Scene)]
+    rows = list(iter_rows(shards))
+    assert _instances(back) == _instances(scene_from_row(r) for r in rows)
+    assert sum(s.num_instances for s in back) == sum(len(r["objects"]) for r in rows) == 9
+    image_dir = out / ("JPEGImages" if fmt == "voc" else "images")
+    assert (image_dir / "P001.png").read_bytes() == rows[1]["image"]["bytes"]
+    assert all("image_missing" not in s.flags for s in back)
+
+
+def test_openclip_csv(shards, tmp_path):
+    out = tmp_path / "csv"
+    run("export", shards, "--to", "openclip-csv", out)
+    df = pd.read_csv(out / "captions.csv", sep="\t")  # open_clip: --csv-separator defaults to a tab
+    assert list(df.columns) == ["filepath", "title"]
+    rows = list(iter_rows(shards))
+    assert len(df) == sum(len(r["captions"]) for r in rows) == 10
+    assert df["title"].tolist() == [c for r in rows for c in r["captions"]]
+    first = df["filepath"].iloc[0]
+    with open(first, "rb") as fh:
+        assert fh.read() == rows[0]["image"]["bytes"]
+
+
+def test_webdataset(shards, tmp_path):
+    out = tmp_path / "wds"
+    run("export", shards, "--to", "webdataset", out)
+    tars = sorted(out.glob("*.tar"))
+    assert [t.name for t in tars] == ["toy-000000.tar"]
+    rows = list(iter_rows(shards))
+    with tarfile.open(tars[0]) as tf:
+        names = tf.getnames()
+        assert len(names) == 2 * 10
+        samples: dict[str, dict[str, bytes]] = {}
+        for m in tf.getmembers():
+            key, ext = m.name.split(".", 1)  # WebDataset splits at the first dot
+            samples.setdefault(key, {})[ext] = tf.extractfile(m).read()
+    assert all(set(s) == {"png", "txt"} for s in samples.values())
+    texts = [s["txt"].decode() for s in samples.values()]
+    assert texts == [c for r in rows for c in r["captions"]]
+    assert list(samples.values())[2]["png"] == rows[1]["image"]["bytes"]
+
+
+def test_export_usage_errors(shards, tmp_path):
+    run("export", shards, "--to", "yolo", tmp_path / "x", expect=2)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = run("export", empty, "--to", "coco", tmp_path / "y", expect=2)
+    assert "no shard files" in res.output
+
+
+def test_reference_mode_export_keeps_original_images(tmp_path):
+    make_dota(tmp_path / "ds", n=3)
+    run("convert", tmp_path / "ds", "--format", "dota", "--out", tmp_path / "s", "--source", "toy")
+    run("export", tmp_path / "s", "--to", "dota", tmp_path / "d")
+    assert not (tmp_path / "d" / "images").exists()  # nothing to copy: rows reference the originals
+    shutil.copytree(tmp_path / "ds" / "images", tmp_path / "d" / "images")  # the user brings the images
+    back = [s for s in d2c.read(tmp_path / "d", format="dota", source="toy") if isinstance(s, Scene)]
+    assert len(back) == 3 and sum(s.num_instances for s in back) == 1 + 2 + 3
+    assert all("image_missing" not in s.flags for s in back)
