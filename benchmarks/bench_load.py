@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -175,8 +176,6 @@ def main() -> None:
         for w in args.workers.split(","):
             out = work / f"out-{fmt}-{w}"
             if out.exists():
-                import shutil
-
                 shutil.rmtree(out)
             res = run_child(CHILD, [str(inp), str(out), fmt, w])
             stats = check_invariant(out, args.instances, bad)
@@ -199,6 +198,8 @@ def main() -> None:
     if args.md:
         args.md.write_text(text)
     print(text)
+    if args.keep is None:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

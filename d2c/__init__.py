@@ -23,8 +23,6 @@ def read(input: Any, format: str = "auto", **options: Any):
     return _read(input, format=format, **options)
 
 
-def convert(input: Any, **options: Any):
-    """Convert annotations into captioned Parquet shards; returns the run's summary."""
-    from d2c.convert import convert as _convert
-
-    return _convert(input, **options)
+# Imported eagerly on purpose: the submodule d2c.convert would otherwise replace this name with the
+# module the first time anything imports it, and `d2c.convert(...)` would stop being callable.
+from d2c.convert import convert  # noqa: E402

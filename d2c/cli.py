@@ -27,3 +27,7 @@ main.add_command(formats_cmd)
 main.add_command(inspect_cmd)
 main.add_command(templates_group)
 main.add_command(verify_cmd)
+
+
+if __name__ == "__main__":  # python -m d2c.cli (torchrun uses this form)
+    main()

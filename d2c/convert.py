@@ -188,10 +188,12 @@ def convert(
     max_bytes: int = 512 << 20,
     stretch: StretchConfig = StretchConfig(),
     max_pixels: int = 1 << 30,
+    include_default_templates: bool = True,
 ) -> ConvertResult:
     """Read ``input``, caption every scene and write Parquet shards, ``manifest.json``, ``stats.json`` and
     ``rejects.jsonl`` to ``out``. Raises :class:`UsageError` for impossible options and
-    :class:`StrictError` (after writing everything) when ``strict`` and anything was rejected."""
+    :class:`StrictError` (after writing everything) when ``strict`` and anything was rejected.
+    ``include_default_templates=False`` captions with the ``templates`` folder alone (d2c's set left out)."""
     _check_options(images_mode, shard_rows, workers, captions_per_image, max_side, tile, overlap)
     from d2c import read
     from d2c.captions import CaptionEngine
@@ -202,7 +204,8 @@ def convert(
         raise UsageError(f"{out} already holds {len(existing)} shard(s); use --resume or an empty --out folder")
     cmap = _load_class_map(class_map)
     templates_path = Path(templates) if templates is not None else None
-    engine = CaptionEngine(templates_path, captions_per_image=captions_per_image, seed=seed)
+    engine = CaptionEngine(templates_path, captions_per_image=captions_per_image, seed=seed,
+                           include_defaults=include_default_templates)
     run = {
         "schema_version": SCHEMA_VERSION, "seed": int(seed), "template_set_hash": engine.template_set_hash,
         "captions_per_image": captions_per_image, "images_mode": images_mode, "shard_rows": shard_rows,
@@ -214,7 +217,7 @@ def convert(
     fresh_from = max(plan.next_item - 1, 0)  # the last kept item may have rows still to write (tiles)
     out.mkdir(parents=True, exist_ok=True)
     job = worker.Job(templates_path, captions_per_image, int(seed), images_mode, max_side, stretch,
-                     max_pixels, tile, overlap, frozenset(plan.done_keys))
+                     max_pixels, tile, overlap, frozenset(plan.done_keys), include_default_templates)
     stream = read(input, format=format, source=source, images=Path(images) if images else None,
                   annotations=Path(annotations) if annotations else None, class_map=cmap,
                   require_images=images_mode == "embed", max_pixels=max_pixels)

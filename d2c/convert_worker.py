@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import multiprocessing
 import sys
 from collections.abc import Iterable, Iterator
@@ -17,12 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from d2c.errors import D2CError
 from d2c.imageio import StretchConfig, load_image_record
-from d2c.model import Reject, Scene
+from d2c.model import Instance, Reject, Scene
 from d2c.rows import RowInput, rows_table
 
-CHUNK = 256  # scenes per task sent to a worker (and per Arrow table built): amortises the per-task cost
+# Scenes per task sent to a worker (and per Arrow table built). Annotation-only rows are small, so big
+# chunks amortise the per-task cost; rows with image bytes keep chunks small to bound memory in flight.
+CHUNK = 32
+CHUNK_REFERENCE = 256
+
 
 @dataclass(frozen=True)
 class Job:
@@ -38,6 +45,7 @@ class Job:
     tile: int | None = None
     overlap: int = 200
     done_keys: frozenset[str] = frozenset()  # rows already in the shards a resumed run keeps
+    include_default_templates: bool = True  # False: caption with ``templates`` alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +68,8 @@ def init_worker(job: Job, engine: Any = None) -> None:
     from d2c.captions import CaptionEngine
 
     _JOB = job
-    _ENGINE = engine or CaptionEngine(job.templates, captions_per_image=job.captions_per_image, seed=job.seed)
+    _ENGINE = engine or CaptionEngine(job.templates, captions_per_image=job.captions_per_image, seed=job.seed,
+                                      include_defaults=job.include_default_templates)
 
 
 Entry = tuple[int, "Scene | Reject", bool]  # (input position, item, needs processing)
@@ -163,16 +172,24 @@ def _process_tiled(scene: Scene) -> Processed | Reject:
     return rows, tiled.rejects, kept
 
 
+def chunk_size(job: Job) -> int:
+    """Entries per chunk: :data:`CHUNK_REFERENCE` when no image bytes are stored, else :data:`CHUNK`."""
+    return CHUNK_REFERENCE if job.images_mode == "reference" else CHUNK
+
+
 def run_chunks(items: Iterable[Entry], job: Job, workers: int, engine: Any = None
                 ) -> Iterator[tuple[list[Entry], Any]]:
-    """Yield ``(entries, chunk result)`` in input order, ``CHUNK`` entries at a time; the result covers
-    the entries flagged for processing (None when there are none). With ``workers > 1`` the chunks run
-    in a process pool with a bounded number in flight, so memory stays flat and order is kept."""
+    """Yield ``(entries, chunk result)`` in input order, :func:`chunk_size` entries at a time; the result
+    covers the entries flagged for processing (None when there are none). With ``workers > 1`` the chunks
+    run in a process pool with a bounded number in flight, so memory stays flat and order is kept; they
+    travel as :class:`PackedScenes`."""
+    size = chunk_size(job)
+
     def chunks() -> Iterator[list[Entry]]:
         chunk: list[Entry] = []
         for entry in items:
             chunk.append(entry)
-            if len(chunk) >= CHUNK:
+            if len(chunk) >= size:
                 yield chunk
                 chunk = []
         if chunk:
@@ -199,7 +216,7 @@ def run_chunks(items: Iterable[Entry], job: Job, workers: int, engine: Any = Non
     try:
         for chunk in chunks():
             work = todo(chunk)
-            pending.append((chunk, pool.submit(process_chunk, work) if work else None))
+            pending.append((chunk, pool.submit(process_packed, pack_scenes(work)) if work else None))
             while len(pending) > 4 * workers:
                 done, fut = pending.popleft()
                 yield done, (fut.result() if fut is not None else None)
@@ -212,6 +229,63 @@ def run_chunks(items: Iterable[Entry], job: Job, workers: int, engine: Any = Non
             "the complete shards are kept: rerun with --resume") from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+_SCENE_FIELDS = tuple(f.name for f in dataclasses.fields(Scene) if f.name != "instances")
+
+
+@dataclass(frozen=True)
+class PackedScenes:
+    """A chunk of (position, Scene) in a form that pickles fast: the scenes' fields as tuples and all
+    their instances as a few flat arrays. Pickling Scenes as they are (a small numpy array and several
+    tuples per instance) costs the main process more than the workers save it."""
+
+    positions: list[int]
+    scenes: list[tuple]  # the Scene fields of _SCENE_FIELDS, in order
+    counts: list[int]  # instances per scene
+    names: list[tuple[str, str, bool, str | None]]  # raw_category, category, difficult, record
+    points: np.ndarray  # (P, 2) polygon vertices of all instances
+    sizes: list[int]  # vertices per instance
+    boxes: np.ndarray  # (N, 10): hbb (4), obb (5), area
+
+
+def pack_scenes(work: list[tuple[int, Scene]]) -> PackedScenes:
+    """``work`` as :class:`PackedScenes` (done in the main process, per chunk sent to a worker)."""
+    insts = [i for _, s in work for i in s.instances]
+    polys = [i.polygon for i in insts]
+    return PackedScenes(
+        positions=[p for p, _ in work],
+        scenes=[tuple(getattr(s, f) for f in _SCENE_FIELDS) for _, s in work],
+        counts=[len(s.instances) for _, s in work],
+        names=[(i.raw_category, i.category, i.difficult, i.record) for i in insts],
+        points=np.concatenate(polys) if polys else np.zeros((0, 2)),
+        sizes=[len(p) for p in polys],
+        boxes=np.asarray([(*i.hbb, *i.obb, i.area) for i in insts], dtype=np.float64).reshape(-1, 10),
+    )
+
+
+def unpack_scenes(packed: PackedScenes) -> list[tuple[int, Scene]]:
+    """The chunk :func:`pack_scenes` was given (equal Scenes and Instances, values as Python floats)."""
+    ends = np.cumsum(packed.sizes).tolist()
+    boxes = packed.boxes.tolist()
+    insts: list[Instance] = []
+    start = 0
+    for (raw, cat, difficult, record), end, b in zip(packed.names, ends, boxes, strict=True):
+        insts.append(Instance(raw, cat, packed.points[start:end], (b[0], b[1], b[2], b[3]),
+                              (b[4], b[5], b[6], b[7], b[8]), b[9], difficult, record))
+        start = end
+    out: list[tuple[int, Scene]] = []
+    at = 0
+    for pos, fields, n in zip(packed.positions, packed.scenes, packed.counts, strict=True):
+        scene = Scene(**dict(zip(_SCENE_FIELDS, fields, strict=True)), instances=insts[at : at + n])
+        at += n
+        out.append((pos, scene))
+    return out
+
+
+def process_packed(packed: PackedScenes) -> tuple[list[tuple[int, Done | Reject]], Any]:
+    """:func:`process_chunk` of a chunk sent to a worker as :class:`PackedScenes`."""
+    return process_chunk(unpack_scenes(packed))
 
 
 class WorkerDiedError(D2CError):

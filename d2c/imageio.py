@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from d2c.errors import D2CError, ImageTooLargeError, UnsafePathError
+from d2c.images import sniff_format
 from d2c.model import Scene
 from d2c.rows import ImageRecord
 
@@ -60,19 +61,6 @@ class StretchConfig:
             raise ValueError(f"need 0 <= low_pct < high_pct <= 100, got {self.low_pct}, {self.high_pct}")
         if self.dual_pol not in DUAL_POL_RULES:
             raise ValueError(f"dual_pol must be one of {DUAL_POL_RULES}, got {self.dual_pol!r}")
-
-
-def sniff(head: bytes) -> str | None:
-    """The format of image bytes from their magic number (extensions lie: SSDD PNGs hold JPEG)."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return "tiff"
-    if head.startswith(b"BM"):
-        return "bmp"
-    return None
 
 
 def _png_is_8bit(data: bytes) -> bool:
@@ -127,7 +115,7 @@ def load_image_record(
         return ImageRecord(bytes=None, path=rel, format=scene.image_format, sha256=None)
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
-    fmt = sniff(data[:16])
+    fmt = sniff_format(data[:16])
     if mode == "reference":
         if scene.width is None or scene.height is None:
             _fill_size(scene, data, path, max_pixels)

@@ -18,3 +18,7 @@ main.add_command(build_cmd)
 from mmsar.cli_synth import synth  # noqa: E402
 
 main.add_command(synth)
+
+
+if __name__ == "__main__":  # python -m mmsar.cli (torchrun uses this form)
+    main()

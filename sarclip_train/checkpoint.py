@@ -47,7 +47,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: refused by the weights-only loader: {first}") from None
-    except (OSError, ValueError) as e:  # a truncated or damaged zip archive
+    except (OSError, ValueError, LookupError) as e:  # a truncated or damaged file (random bytes: IndexError too)
         raise CheckpointError(f"{path}: cannot read the checkpoint (truncated or damaged?): {e}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a sarclip_train checkpoint (format {FORMAT!r} expected)")

@@ -21,3 +21,7 @@ from sarclip_train.cli_train import export_cmd, run_cmd  # noqa: E402
 
 main.add_command(run_cmd)
 main.add_command(export_cmd)
+
+
+if __name__ == "__main__":  # python -m sarclip_train.cli (torchrun uses this form)
+    main()

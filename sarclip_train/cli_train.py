@@ -36,6 +36,30 @@ def run_cmd(config_path: str | None, overrides: tuple[str, ...], resume: str | N
         return
     click.echo(f"trained {result.steps} steps; checkpoint {result.checkpoint}; log {result.log}"
                + (f"; {result.decode_errors} rows failed to decode" if result.decode_errors else ""))
+    if cfg.eval.data and _is_main_process():
+        report = _evaluate_after_training(cfg, result.checkpoint)
+        click.echo(f"evaluation report: {report}")
+
+
+def _is_main_process() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _evaluate_after_training(cfg, checkpoint) -> str:
+    """The evaluation step that closes a run: the trained checkpoint on the [eval] data."""
+    from pathlib import Path
+
+    from sarclip_train.eval import evaluate
+
+    out = Path(cfg.eval.out) if cfg.eval.out else Path(cfg.run.out) / "eval"
+    try:
+        evaluate(str(checkpoint), cfg.eval.data, cfg.eval.tasks, out, imagefolders=cfg.eval.imagefolders,
+                 seed=cfg.run.seed)
+    except (D2CError, FileNotFoundError, ValueError) as e:
+        _fail(e)
+    return str(out / "report.md")
 
 
 @click.command("export")

@@ -61,6 +61,7 @@ class OptimConfig:
     warmup_steps: int = 10
     min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
     grad_clip: float = 0.0  # 0 = off
+    gate_lr_scale: float = 100.0  # the AnyReader gate's learning rate = lr x this (it starts at zero)
 
 
 @dataclass
@@ -83,12 +84,21 @@ class RunConfig:
 
 
 @dataclass
+class EvalConfig:
+    data: str = ""  # an `mmsar build` output folder; "" = no evaluation after training
+    tasks: str = "retrieval,zeroshot,fewshot,linear,counting"
+    out: str = ""  # "" = <run.out>/eval
+    imagefolders: list[str] = field(default_factory=list)  # extra ImageFolder-style classification sets
+
+
+@dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -177,7 +187,8 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a TOML file (relative ``data.train`` paths resolve against the file's folder)."""
+    """Read a TOML file (relative ``data.train``, ``run.out``, ``eval.data`` and ``eval.out`` paths resolve
+    against the file's folder; ``--set`` values are taken as given, relative to the working directory)."""
     if path is None:
         cfg = TrainConfig()
     else:
@@ -190,6 +201,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise UsageError(f"{p}: invalid TOML: {e}") from None
         cfg = TrainConfig.from_dict(data, str(p))
         cfg.data.train = [str((p.parent / t).resolve()) if not Path(t).is_absolute() else t for t in cfg.data.train]
+        for sec, key in (("eval", "data"), ("eval", "out"), ("run", "out")):
+            value = getattr(getattr(cfg, sec), key)
+            if value and not Path(value).is_absolute():
+                setattr(getattr(cfg, sec), key, str((p.parent / value).resolve()))
     return apply_overrides(cfg, overrides or [])
 
 

@@ -84,11 +84,20 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for _, p in sorted(model.named_parameters()):
+    """AdamW with three groups: decayed matrices, undecayed vectors, and the AnyReader gate.
+
+    The gate starts at zero so step 0 equals the global-thumbnail model; Adam moves a scalar by about the
+    learning rate per step, so at a fine-tuning rate it would stay near zero for thousands of steps and
+    the tiles would never be heard. ``optim.gate_lr_scale`` gives it its own, larger rate.
+    """
+    decay, no_decay, gate = [], [], []
+    for name, p in sorted(model.named_parameters()):
         if p.requires_grad:
-            (no_decay if p.ndim < 2 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            (gate if name.endswith("reader.gate") else no_decay if p.ndim < 2 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay, "lr_scale": 1.0},
+              {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0}]
+    if gate:
+        groups.append({"params": gate, "weight_decay": 0.0, "lr_scale": cfg.optim.gate_lr_scale})
     # fused: one kernel per step on CPU and GPU (the per-tensor loop is several times slower on CPU)
     return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps, fused=True)
 
@@ -282,7 +291,7 @@ def _optim_step(cfg: TrainConfig, model: SarClipModel, opt, pos: dict[str, int],
                 ctx: dict) -> dict[str, Any]:
     lr = lr_at(pos["step"], ctx["total"], cfg)
     for g in opt.param_groups:
-        g["lr"] = lr
+        g["lr"] = lr * g.get("lr_scale", 1.0)
     if cfg.optim.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
     opt.step()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
 from pathlib import Path
 
 import pytest
@@ -52,8 +53,9 @@ def files(tmp_path: Path) -> tuple[dict[str, Path], Path]:
     out["truncated"].write_bytes(data[: len(data) // 2])
     out["empty"] = tmp_path / "empty.pt"
     out["empty"].write_bytes(b"")
-    out["garbage"] = tmp_path / "garbage.pt"
-    out["garbage"].write_bytes(os.urandom(4096))
+    for seed in range(40):  # random bytes fail in the unpickler as UnpicklingError, IndexError, KeyError ...
+        out[f"garbage{seed}"] = tmp_path / f"garbage{seed}.pt"
+        out[f"garbage{seed}"].write_bytes(random.Random(seed).randbytes(4096))
     return out, marker
 
 

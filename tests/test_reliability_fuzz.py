@@ -3,9 +3,11 @@ Scenes and Rejects (never an exception), and the instances of a parseable file a
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -59,6 +61,7 @@ def _workdir() -> Path:
 
 
 ROOT = _workdir()
+atexit.register(shutil.rmtree, ROOT, True)
 
 
 def _read(path: Path, fmt: str) -> list:

@@ -219,3 +219,42 @@ def test_export_of_a_hostile_shard_reads_nothing_outside_its_root(tmp_path):
         else:
             assert written == [(root / "images" / "ok.png").read_bytes()], to
         assert all(secret != w for w in written)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes need POSIX")
+def test_a_named_pipe_among_annotations_is_a_reject_not_a_hang(tmp_path):
+    """A FIFO named like an annotation file (a tarball can carry one) would block a read for ever."""
+    img = _encode("PNG")
+    layouts = {
+        "coco": ("ann", "evil.json", "ok.json"),
+        "dota": ("labelTxt", "evil.txt", "ok.txt"),
+        "voc": ("Annotations", "evil.xml", "ok.xml"),
+        "yolo": ("labels", "evil.txt", "ok.txt"),
+    }
+    good = {
+        "coco": json.dumps({"images": [{"id": 1, "file_name": "ok.png", "width": 64, "height": 48}],
+                            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 9, 5]}],
+                            "categories": [{"id": 1, "name": "ship"}]}),
+        "dota": "2 2 11 2 11 7 2 7 ship 0\n",
+        "voc": "<annotation><filename>ok.png</filename><object><name>ship</name><bndbox><xmin>2</xmin>"
+               "<ymin>2</ymin><xmax>11</xmax><ymax>7</ymax></bndbox></object></annotation>",
+        "yolo": "0 0.2 0.2 0.1 0.1\n",
+    }
+    for fmt, (folder, evil, ok) in layouts.items():
+        root = tmp_path / fmt
+        (root / folder).mkdir(parents=True)
+        for sub in ("images", "ann"):
+            (root / sub).mkdir(exist_ok=True)
+        for stem in ("ok", "evil"):
+            (root / "images" / f"{stem}.png").write_bytes(img)
+        (root / "ann" / "ok.png").write_bytes(img)
+        (root / folder / ok).write_text(good[fmt])
+        os.mkfifo(root / folder / evil)
+        if fmt == "yolo":
+            (root / "classes.txt").write_text("ship\n")
+        target = root / "ann" if fmt == "coco" else root
+        items = list(d2c.read(target, format=fmt))
+        rejects = [i for i in items if isinstance(i, Reject) and "evil" in i.file]
+        assert len(rejects) == 1 and "not a regular file" in rejects[0].reason, (fmt, items)
+        assert sum(i.num_instances for i in items if isinstance(i, Scene)) == 1, (fmt, items)

@@ -4,6 +4,8 @@ Every attribute is one small function registered by name with :func:`attribute`.
 :class:`Facts` (numpy arrays built once) and returns a hashable, discretised value, or ``None`` when the
 scene does not support the claim (a template that requires it is then never chosen). Adding an attribute
 is adding one function here; templates name it in their ``requires`` list and read it by that name.
+Add its name to :data:`SIGNATURE_SAFE` only if :func:`signature` determines it (else template sets that
+require it are computed scene by scene, correct but slower).
 
 Definitions (also in docs/templates.md; the faithfulness tests re-check them from the boxes):
 

@@ -57,6 +57,8 @@ class CocoReader:
 
 
 def _looks_like_json(path: Path) -> bool:
+    if not path.is_file():  # a FIFO would block the read for ever
+        return False
     try:
         with open(path, "rb") as fh:
             return fh.read(64).lstrip()[:1] == b"{"
@@ -117,6 +119,8 @@ def read_coco_file(json_path: Path, options: ReadOptions) -> Iterator[Scene | Re
 
 def _load(json_path: Path) -> tuple[Any, str | None]:
     """The parsed file, or the reason it cannot be parsed (with the parser's line and column)."""
+    if not json_path.is_file():
+        return None, "not a regular file (a pipe, device or folder): reading it could block for ever"
     try:
         return _loads(json_path.read_bytes()), None
     except orjson.JSONDecodeError as exc:

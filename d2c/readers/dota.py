@@ -59,6 +59,8 @@ class DotaReader:
 
 
 def _looks_like_dota(path: Path) -> bool:
+    if not path.is_file():  # a FIFO would block the read for ever
+        return False
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             for line in islice(fh, 4):
@@ -120,6 +122,9 @@ def _read_file(
     f: Path, root: Path, images_dir: Path, source: str, finder: ImageFinder, classes: ClassResolver, options: ReadOptions
 ) -> Iterator[Scene | Reject]:
     fname = rel_to(f, root)
+    if not f.is_file():
+        yield Reject(fname, None, "not a regular file (a pipe, device or folder): reading it could block for ever", "parse_error")
+        return
     try:
         text = f.read_bytes().decode("utf-8", errors="replace").removeprefix("\ufeff")  # BOM: Windows editors
     except OSError as exc:

@@ -166,6 +166,9 @@ def _read_file(
     f: Path, root: Path, images_dir: Path, source: str, finder: ImageFinder, classes: ClassResolver, options: ReadOptions
 ) -> Iterator[Scene | Reject]:
     fname = rel_to(f, root)
+    if not f.is_file():
+        yield Reject(fname, None, "not a regular file (a pipe, device or folder): reading it could block for ever", "parse_error")
+        return
     try:
         tree_root = safe_parse(str(f)).getroot()
     except ParseError as exc:

@@ -288,6 +288,8 @@ class YoloReader:
         text = ""
         if label is not None:
             try:
+                if not label.is_file():  # a FIFO would block the read for ever
+                    raise OSError("not a regular file (a pipe, device or folder): reading it could block for ever")
                 text = label.read_text(encoding="utf-8-sig")
             except (OSError, UnicodeDecodeError) as exc:
                 yield Reject(prov.file, None, f"cannot read label file: {exc}", "unreadable", 0, None)

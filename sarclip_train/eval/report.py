@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
+
+from d2c.writers import atomic_write_bytes
 
 # (column title, path into results["results"]) for the comparison table, in display order.
 COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -64,16 +64,8 @@ def compare(results_list: Sequence[dict]) -> str:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file beside ``path`` and rename (never a half-written file under the final name)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Never a half-written report under its final name (d2c's temp-file-and-rename writer)."""
+    atomic_write_bytes(path, data)
 
 
 def to_json(obj) -> bytes:

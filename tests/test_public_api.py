@@ -1,0 +1,31 @@
+"""The library entry points mmsar and sarclip_train import stay callable, whatever was imported first."""
+
+from __future__ import annotations
+
+import importlib
+
+
+def test_d2c_convert_stays_a_function_after_the_submodule_is_imported():
+    import d2c
+
+    importlib.import_module("d2c.convert")
+    assert callable(d2c.convert)
+    assert d2c.convert.__module__ == "d2c.convert"
+
+
+def test_d2c_read_yields_scenes_from_a_dota_folder(tmp_path):
+    import d2c
+    from d2c.model import Reject, Scene
+
+    (tmp_path / "labelTxt").mkdir()
+    (tmp_path / "labelTxt" / "a.txt").write_text("10 10 50 10 50 30 10 30 ship 0\n", encoding="utf-8")
+    items = list(d2c.read(tmp_path, format="dota"))
+    assert len(items) == 1  # no image and no size: one reject carrying its instance
+    assert isinstance(items[0], Reject) and items[0].instances == 1
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    Image.new("L", (64, 48)).save(tmp_path / "images" / "a.png")
+    (scene,) = d2c.read(tmp_path, format="auto")
+    assert isinstance(scene, Scene) and scene.key.endswith("/a") and (scene.width, scene.height) == (64, 48)
+    assert scene.counts() == {"ship": 1}
