@@ -24,7 +24,7 @@ lint: install
 
 # pytest exits 5 when it collected no test: that is a failure here, as is any other non-zero code.
 pytest: install
-	$(BIN)/python -m pytest -q -n 2 --durations=15 -p no:cacheprovider; rc=$$?; \
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15 -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 test: lint pytest

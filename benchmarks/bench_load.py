@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import cpu_model, ram_gib  # benchmarks/_common.py (this folder is on sys.path)
 
 BAD_EVERY = 1000  # one bad annotation in a thousand
 CLASSES = ["ship", "aircraft", "car", "tank", "bridge", "harbor"]
@@ -133,19 +134,8 @@ def check_invariant(out: Path, generated: int, bad: int) -> dict:
 
 
 def machine() -> str:
-    import psutil
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram = psutil.virtual_memory().total / 2**30
-    return (f"{cpu}, {os.cpu_count()} CPUs, {ram:.0f} GiB RAM, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}")
+    return (f"{cpu_model()}, {os.cpu_count()} CPUs, {ram_gib():.0f} GiB RAM, "
+            f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import cpu_model, peak_rss_mb, ram_gib  # benchmarks/_common.py (this folder is on sys.path)
 
 STRIP = 512
 
@@ -63,7 +63,7 @@ def run_child(path: Path, size: int, tile: int, overlap: int, objects: int, mode
     """Runs in a fresh process: tile, read every window, encode it; report peak RSS."""
     from d2c.tiling import WindowReader, tile_image_record, tile_scene
 
-    base_rss = _status_mb("VmHWM")
+    base_rss = peak_rss_mb()
     scene = make_scene(path, size, objects)
     t0 = time.perf_counter()
     tiled = tile_scene(scene, tile=tile, overlap=overlap, negative_rate=0.1, seed=0)
@@ -79,33 +79,13 @@ def run_child(path: Path, size: int, tile: int, overlap: int, objects: int, mode
         "tiles": len(tiled), "negatives_skipped": tiled.negatives_skipped, "objects": objects,
         "tile_objects": kept_objects, "rejects": len(tiled.rejects), "png_mb": round(png_bytes / 2**20, 1),
         "split_s": round(t_split, 2), "total_s": round(total, 1),
-        "baseline_rss_mb": base_rss, "peak_rss_mb": _status_mb("VmHWM"),
+        "baseline_rss_mb": base_rss, "peak_rss_mb": peak_rss_mb(),
     }
 
 
-def _status_mb(field: str) -> float:
-    """A memory figure of this process from /proc (VmHWM: peak RSS since exec; ru_maxrss would include
-    the parent's RSS at fork time), else ru_maxrss."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cpu}, {os.cpu_count()} CPUs, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}"
+    return (f"{cpu_model()}, {os.cpu_count()} CPUs, {ram_gib():.0f} GiB RAM, "
+            f"{platform.system()} {platform.release()}")
 
 
 def main() -> None:

@@ -31,7 +31,9 @@ def _fail(exc: BaseException, code: int) -> None:
 @click.option("--class-map", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="TOML class map (raw name -> canonical class); default: the SAR taxonomy.")
 @click.option("--templates", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Caption template folder (default: the built-in set).")
+              help="Caption template folder: adds to or overrides the built-in set by template id.")
+@click.option("--no-default-templates", is_flag=True,
+              help="Caption with the --templates folder alone, leaving d2c's built-in templates out.")
 @click.option("--captions-per-image", default=5, show_default=True, type=click.IntRange(min=1),
               help="Captions rendered per scene (each from a different template where possible).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed for caption choice.")
@@ -47,15 +49,26 @@ def _fail(exc: BaseException, code: int) -> None:
               help="Store a reduced copy of images whose long side exceeds this (size recorded).")
 @click.option("--tile", type=int, help="Cut scenes into TILE-px tiles (one row each); for very large scenes.")
 @click.option("--overlap", default=200, show_default=True, type=int, help="Tile overlap in pixels.")
+@click.option("--tile-min-visible", default=0.7, show_default=True,
+              type=click.FloatRange(0.0, 1.0, min_open=True),
+              help="With --tile: keep an object cut by a tile border when at least this share of its area "
+                   "lies inside the tile; smaller parts follow --tile-below.")
+@click.option("--tile-below", default="difficult", show_default=True, type=click.Choice(["difficult", "drop"]),
+              help="With --tile: what happens to an object part under --tile-min-visible: keep it clipped and "
+                   "marked difficult, or drop it (an object no tile keeps goes to rejects.jsonl).")
+@click.option("--tile-negative-rate", default=0.1, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="With --tile: share of empty tiles (no object) kept as negatives, chosen per tile from "
+                   "--seed; 0 keeps none, 1 keeps all.")
 @click.option("--db", is_flag=True, help="Non-8-bit rasters: take 10*log10 before the 2-98%% clip.")
 @click.option("--dual-pol", default="vv,vh,mean", show_default=True,
               type=click.Choice(["vv,vh,mean", "vv,vh,ratio", "vv,vv,vh"]),
               help="How two-band (VV, VH) rasters become three channels.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def convert_cmd(input: Path, fmt: str, out: Path, images: Path | None, annotations: Path | None,
-                source: str | None, class_map: Path | None, templates: Path | None, captions_per_image: int,
-                seed: int, images_mode: str, shard_rows: int, workers: int, resume: bool, strict: bool,
-                max_side: int | None, tile: int | None, overlap: int, db: bool, dual_pol: str, verbose: bool) -> None:
+                source: str | None, class_map: Path | None, templates: Path | None,
+                no_default_templates: bool, captions_per_image: int, seed: int, images_mode: str, shard_rows: int, workers: int, resume: bool, strict: bool,
+                max_side: int | None, tile: int | None, overlap: int, tile_min_visible: float, tile_below: str,
+                tile_negative_rate: float, db: bool, dual_pol: str, verbose: bool) -> None:
     """Convert detection annotations (COCO JSON, DOTA labelTxt, Pascal VOC) into captioned Parquet shards.
 
     INPUT is a dataset root (DOTA: labelTxt/ + images/; VOC: Annotations/ + JPEGImages/) or a COCO JSON
@@ -72,11 +85,16 @@ def convert_cmd(input: Path, fmt: str, out: Path, images: Path | None, annotatio
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
     if not input.exists():
         _fail(FileNotFoundError(f"{input}: no such file or folder"), 2)
+    if no_default_templates and templates is None:
+        _fail(ValueError("--no-default-templates needs --templates DIR (the templates to use instead)"), 2)
     try:
         result = convert(input, out=out, format=fmt, images=images, annotations=annotations, source=source,
                          class_map=class_map, templates=templates, captions_per_image=captions_per_image,
                          seed=seed, images_mode=images_mode, shard_rows=shard_rows, workers=workers,
                          resume=resume, strict=strict, max_side=max_side, tile=tile, overlap=overlap,
+                         tile_min_visible=tile_min_visible, tile_below=tile_below,
+                         tile_negative_rate=tile_negative_rate,
+                         include_default_templates=not no_default_templates,
                          stretch=StretchConfig(db=db, dual_pol=dual_pol))
     except StrictError as exc:
         _print_summary(out)

@@ -43,6 +43,7 @@ from d2c.shards import (
     shard_paths,
     write_manifest,
 )
+from d2c.tiling import BELOW_POLICIES, DEFAULT_MIN_VISIBLE, DEFAULT_NEGATIVE_RATE
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ STATS = "stats.json"
 REJECTS = "rejects.jsonl"
 # Settings that must match for --resume to reuse shards written earlier.
 RUN_KEYS = ("schema_version", "seed", "template_set_hash", "captions_per_image", "images_mode", "shard_rows",
-            "max_bytes", "max_side", "class_map", "source", "stretch", "tile", "overlap")
+            "max_bytes", "max_side", "class_map", "source", "stretch", "tile", "overlap",
+            "tile_min_visible", "tile_below", "tile_negative_rate")
 
 
 @dataclass
@@ -108,7 +110,8 @@ def _resume_plan(out: Path, run: dict[str, Any]) -> _ResumePlan:
         # a tiled scene's rows may straddle two shards: the next shard starts at the last item or after
         if not same or meta.get("shard_index") != i or meta.get("first_item", -1) < plan.next_item - 1:
             if not same:
-                raise UsageError(f"{path}: written with other settings (seed, templates, mode or shard size); "
+                raise UsageError(f"{path}: written with other settings (seed, templates, mode, shard size or "
+                                 "tiling); "
                                  "use a new --out folder or run without --resume")
             log.info("resume: dropping %s (not contiguous with the shards before it)", path.name)
             for later in shard_paths(out)[i:]:
@@ -184,6 +187,9 @@ def convert(
     max_side: int | None = None,
     tile: int | None = None,
     overlap: int = 200,
+    tile_min_visible: float = DEFAULT_MIN_VISIBLE,
+    tile_below: str = "difficult",
+    tile_negative_rate: float = DEFAULT_NEGATIVE_RATE,
     progress: bool | None = None,
     max_bytes: int = 512 << 20,
     stretch: StretchConfig = StretchConfig(),
@@ -193,8 +199,11 @@ def convert(
     """Read ``input``, caption every scene and write Parquet shards, ``manifest.json``, ``stats.json`` and
     ``rejects.jsonl`` to ``out``. Raises :class:`UsageError` for impossible options and
     :class:`StrictError` (after writing everything) when ``strict`` and anything was rejected.
-    ``include_default_templates=False`` captions with the ``templates`` folder alone (d2c's set left out)."""
-    _check_options(images_mode, shard_rows, workers, captions_per_image, max_side, tile, overlap)
+    ``include_default_templates=False`` captions with the ``templates`` folder alone (d2c's set left out).
+    With ``tile``, ``tile_min_visible``/``tile_below``/``tile_negative_rate`` are
+    :func:`d2c.tiling.tile_scene`'s ``min_visible``/``below``/``negative_rate`` (ignored without ``tile``)."""
+    tiling = TileOptions(tile_min_visible, tile_below, tile_negative_rate)
+    _check_options(images_mode, shard_rows, workers, captions_per_image, max_side, tile, overlap, tiling)
     from d2c import read
     from d2c.captions import CaptionEngine
 
@@ -212,12 +221,15 @@ def convert(
         "max_bytes": max_bytes, "max_side": max_side, "class_map": cmap.to_dict(), "source": source,
         "tile": tile, "overlap": overlap if tile is not None else None,
         "stretch": dataclasses.asdict(stretch),
+        # only tiled runs record these, so untiled shards stay as they were (absent reads as None on resume)
+        **(tiling.run_metadata() if tile is not None else {}),
     }
     plan = _resume_plan(out, run) if resume and existing else _ResumePlan()
     fresh_from = max(plan.next_item - 1, 0)  # the last kept item may have rows still to write (tiles)
     out.mkdir(parents=True, exist_ok=True)
     job = worker.Job(templates_path, captions_per_image, int(seed), images_mode, max_side, stretch,
-                     max_pixels, tile, overlap, frozenset(plan.done_keys), include_default_templates)
+                     max_pixels, tile, overlap, frozenset(plan.done_keys), include_default_templates,
+                     tiling.min_visible, tiling.below, tiling.negative_rate)
     stream = read(input, format=format, source=source, images=Path(images) if images else None,
                   annotations=Path(annotations) if annotations else None, class_map=cmap,
                   require_images=images_mode == "embed", max_pixels=max_pixels)
@@ -239,8 +251,35 @@ def convert(
     return _finish(out, tally, closed, run, input, format, strict, time.monotonic() - t0)
 
 
+@dataclass(frozen=True)
+class TileOptions:
+    """How tiling treats objects cut by a tile border and empty tiles (see :mod:`d2c.tiling`)."""
+
+    min_visible: float = DEFAULT_MIN_VISIBLE
+    below: str = "difficult"
+    negative_rate: float = DEFAULT_NEGATIVE_RATE
+
+    def check(self) -> None:
+        """Refuse impossible settings, naming the command-line option."""
+        if not _is_number(self.min_visible) or not 0.0 < self.min_visible <= 1.0:
+            raise UsageError(f"--tile-min-visible must be a number in (0, 1], got {self.min_visible!r}")
+        if self.below not in BELOW_POLICIES:
+            raise UsageError(f"--tile-below must be one of {', '.join(BELOW_POLICIES)}, got {self.below!r}")
+        if not _is_number(self.negative_rate) or not 0.0 <= self.negative_rate <= 1.0:
+            raise UsageError(f"--tile-negative-rate must be a number in [0, 1], got {self.negative_rate!r}")
+
+    def run_metadata(self) -> dict[str, Any]:
+        """The shard metadata / resume fingerprint entries (``tile_`` + field name)."""
+        return {"tile_min_visible": float(self.min_visible), "tile_below": self.below,
+                "tile_negative_rate": float(self.negative_rate)}
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v  # NaN fails the last test
+
+
 def _check_options(images_mode: str, shard_rows: int, workers: int, captions_per_image: int,
-                   max_side: int | None, tile: int | None, overlap: int) -> None:
+                   max_side: int | None, tile: int | None, overlap: int, tiling: TileOptions) -> None:
     if images_mode not in ("embed", "reference"):
         raise UsageError(f"--images-mode must be 'embed' or 'reference', got {images_mode!r}")
     if shard_rows < 1:
@@ -254,7 +293,8 @@ def _check_options(images_mode: str, shard_rows: int, workers: int, captions_per
     if tile is not None:
         from d2c.tiling import check_params
 
-        check_params(tile, overlap)
+        tiling.check()
+        check_params(tile, overlap, tiling.min_visible, tiling.below, tiling.negative_rate)
 
 
 class _Sink:
@@ -337,6 +377,10 @@ def _finish(out: Path, tally: _Tally, closed: list, run: dict[str, Any], input: 
         "shards": len(manifest["shards"]),
         "rows": manifest["rows"],
         "bytes": manifest["bytes"],
+        # tiled runs only, so untiled stats.json stays as it was
+        **({"tiling": {"tile": run["tile"], "overlap": run["overlap"], "min_visible": run["tile_min_visible"],
+                       "below": run["tile_below"], "negative_rate": run["tile_negative_rate"]}}
+           if run["tile"] is not None else {}),
     })
     atomic_write_bytes(out / STATS, (json.dumps(stats, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     for problem in tally.stats.invariant_problems():

@@ -24,6 +24,7 @@ from d2c.errors import D2CError
 from d2c.imageio import StretchConfig, load_image_record
 from d2c.model import Instance, Reject, Scene
 from d2c.rows import RowInput, rows_table
+from d2c.tiling import DEFAULT_MIN_VISIBLE, DEFAULT_NEGATIVE_RATE
 
 # Scenes per task sent to a worker (and per Arrow table built). Annotation-only rows are small, so big
 # chunks amortise the per-task cost; rows with image bytes keep chunks small to bound memory in flight.
@@ -46,6 +47,9 @@ class Job:
     overlap: int = 200
     done_keys: frozenset[str] = frozenset()  # rows already in the shards a resumed run keeps
     include_default_templates: bool = True  # False: caption with ``templates`` alone
+    tile_min_visible: float = DEFAULT_MIN_VISIBLE  # tiling's min_visible, below, negative_rate (tile_scene)
+    tile_below: str = "difficult"
+    tile_negative_rate: float = DEFAULT_NEGATIVE_RATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +157,8 @@ def _process_tiled(scene: Scene) -> Processed | Reject:
         path = image_path_of(scene)
         if job.images_mode == "embed" and not path.is_file():
             return _reject_scene(scene, "image_missing", f"image {scene.image_path!r} not found (needed in embed mode)")
-        tiled = tile_scene(scene, tile=job.tile, overlap=job.overlap, seed=job.seed)
+        tiled = tile_scene(scene, tile=job.tile, overlap=job.overlap, min_visible=job.tile_min_visible,
+                           below=job.tile_below, negative_rate=job.tile_negative_rate, seed=job.seed)
         rows, kept = [], 0
         opener = WindowReader(path) if path.is_file() else contextlib.nullcontext(None)
         with opener as reader:

@@ -16,6 +16,7 @@ import tomllib
 
 from d2c.errors import UsageError
 from d2c.model import SPLITS
+from d2c.tiling import BELOW_POLICIES, DEFAULT_MIN_VISIBLE, DEFAULT_NEGATIVE_RATE
 
 FORMATS = ("auto", "coco", "dota", "voc", "yolo")
 DEFAULT_RATIOS = (0.8, 0.1, 0.1)
@@ -34,8 +35,14 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class TileSpec:
+    """A source's tiling (``d2c convert --tile``): tile size, overlap and how border-cut objects and empty
+    tiles are treated (:func:`d2c.tiling.tile_scene`'s ``min_visible``, ``below``, ``negative_rate``)."""
+
     size: int
     overlap: int = 200
+    min_visible: float = DEFAULT_MIN_VISIBLE
+    below: str = "difficult"
+    negative_rate: float = DEFAULT_NEGATIVE_RATE
 
 
 @dataclass(frozen=True)
@@ -242,6 +249,27 @@ def _class_map(t: _Table) -> Path | str | dict[str, Any] | None:
     return v
 
 
+def _tile(t: _Table) -> TileSpec:
+    tt = t.sub("tile")
+    size = tt.int("size", None, lo=16)
+    if size is None:
+        raise UsageError(f"{tt.key('size')}: required key is missing")
+    overlap = tt.int("overlap", 200, lo=0) or 0
+    if overlap >= size:
+        raise UsageError(f"{tt.key('overlap')}: must be smaller than tile.size ({size})")
+    min_visible = tt.get("min_visible", float, DEFAULT_MIN_VISIBLE)
+    if not 0.0 < min_visible <= 1.0:
+        raise UsageError(f"{tt.key('min_visible')}: must be in (0, 1], got {min_visible}")
+    below = tt.get("below", str, "difficult")
+    if below not in BELOW_POLICIES:
+        raise UsageError(f"{tt.key('below')}: must be one of {', '.join(BELOW_POLICIES)}, got {below!r}")
+    negative_rate = tt.get("negative_rate", float, DEFAULT_NEGATIVE_RATE)
+    if not 0.0 <= negative_rate <= 1.0:
+        raise UsageError(f"{tt.key('negative_rate')}: must be in [0, 1], got {negative_rate}")
+    tt.check_unknown()
+    return TileSpec(size, overlap, min_visible, below, negative_rate)
+
+
 def _source(t: _Table) -> SourceConfig:
     name = t.get("name", str, required=True)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
@@ -252,19 +280,10 @@ def _source(t: _Table) -> SourceConfig:
     weight = t.get("weight", float, 1.0)
     if weight <= 0:
         raise UsageError(f"{t.key('weight')}: must be positive, got {weight}")
-    tile = None
-    if "tile" in t.data:
-        tt = t.sub("tile")
-        tile = TileSpec(tt.int("size", None, lo=16) or 0, tt.int("overlap", 200, lo=0) or 0)
-        if not tile.size:
-            raise UsageError(f"{tt.key('size')}: required key is missing")
-        if tile.overlap >= tile.size:
-            raise UsageError(f"{tt.key('overlap')}: must be smaller than tile.size ({tile.size})")
-        tt.check_unknown()
     src = SourceConfig(
         name=name, format=fmt, inputs=_inputs(t), class_map=_class_map(t),
         split=_split(t, "split", allow_source=True), ratios=_ratios(t, "ratios", None), weight=weight,
-        licence=t.get("licence", str, "unknown"), tile=tile,
+        licence=t.get("licence", str, "unknown"), tile=_tile(t) if "tile" in t.data else None,
     )
     t.get("images", str)
     t.get("annotations", str)

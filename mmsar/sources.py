@@ -165,7 +165,8 @@ def _convert_part(job: StageJob, spec: InputSpec, out: Path) -> dict[str, Any]:
     from d2c.imageio import StretchConfig
 
     src = job.source
-    tile = {"tile": src.tile.size, "overlap": src.tile.overlap} if src.tile else {}
+    tile = {"tile": src.tile.size, "overlap": src.tile.overlap, "tile_min_visible": src.tile.min_visible,
+            "tile_below": src.tile.below, "tile_negative_rate": src.tile.negative_rate} if src.tile else {}
     result = convert(
         spec.path, out=out, format=src.format, images=spec.images, annotations=spec.annotations,
         source=src.name, class_map=_class_map(src), templates=job.templates,

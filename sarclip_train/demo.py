@@ -29,16 +29,18 @@ class Profile:
     max_tiles: int
     eval_tasks: str
     fewshot_ks: tuple[int, ...]
+    fewshot_seeds: tuple[int, ...]
     chip_size: int
+    loader_workers: int
 
 
 PROFILES = {
     "full": Profile(images=300, size_range=(256, 2048), steps=100, batch_size=32, max_tiles=4,
                     eval_tasks="retrieval,zeroshot,fewshot,linear,counting", fewshot_ks=(1, 2, 4, 8, 16),
-                    chip_size=64),
+                    fewshot_seeds=(0, 1, 2), chip_size=64, loader_workers=1),
     "smoke": Profile(images=16, size_range=(256, 512), steps=3, batch_size=8, max_tiles=4,
                      eval_tasks="retrieval,zeroshot,fewshot,linear,counting", fewshot_ks=(1, 2),
-                     chip_size=32),
+                     fewshot_seeds=(0,), chip_size=32, loader_workers=0),
 }
 
 
@@ -82,7 +84,7 @@ def train_config(out: Path, data: Path, profile: Profile, *, anyreader: bool, na
 
     cfg = TrainConfig()
     cfg.data.train = [str(data / "train")]
-    cfg.data.workers = 1
+    cfg.data.workers = profile.loader_workers
     cfg.data.seed = 0
     cfg.model.arch = "sarclip-tiny-vit"
     cfg.model.anyreader = anyreader
@@ -130,7 +132,7 @@ def run_demo(out: Path, profile_name: str = "full", *, real_samples: Path | None
         timings[f"train {name}"] = time.perf_counter() - t
         t = time.perf_counter()
         res = evaluate(str(trained.checkpoint), built.out, profile.eval_tasks, out / "eval" / name,
-                       fewshot_ks=profile.fewshot_ks, device="cpu")
+                       fewshot_ks=profile.fewshot_ks, fewshot_seeds=profile.fewshot_seeds, device="cpu")
         res["model"]["name"] = name
         res["training"] = {"steps": trained.steps, "samples": trained.samples,
                            "final_loss": trained.losses[-1] if trained.losses else None}

@@ -240,3 +240,90 @@ def test_tiled_conversion_resume_and_accounting(tmp_path):
     run("convert", root, "--out", tmp_path / "b", *args, "--resume")
     assert {p.name: p.read_bytes() for p in shard_paths(tmp_path / "b")} == expected
     assert (tmp_path / "b" / "stats.json").read_bytes() == (tmp_path / "a" / "stats.json").read_bytes()
+
+
+def _tiling_scene(root: Path, boxes: list[tuple[int, int, int, int]]) -> Path:
+    """A 300x200 DOTA scene; with --tile 128 --overlap 32 its tiles start at x 0/96/172, y 0/72."""
+    _png(root / "images" / "S0.png", 300, 200, 7)
+    (root / "labelTxt").mkdir(parents=True)
+    lines = [f"{x0} {y0} {x1} {y0} {x1} {y1} {x0} {y1} ship 0" for x0, y0, x1, y1 in boxes]
+    (root / "labelTxt" / "S0.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_tiling_policy_options_through_the_cli(tmp_path):
+    # a 140 px wide ship is at most 74% inside one 128 px tile (tile x=96); a small one sits in tile (0, 0)
+    root = _tiling_scene(tmp_path / "big", [(60, 10, 200, 18), (10, 150, 30, 158)])
+    args = ["--format", "dota", "--tile", "128", "--overlap", "32"]
+    run("convert", root, "--out", tmp_path / "keep", *args, "--tile-negative-rate", "0")
+    kept = json.loads((tmp_path / "keep" / "stats.json").read_text())
+    assert kept["instances_out"] == 2 and kept["rejects_total"] == 0
+    assert (tmp_path / "keep" / "rejects.jsonl").read_text() == ""
+
+    drop = tmp_path / "drop"
+    run("convert", root, "--out", drop, *args, "--tile-below", "drop", "--tile-min-visible", "0.9",
+        "--tile-negative-rate", "0")
+    stats = json.loads((drop / "stats.json").read_text())
+    assert stats["instances_in"] == 2 and stats["instances_out"] == 1 and stats["invariant_holds"]
+    assert stats["tiling"] == {"tile": 128, "overlap": 32, "min_visible": 0.9, "below": "drop",
+                               "negative_rate": 0.0}
+    (rej,) = [json.loads(line) for line in (drop / "rejects.jsonl").read_text().splitlines()]
+    assert rej["code"] == "tile_dropped" and "90%" in rej["reason"] and rej["scene_key"] == "big/S0"
+    meta = read_metadata(shard_paths(drop)[0])
+    assert (meta["tile_min_visible"], meta["tile_below"], meta["tile_negative_rate"]) == (0.9, "drop", 0.0)
+    assert {r["key"] for r in iter_rows(drop, columns=["key"])} == {"big/S0__0_72"}
+    # a resume with other tiling settings is refused rather than mixing the two
+    result = run("convert", root, "--out", drop, *args, "--tile-below", "difficult", "--tile-min-visible",
+                 "0.9", "--tile-negative-rate", "0", "--resume", expect=2)
+    assert "written with other settings" in result.output
+
+
+def test_tile_negative_rate_decides_how_many_empty_tiles_are_written(tmp_path):
+    root = _tiling_scene(tmp_path / "big", [(10, 10, 30, 18)])  # in tile (0, 0) only: 5 empty tiles
+    args = ["--format", "dota", "--tile", "128", "--overlap", "32"]
+    counts = {}
+    for rate in ("0", "1"):
+        run("convert", root, "--out", tmp_path / rate, *args, "--tile-negative-rate", rate)
+        rows = list(iter_rows(tmp_path / rate, columns=["key", "objects"]))
+        counts[rate] = (len(rows), sum(not r["objects"] for r in rows))
+    assert counts == {"0": (1, 0), "1": (6, 5)}
+
+
+@pytest.mark.parametrize(("option", "value"), [("--tile-min-visible", "0"), ("--tile-min-visible", "1.5"),
+                                               ("--tile-below", "keep"), ("--tile-negative-rate", "-0.1")])
+def test_bad_tiling_options_are_usage_errors(tmp_path, option, value):
+    root = _tiling_scene(tmp_path / "big", [(10, 10, 30, 18)])
+    result = run("convert", root, "--out", tmp_path / "o", "--tile", "128", option, value, expect=2)
+    assert option in result.output and not (tmp_path / "o").exists()
+
+
+def test_convert_api_refuses_bad_tiling_options(tmp_path):
+    from d2c.convert import convert
+    from d2c.errors import UsageError
+
+    root = _tiling_scene(tmp_path / "big", [(10, 10, 30, 18)])
+    for kwargs, name in (({"tile_min_visible": float("nan")}, "--tile-min-visible"),
+                         ({"tile_negative_rate": "0.5"}, "--tile-negative-rate"),
+                         ({"tile_below": "keep"}, "--tile-below")):
+        with pytest.raises(UsageError, match=name):
+            convert(root, out=tmp_path / "o", format="dota", tile=128, **kwargs)
+
+
+def test_no_default_templates_captions_with_the_given_folder_alone(tmp_path):
+    make_dota(tmp_path / "ds")
+    tpl = tmp_path / "tpl"
+    tpl.mkdir()
+    (tpl / "only_count.j2").write_text(
+        "{#-\nid: mine.count\nfamily: count\nweight: 1.0\nrequires: [main]\n-#}\n"
+        "{{ modality|article|capfirst }} with {{ main|quantity }}.\n", encoding="utf-8")
+    run("convert", tmp_path / "ds", "--format", "dota", "--out", tmp_path / "mine", "--templates", tpl,
+        "--no-default-templates")
+    rows = [r for r in iter_rows(tmp_path / "mine") if r["objects"]]
+    assert rows and all(set(r["template_ids"]) == {"mine.count"} for r in rows)
+    assert all("ship" in c for r in rows for c in r["captions"])
+    run("convert", tmp_path / "ds", "--format", "dota", "--out", tmp_path / "both", "--templates", tpl)
+    ids = {t for r in iter_rows(tmp_path / "both") for t in r["template_ids"]}
+    assert len(ids - {"mine.count"}) > 1  # the built-in templates are in play again
+    res = run("convert", tmp_path / "ds", "--format", "dota", "--out", tmp_path / "x", "--no-default-templates",
+              expect=2)
+    assert "needs --templates" in res.output

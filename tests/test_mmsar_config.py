@@ -55,6 +55,17 @@ def test_defaults_and_out_override(tmp_path):
     ({"sources": [{"name": "a", "input": "x", "weight": 0}]}, r"^sources\[0\]\.weight: must be positive"),
     ({"sources": [{"name": "a", "input": "x", "tile": {"size": 512, "overlap": 512}}]},
      r"^sources\[0\]\.tile\.overlap"),
+    ({"sources": [{"name": "a", "input": "x", "tile": {"size": 512, "min_visible": 0}}]},
+     r"^sources\[0\]\.tile\.min_visible: must be in \(0, 1\]"),
+    ({"sources": [{"name": "a", "input": "x", "tile": {"size": 512, "min_visible": "high"}}]},
+     r"^sources\[0\]\.tile\.min_visible: expected a number"),
+    ({"sources": [{"name": "a", "input": "x", "tile": {"size": 512, "below": "keep"}}]},
+     r"^sources\[0\]\.tile\.below: must be one of difficult, drop"),
+    ({"sources": [{"name": "a", "input": "x", "tile": {"size": 512, "negative_rate": 1.5}}]},
+     r"^sources\[0\]\.tile\.negative_rate: must be in \[0, 1\]"),
+    ({"sources": [{"name": "a", "input": "x", "tile": {"overlap": 100}}]}, r"^sources\[0\]\.tile\.size: required"),
+    ({"sources": [{"name": "a", "input": "x", "tile": {"size": 512, "min_visibility": 0.5}}]},
+     r"^sources\[0\]\.tile\.min_visibility: unknown key"),
     ({"sources": [{"name": "a", "input": "x"}], "images": {"mode": "copy"}}, r"^images\.mode: must be"),
     ({"sources": [{"name": "a", "input": "x"}], "output": {"shard_rows": 0}}, r"^output\.shard_rows: must be >= 1"),
     ({"sources": [{"name": "a", "input": "x"}], "sarcount": {"min_count": 5, "max_count": 2}},
@@ -72,6 +83,18 @@ def test_defaults_and_out_override(tmp_path):
 def test_errors_name_the_key(tmp_path, data, message):
     with pytest.raises(UsageError, match=message):
         parse_config(data, tmp_path)
+
+
+def test_tile_keys_parse_with_defaults(tmp_path):
+    tiles = [{"size": 512}, {"size": 1024, "overlap": 256, "min_visible": 0.5, "below": "drop", "negative_rate": 0}]
+    cfg = parse_config({"sources": [{"name": f"s{i}", "input": "x", "tile": t} for i, t in enumerate(tiles)]},
+                       tmp_path)
+    default, custom = (s.tile for s in cfg.sources)
+    assert (default.size, default.overlap, default.min_visible, default.below, default.negative_rate) == (
+        512, 200, 0.7, "difficult", 0.1)
+    assert (custom.size, custom.overlap, custom.min_visible, custom.below, custom.negative_rate) == (
+        1024, 256, 0.5, "drop", 0.0)
+    assert cfg.resolved()["sources"][1]["tile"]["below"] == "drop"
 
 
 def test_load_config_errors_name_the_file(tmp_path):

@@ -29,3 +29,15 @@ def test_d2c_read_yields_scenes_from_a_dota_folder(tmp_path):
     (scene,) = d2c.read(tmp_path, format="auto")
     assert isinstance(scene, Scene) and scene.key.endswith("/a") and (scene.width, scene.height) == (64, 48)
     assert scene.counts() == {"ship": 1}
+
+
+def test_d2c_and_mmsar_import_without_torch():
+    """The standalone d2c (base extra) must not need torch, open_clip or sklearn at import time."""
+    import subprocess
+    import sys
+
+    code = ("import sys, d2c, d2c.convert, d2c.captions, d2c.readers, d2c.shards, d2c.cli, mmsar.cli, mmsar.build;"
+            "heavy = sorted(m for m in ('torch', 'open_clip', 'sklearn', 'matplotlib', 'dask') if m in sys.modules);"
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr

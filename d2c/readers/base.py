@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -343,6 +343,97 @@ def assemble_scene(
         image_format=info.fmt,
         clipped=clipped,
     )
+
+
+def scene_of_file(
+    fname: str,
+    objs: Sequence[RawObject],
+    info: ImageInfo | tuple[str, str],
+    classes: ClassResolver,
+    *,
+    source: str,
+    root: Path,
+    gsd: float | None = None,
+    image_source: str | None = None,
+) -> Iterator[Scene | Reject]:
+    """One annotation file's outcome: its Scene (after the per-object Rejects), or, when the image lookup
+    failed (``info`` is ``(code, reason)``), each object's own parse error and one Reject for the rest."""
+    if isinstance(info, tuple):
+        bad = [o for o in objs if o.error is not None]
+        for o in bad:
+            yield Reject(fname, o.record, o.error[1], o.error[0], 1)  # type: ignore[index]
+        yield Reject(fname, None, info[1], info[0], len(objs) - len(bad))
+        return
+    n = len(objs)
+    size = np.full(n, float(info.width or np.nan)), np.full(n, float(info.height or np.nan))
+    built = build_instances(objs, *size, classes)
+    yield from assemble_scene(source=source, root=root, info=info, built=built, objs=objs,
+                              provenance=Provenance(fname), gsd=gsd, image_source=image_source)
+
+
+NOT_REGULAR_FILE = "not a regular file (a pipe, device or folder): reading it could block for ever"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a one-annotation-file-per-image dataset keeps things: the annotation ``files`` to read, the
+    dataset ``root`` (row paths are relative to it), the ``images_dir`` and the ``source`` name."""
+
+    files: list[Path]
+    root: Path
+    images_dir: Path
+    source: str
+
+
+def resolve_layout(
+    path: Path,
+    options: ReadOptions,
+    *,
+    ann_dirname: str,
+    pattern: str,
+    image_dirs: Sequence[str] = ("images",),
+    default_source: str,
+    images_implied: bool = False,
+) -> Layout:
+    """Resolve ``path`` (a dataset root holding ``ann_dirname/``, an annotation folder or one annotation
+    file) and the ``--annotations``/``--images`` overrides. The root is the folder above ``ann_dirname``
+    (else the annotation folder itself); images are the first of ``image_dirs`` under the root that
+    exists, else the root, except that ``images_implied`` picks ``image_dirs[0]`` whenever the annotations
+    sit in ``ann_dirname`` (DOTA's ``images/`` goes with ``labelTxt/`` even when missing)."""
+    path = Path(os.path.abspath(path))
+    if options.annotations:
+        ann = Path(os.path.abspath(options.annotations))
+    elif path.is_dir() and (path / ann_dirname).is_dir():
+        ann = path / ann_dirname
+    else:
+        ann = path
+    files = [ann] if ann.is_file() else sorted(ann.glob(pattern))
+    ann_dir = ann.parent if ann.is_file() else ann
+    in_layout = ann_dir.name == ann_dirname
+    root = ann_dir.parent if in_layout else ann_dir
+    if options.images:
+        images_dir = Path(os.path.abspath(options.images))
+    else:
+        found = [root / d for d in image_dirs if (root / d).is_dir()]
+        implied = root / image_dirs[0] if images_implied and in_layout else root
+        images_dir = found[0] if found else implied
+    return Layout(files, root, images_dir, options.source or root.name or default_source)
+
+
+FileReader = Callable[[Path, str, Layout, ImageFinder, ClassResolver, ReadOptions], Iterator[Scene | Reject]]
+
+
+def read_layout_files(lay: Layout, options: ReadOptions, read_file: FileReader) -> Iterator[Scene | Reject]:
+    """Run ``read_file(f, fname, lay, finder, classes, options)`` over the layout's annotation files in
+    order (``fname``: ``f`` relative to the root); anything not a regular file is a Reject, never opened."""
+    finder = ImageFinder(lay.root)
+    classes = ClassResolver(options.class_map, options.unknown_classes)
+    for f in lay.files:
+        fname = rel_to(f, lay.root)
+        if not f.is_file():
+            yield Reject(fname, None, NOT_REGULAR_FILE, "parse_error")
+            continue
+        yield from read_file(f, fname, lay, finder, classes, options)
 
 
 def parse_error_position(exc: Exception) -> str:

@@ -1,4 +1,8 @@
-"""COCO JSON: parsed once with orjson, annotations grouped by image id, 4-point geometry vectorised.
+"""COCO JSON: parsed once with orjson, annotations grouped by image id, instances built as the scenes are read.
+
+Streams: only the per-image grouping of the raw records and each image's location are worked out before
+the first Scene; instances are then built a chunk of images at a time (4-point geometry vectorised over the
+chunk), so memory is the parsed file plus a bounded working set, not every Instance of the file at once.
 
 Handles polygon segmentations (several parts: the polygon of their union, oriented box of the union), RLE
 masks (pycocotools), ``iscrowd``, category ids from 0, integer or string names, image ids of any kind,
@@ -11,6 +15,7 @@ import gc
 import json
 import logging
 import os
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,7 +86,12 @@ def _no_cyclic_gc() -> Iterator[None]:
 
 
 def read_coco_file(json_path: Path, options: ReadOptions) -> Iterator[Scene | Reject]:
-    """All Scenes and Rejects of one COCO file, in the file's image order."""
+    """All Scenes and Rejects of one COCO file, in the file's image order.
+
+    The file is parsed once; only the grouping of annotations by image and each kept image's location are
+    worked out before the first Scene. Instances are built a chunk of images at a time as the iterator is
+    consumed, and each image's raw annotations are dropped once built, so memory stays near the parsed JSON.
+    """
     json_path = Path(os.path.abspath(json_path))
     root = Path(os.path.abspath(options.images)) if options.images else json_path.parent
     folders = [root] if options.images else [root, root / "images"]
@@ -94,27 +104,32 @@ def read_coco_file(json_path: Path, options: ReadOptions) -> Iterator[Scene | Re
         if error is None and (not isinstance(data, dict) or not isinstance(data.get("images"), list)):
             error = "not a COCO file: expected an object with an 'images' list"
         if error is None:
-            early, kept, built = _prepare(data, fname, root, folders, options)
+            categories = _categories(data.get("categories"))
+            early, kept = _plan(data, fname, root, folders, options)
     if error is not None:
         yield Reject(fname, None, error, "parse_error")
         return
+    del data  # the image records and the annotation list itself: only the per-image groups stay
     yield from early
-    start = 0
+    del early
+    classes = ClassResolver(options.class_map, options.unknown_classes)
     keys: set[str] = set()
-    for iid, info, obs in kept:
-        part = built[start : start + len(obs)]
-        start += len(obs)
-        items = list(
-            assemble_scene(
-                source=source, root=root, info=info, built=part, objs=obs, provenance=Provenance(fname, f"image {iid}")
+    while kept:
+        with _no_cyclic_gc():
+            chunk = _build_chunk(kept, categories, classes)
+        for iid, info, obs, part in chunk:
+            items = list(
+                assemble_scene(
+                    source=source, root=root, info=info, built=part, objs=obs, provenance=Provenance(fname, f"image {iid}")
+                )
             )
-        )
-        scene = items[-1]
-        if scene.key in keys:  # type: ignore[union-attr]
-            yield Reject(fname, f"image {iid}", f"a second image has the key {scene.key}", "duplicate_image", len(obs))
-            continue
-        keys.add(scene.key)  # type: ignore[union-attr]
-        yield from items
+            scene = items[-1]
+            if scene.key in keys:  # type: ignore[union-attr]
+                yield Reject(fname, f"image {iid}", f"a second image has the key {scene.key}", "duplicate_image", len(obs))
+                continue
+            keys.add(scene.key)  # type: ignore[union-attr]
+            yield from items
+        del chunk  # before the next chunk is built: one chunk alive at a time
 
 
 def _load(json_path: Path) -> tuple[Any, str | None]:
@@ -129,21 +144,29 @@ def _load(json_path: Path) -> tuple[Any, str | None]:
         return None, f"cannot read file: {exc}"
 
 
-def _prepare(
+# an image's raw annotations waiting to be built: (image id, where its image is, its annotation records)
+Pending = tuple[Any, ImageInfo, list[dict]]
+CHUNK_OBJECTS = 4096  # objects built in one vectorised pass: amortises numpy's per-call cost, bounds the working set
+
+
+def _plan(
     data: dict, fname: str, root: Path, folders: list[Path], options: ReadOptions
-) -> tuple[list[Reject], list[tuple[Any, ImageInfo, list[RawObject]]], list[Built]]:
-    """Everything before the first Scene: rejects found on the way, kept images with their raw objects,
-    and the built instances of all of them (one vectorised pass for the whole file)."""
-    categories = _categories(data.get("categories"))
-    by_image, orphans = _group(data.get("annotations") or [], data["images"])
+) -> tuple[list[Reject], deque[Pending]]:
+    """Everything before the first Scene: rejects found on the way (annotations of no image, bad or duplicate
+    image records, images that cannot be located), and the kept images with their raw annotation records.
+    Takes the annotation list out of ``data`` so that the per-image groups are the only owners of the records."""
+    anns = data.pop("annotations", None) or []
+    by_image, orphans = _group(anns, data["images"])
+    del anns
     early: list[Reject] = []
     for ann in orphans:
         rec = f"annotation {ann.get('id') if isinstance(ann, dict) else '?'}"
         early.append(
             Reject(fname, rec, "annotation refers to no image in 'images' (or is not an object)", "unknown_image_id", 1)
         )
+    del orphans
     finder = ImageFinder(root)
-    kept: list[tuple[Any, ImageInfo, list[RawObject]]] = []
+    kept: deque[Pending] = deque()
     seen: set[Any] = set()
     for n, img in enumerate(data["images"]):
         iid = _img_id(img)
@@ -151,22 +174,42 @@ def _prepare(
             early.append(Reject(fname, f"image {iid}", f"duplicate image id {iid!r}", "duplicate_image"))
             continue
         seen.add(iid)
-        anns = by_image.get(iid, []) if iid is not None else []
+        group = by_image.pop(iid, []) if iid is not None else []
         if iid is None or not isinstance(img.get("file_name"), str):
             early.append(
-                Reject(fname, f"image entry {n}", "image needs an 'id' and a string 'file_name'", "bad_record", len(anns))
+                Reject(fname, f"image entry {n}", "image needs an 'id' and a string 'file_name'", "bad_record", len(group))
             )
             continue
         info = locate_image(root, finder, folders, img["file_name"], (img.get("width"), img.get("height")), options)
         if isinstance(info, tuple):
-            early.append(Reject(fname, f"image {iid}", info[1], info[0], len(anns)))
+            early.append(Reject(fname, f"image {iid}", info[1], info[0], len(group)))
             continue
-        kept.append((iid, info, [_raw_object(a, categories, info) for a in anns]))
-    objs = [o for _, _, obs in kept for o in obs]
-    widths = np.asarray([info.width or np.nan for _, info, obs in kept for _ in obs], dtype=np.float64)
-    heights = np.asarray([info.height or np.nan for _, info, obs in kept for _ in obs], dtype=np.float64)
-    built = build_instances(objs, widths, heights, ClassResolver(options.class_map, options.unknown_classes))
-    return early, kept, built
+        kept.append((iid, info, group))
+    return early, kept
+
+
+def _build_chunk(
+    kept: deque[Pending], categories: dict[Any, str], classes: ClassResolver
+) -> list[tuple[Any, ImageInfo, list[RawObject], list[Built]]]:
+    """Take images off the front of ``kept`` until about :data:`CHUNK_OBJECTS` objects, and build them in one
+    vectorised pass; their raw records are released here (the taken entries leave ``kept``)."""
+    taken: list[tuple[Any, ImageInfo, list[RawObject]]] = []
+    count = 0
+    while kept and count < CHUNK_OBJECTS:
+        iid, info, group = kept.popleft()
+        taken.append((iid, info, [_raw_object(a, categories, info) for a in group]))
+        count += len(group)
+        del group
+    objs = [o for _, _, obs in taken for o in obs]
+    widths = np.asarray([info.width or np.nan for _, info, obs in taken for _ in obs], dtype=np.float64)
+    heights = np.asarray([info.height or np.nan for _, info, obs in taken for _ in obs], dtype=np.float64)
+    built = build_instances(objs, widths, heights, classes)
+    out: list[tuple[Any, ImageInfo, list[RawObject], list[Built]]] = []
+    start = 0
+    for iid, info, obs in taken:
+        out.append((iid, info, obs, built[start : start + len(obs)]))
+        start += len(obs)
+    return out
 
 
 def _loads(raw: bytes) -> Any:

@@ -8,7 +8,6 @@ or LF. The image size comes from the image header; a label file without its imag
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -17,8 +16,16 @@ import numpy as np
 
 from d2c.classes import ClassResolver
 from d2c.images import ImageFinder
-from d2c.model import Provenance, Reject, Scene
-from d2c.readers.base import RawObject, ReadOptions, assemble_scene, build_instances, locate_image, rel_to
+from d2c.model import Reject, Scene
+from d2c.readers.base import (
+    Layout,
+    RawObject,
+    ReadOptions,
+    locate_image,
+    read_layout_files,
+    resolve_layout,
+    scene_of_file,
+)
 
 HEADER_KEYS = ("imagesource", "gsd")
 
@@ -37,25 +44,9 @@ class DotaReader:
         return any(_looks_like_dota(p) for p in sorted(path.glob("*.txt"))[:5])
 
     def read(self, path: Path, options: ReadOptions) -> Iterator[Scene | Reject]:
-        path = Path(os.path.abspath(path))
-        if options.annotations:
-            labels = Path(os.path.abspath(options.annotations))
-        elif path.is_dir() and (path / "labelTxt").is_dir():
-            labels = path / "labelTxt"
-        else:
-            labels = path
-        files = [labels] if labels.is_file() else sorted(labels.glob("*.txt"))
-        label_dir = labels.parent if labels.is_file() else labels
-        root = label_dir.parent if label_dir.name == "labelTxt" else label_dir
-        if options.images:
-            images_dir = Path(os.path.abspath(options.images))
-        else:
-            images_dir = root / "images" if (root / "images").is_dir() or label_dir.name == "labelTxt" else root
-        source = options.source or root.name or "dota"
-        finder = ImageFinder(root)
-        classes = ClassResolver(options.class_map, options.unknown_classes)
-        for f in files:
-            yield from _read_file(f, root, images_dir, source, finder, classes, options)
+        lay = resolve_layout(path, options, ann_dirname="labelTxt", pattern="*.txt", image_dirs=("images",),
+                             default_source="dota", images_implied=True)
+        yield from read_layout_files(lay, options, _read_file)
 
 
 def _looks_like_dota(path: Path) -> bool:
@@ -119,12 +110,9 @@ def _gsd(value: str | None) -> float | None:
 
 
 def _read_file(
-    f: Path, root: Path, images_dir: Path, source: str, finder: ImageFinder, classes: ClassResolver, options: ReadOptions
+    f: Path, fname: str, lay: Layout, finder: ImageFinder, classes: ClassResolver, options: ReadOptions
 ) -> Iterator[Scene | Reject]:
-    fname = rel_to(f, root)
-    if not f.is_file():
-        yield Reject(fname, None, "not a regular file (a pipe, device or folder): reading it could block for ever", "parse_error")
-        return
+    root, images_dir = lay.root, lay.images_dir
     try:
         text = f.read_bytes().decode("utf-8", errors="replace").removeprefix("\ufeff")  # BOM: Windows editors
     except OSError as exc:
@@ -132,24 +120,8 @@ def _read_file(
         return
     header, objs = _parse(text, fname)
     info = locate_image(root, finder, images_dir, f.stem, None, options, stem_only=True)
-    if isinstance(info, tuple):
-        bad = [o for o in objs if o.error is not None]
-        for o in bad:
-            yield Reject(fname, o.record, o.error[1], o.error[0], 1)  # type: ignore[index]
-        yield Reject(fname, None, info[1], info[0], len(objs) - len(bad))
-        return
-    n = len(objs)
-    built = build_instances(objs, np.full(n, float(info.width or np.nan)), np.full(n, float(info.height or np.nan)), classes)
-    yield from assemble_scene(
-        source=source,
-        root=root,
-        info=info,
-        built=built,
-        objs=objs,
-        provenance=Provenance(fname),
-        gsd=_gsd(header.get("gsd")),
-        image_source=header.get("imagesource") or None,
-    )
+    yield from scene_of_file(fname, objs, info, classes, source=lay.source, root=root,
+                             gsd=_gsd(header.get("gsd")), image_source=header.get("imagesource") or None)
 
 
 READER = DotaReader()

@@ -8,7 +8,6 @@ when positive (0 or missing: the image header). Layout: ``Annotations/`` with ``
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,16 +21,17 @@ from defusedxml.ElementTree import parse as safe_parse
 from d2c import geometry
 from d2c.classes import ClassResolver
 from d2c.images import ImageFinder
-from d2c.model import Provenance, Reject, Scene
+from d2c.model import Reject, Scene
 from d2c.readers.base import (
     ImageInfo,
+    Layout,
     RawObject,
     ReadOptions,
-    assemble_scene,
-    build_instances,
     locate_image,
     parse_error_position,
-    rel_to,
+    read_layout_files,
+    resolve_layout,
+    scene_of_file,
 )
 
 _NUM = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf", re.IGNORECASE)
@@ -49,29 +49,9 @@ class VocReader:
         return (path / "Annotations").is_dir() or any(True for _ in path.glob("*.xml"))
 
     def read(self, path: Path, options: ReadOptions) -> Iterator[Scene | Reject]:
-        path = Path(os.path.abspath(path))
-        if options.annotations:
-            ann = Path(os.path.abspath(options.annotations))
-        elif path.is_dir() and (path / "Annotations").is_dir():
-            ann = path / "Annotations"
-        else:
-            ann = path
-        files = [ann] if ann.is_file() else sorted(ann.glob("*.xml"))
-        ann_dir = ann.parent if ann.is_file() else ann
-        root = ann_dir.parent if ann_dir.name == "Annotations" else ann_dir
-        if options.images:
-            images_dir = Path(os.path.abspath(options.images))
-        elif (root / "JPEGImages").is_dir():
-            images_dir = root / "JPEGImages"
-        elif (root / "images").is_dir():
-            images_dir = root / "images"
-        else:
-            images_dir = root
-        source = options.source or root.name or "voc"
-        finder = ImageFinder(root)
-        classes = ClassResolver(options.class_map, options.unknown_classes)
-        for f in files:
-            yield from _read_file(f, root, images_dir, source, finder, classes, options)
+        lay = resolve_layout(path, options, ann_dirname="Annotations", pattern="*.xml",
+                             image_dirs=("JPEGImages", "images"), default_source="voc")
+        yield from read_layout_files(lay, options, _read_file)
 
 
 def _text(el: Element | None, tag: str) -> str | None:
@@ -163,12 +143,9 @@ def _objects(tree_root: Element) -> list[RawObject]:
 
 
 def _read_file(
-    f: Path, root: Path, images_dir: Path, source: str, finder: ImageFinder, classes: ClassResolver, options: ReadOptions
+    f: Path, fname: str, lay: Layout, finder: ImageFinder, classes: ClassResolver, options: ReadOptions
 ) -> Iterator[Scene | Reject]:
-    fname = rel_to(f, root)
-    if not f.is_file():
-        yield Reject(fname, None, "not a regular file (a pipe, device or folder): reading it could block for ever", "parse_error")
-        return
+    root, images_dir = lay.root, lay.images_dir
     try:
         tree_root = safe_parse(str(f)).getroot()
     except ParseError as exc:
@@ -184,17 +161,7 @@ def _read_file(
     size = tree_root.find("size")
     ann_size: tuple[Any, Any] = (_int_or_none(_text(size, "width")), _int_or_none(_text(size, "height")))
     info = _image(tree_root, f, root, images_dir, finder, ann_size, options)
-    if isinstance(info, tuple):
-        bad = [o for o in objs if o.error is not None]
-        for o in bad:
-            yield Reject(fname, o.record, o.error[1], o.error[0], 1)  # type: ignore[index]
-        yield Reject(fname, None, info[1], info[0], len(objs) - len(bad))
-        return
-    n = len(objs)
-    built = build_instances(objs, np.full(n, float(info.width or np.nan)), np.full(n, float(info.height or np.nan)), classes)
-    yield from assemble_scene(
-        source=source, root=root, info=info, built=built, objs=objs, provenance=Provenance(fname)
-    )
+    yield from scene_of_file(fname, objs, info, classes, source=lay.source, root=root)
 
 
 def _image(

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from d2c.model import Scene
 
-__all__ = ["atomic_write_bytes", "fmt_num", "image_name", "write_coco", "write_dota", "write_voc", "write_yolo"]
+__all__ = ["atomic_write_bytes", "fmt_num", "image_name", "write_coco", "write_dota", "write_per_scene", "write_voc",
+           "write_yolo"]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -46,6 +47,27 @@ def fmt_num(value: float) -> str:
 def image_name(scene: Scene) -> str:
     """The scene's image file name (posix, no folders): what DOTA and VOC files refer to."""
     return PurePosixPath(scene.image_path.replace("\\", "/")).name
+
+
+def write_per_scene(
+    scenes: Iterable[Scene], folder: Path, suffix: str, render: Callable[[Scene], bytes]
+) -> Path:
+    """Write ``render(scene)`` to ``folder/{image stem}{suffix}`` for each scene (atomically); returns
+    ``folder``.
+
+    Formats with one annotation file per image name it by the image's stem, so two scenes whose images
+    share a stem would overwrite each other's file: that is refused (ValueError naming both scenes).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    seen: dict[str, str] = {}
+    for scene in scenes:
+        stem = PurePosixPath(image_name(scene)).stem
+        if stem in seen:
+            raise ValueError(f"{scene.key}: image stem {stem!r} already written for scene {seen[stem]}")
+        seen[stem] = scene.key
+        atomic_write_bytes(folder / f"{stem}{suffix}", render(scene))
+    return folder
 
 
 def write_coco(scenes: Iterable[Scene], out_json: Path, images_dir: Path | None = None) -> Path:

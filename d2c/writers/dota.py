@@ -9,13 +9,13 @@ into hyphens (the format splits on whitespace).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
 from d2c.geometry import obb_to_polygon
 from d2c.model import Instance, Scene
-from d2c.writers import atomic_write_bytes, fmt_num, image_name
+from d2c.writers import fmt_num, write_per_scene
 
 
 def quad_of(inst: Instance) -> np.ndarray:
@@ -44,14 +44,5 @@ def write_dota(scenes: Iterable[Scene], out_dir: Path) -> Path:
 
     Two scenes whose images share a stem would overwrite each other's labels: that is refused.
     """
-    label_dir = Path(out_dir) / "labelTxt"
-    label_dir.mkdir(parents=True, exist_ok=True)
-    seen: dict[str, str] = {}
-    for scene in scenes:
-        stem = PurePosixPath(image_name(scene)).stem
-        if stem in seen:
-            raise ValueError(f"{scene.key}: image stem {stem!r} already written for scene {seen[stem]}")
-        seen[stem] = scene.key
-        text = "\n".join(dota_lines(scene)) + "\n"
-        atomic_write_bytes(label_dir / f"{stem}.txt", text.encode("utf-8"))
-    return label_dir
+    return write_per_scene(scenes, Path(out_dir) / "labelTxt", ".txt",
+                           lambda scene: ("\n".join(dota_lines(scene)) + "\n").encode("utf-8"))

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 from d2c.model import Instance, Scene
-from d2c.writers import atomic_write_bytes, fmt_num, image_name
+from d2c.writers import fmt_num, image_name, write_per_scene
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None) -> ET.Element:
@@ -65,13 +65,4 @@ def voc_xml(scene: Scene) -> bytes:
 
 def write_voc(scenes: Iterable[Scene], out_dir: Path) -> Path:
     """Write one XML per scene into ``out_dir/Annotations/``; returns that folder."""
-    ann_dir = Path(out_dir) / "Annotations"
-    ann_dir.mkdir(parents=True, exist_ok=True)
-    seen: dict[str, str] = {}
-    for scene in scenes:
-        stem = PurePosixPath(image_name(scene)).stem
-        if stem in seen:
-            raise ValueError(f"{scene.key}: image stem {stem!r} already written for scene {seen[stem]}")
-        seen[stem] = scene.key
-        atomic_write_bytes(ann_dir / f"{stem}.xml", voc_xml(scene))
-    return ann_dir
+    return write_per_scene(scenes, Path(out_dir) / "Annotations", ".xml", voc_xml)
