@@ -8,11 +8,10 @@ file's folder so a config works from any working directory.
 from __future__ import annotations
 
 import re
+import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from d2c.errors import UsageError
 from d2c.model import SPLITS

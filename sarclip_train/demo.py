@@ -35,7 +35,7 @@ class Profile:
 
 
 PROFILES = {
-    "full": Profile(images=300, size_range=(256, 2048), steps=100, batch_size=32, max_tiles=4,
+    "full": Profile(images=300, size_range=(256, 2048), steps=300, batch_size=32, max_tiles=4,
                     eval_tasks="retrieval,zeroshot,fewshot,linear,counting", fewshot_ks=(1, 2, 4, 8, 16),
                     fewshot_seeds=(0, 1, 2), chip_size=64, loader_workers=1),
     "smoke": Profile(images=16, size_range=(256, 512), steps=3, batch_size=8, max_tiles=4,
@@ -111,6 +111,7 @@ def run_demo(out: Path, profile_name: str = "full", *, real_samples: Path | None
     from sarclip_train.train import run
 
     profile = PROFILES[profile_name]
+    out = out.resolve()  # the build config is read relative to its own folder: give it absolute paths
     out.mkdir(parents=True, exist_ok=True)
     real = real_samples if real_samples is not None and real_samples.is_dir() else None
     timings: dict[str, float] = {}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 from sarclip_train.demo import main, run_demo
 
 
-def test_demo_smoke_profile_writes_a_comparison_report(tmp_path):
-    report = run_demo(tmp_path / "demo", "smoke", real_samples=None, workers=1)
+def test_demo_smoke_profile_writes_a_comparison_report(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative --out, as `make demo` passes it
+    report = run_demo(Path("demo"), "smoke", real_samples=None, workers=1)
     text = report.read_text(encoding="utf-8")
     assert report == tmp_path / "demo" / "report.md"
     # one table row per trained model, each with numeric cells

@@ -6,11 +6,10 @@ from ``templates/synonyms.toml`` (merged with a user folder's ``synonyms.toml``)
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 _ONES = [
     "zero",
