@@ -6,6 +6,7 @@ what they got, so a bad record fails where it is built, not three stages later.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -160,16 +161,7 @@ class Instance:
         return (self.obb[0], self.obb[1])
 
     def with_category(self, category: str) -> Instance:
-        return Instance(
-            raw_category=self.raw_category,
-            category=category,
-            polygon=self.polygon,
-            hbb=self.hbb,
-            obb=self.obb,
-            area=self.area,
-            difficult=self.difficult,
-            record=self.record,
-        )
+        return dataclasses.replace(self, category=category)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Instance):
