@@ -27,7 +27,8 @@ def real_samples() -> Path:
 # The few tests that train or run the whole pipeline share one xdist worker (`--dist loadgroup` in the
 # Makefile): run side by side on a 2-core machine they would fight for the same cores, each one slowing
 # the other past the 60 s per-test limit, while the light tests fill the second worker.
-HEAVY = ("test_demo.py", "test_train_learn.py", "test_train_resume.py", "test_train_ddp.py")
+HEAVY = ("test_demo.py", "test_train_learn.py", "test_train_learn_synth.py", "test_train_resume.py",
+         "test_train_ddp.py")
 
 
 def pytest_collection_modifyitems(config, items):
