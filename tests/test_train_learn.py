@@ -8,13 +8,9 @@ d2c's full template set paraphrases too freely for a text tower trained from scr
 
 from __future__ import annotations
 
-import io
-from math import comb
-
 import numpy as np
 import torch
-from PIL import Image
-from train_helpers import make_shards
+from train_helpers import make_shards, recall_at_5
 
 from d2c.shards import iter_rows
 from sarclip_train import load
@@ -29,20 +25,6 @@ TEMPLATES = {
     "many.j2": "{#-\nid: test.many\nfamily: position\nweight: 1.0\nrequires: [main, region]\n-#}\n"
                "{{ main|quantity }} {{ region|place }}.\n",
 }
-
-
-def recall_at_5(model, rows) -> tuple[float, float]:
-    """Image-to-text R@5 over the pool of unique held-out captions, and its chance level."""
-    pool = sorted({c for r in rows for c in r["captions"]})
-    images = [Image.open(io.BytesIO(r["image"]["bytes"])) for r in rows]
-    sims = model.encode_image(images) @ model.encode_text(pool).T
-    top = sims.topk(5, dim=1).indices.tolist()
-    hits, chance = [], []
-    for r, t in zip(rows, top, strict=True):
-        pos = {pool.index(c) for c in r["captions"]}
-        hits.append(bool(pos & set(t)))
-        chance.append(1 - comb(len(pool) - len(pos), 5) / comb(len(pool), 5))
-    return float(np.mean(hits)), float(np.mean(chance))
 
 
 def test_tiny_model_learns_generated_scenes(tmp_path):

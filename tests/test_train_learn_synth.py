@@ -8,14 +8,12 @@ has exactly one positive. Scenes with no target get no caption and are left out 
 
 from __future__ import annotations
 
-import io
 import json
-from math import comb
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from train_helpers import recall_at_5
 
 from d2c.convert import convert
 from d2c.shards import iter_rows
@@ -43,21 +41,6 @@ def make_split(tmp: Path, name: str, images: int, seed: int, templates: Path) ->
     convert(src / "coco.json", out=out, format="coco", images=src / "images", templates=templates,
             include_default_templates=False, captions_per_image=1, images_mode="embed", seed=seed)
     return out
-
-
-def recall_at_5(model, rows) -> tuple[float, float]:
-    """Image-to-text R@5 over the pool of unique held-out captions, and its chance level."""
-    pool = sorted({c for r in rows for c in r["captions"]})
-    images = [Image.open(io.BytesIO(r["image"]["bytes"])) for r in rows]
-    with torch.no_grad():
-        sims = model.encode_image(images) @ model.encode_text(pool).T
-    top = sims.topk(5, dim=1).indices.tolist()
-    hits, chance = [], []
-    for r, t in zip(rows, top, strict=True):
-        pos = {pool.index(c) for c in r["captions"]}
-        hits.append(bool(pos & set(t)))
-        chance.append(1 - comb(len(pool) - len(pos), 5) / comb(len(pool), 5))
-    return float(np.mean(hits)), float(np.mean(chance))
 
 
 def test_tiny_model_learns_synth_scenes(tmp_path):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+from math import comb
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 from PIL import Image, ImageDraw
 
 from d2c.model import Instance, Scene
@@ -69,3 +71,18 @@ def make_shards(out: Path, n: int, *, seed: int = 0, size: tuple[int, int] | Non
             table = pa.Table.from_pylist(chunk, schema=SCHEMA)
             pq.write_table(table, out / f"toy-{f:05d}.parquet", row_group_size=rows_per_group)
     return out
+
+
+def recall_at_5(model, rows) -> tuple[float, float]:
+    """Image-to-text R@5 over the pool of unique held-out captions, and its chance level."""
+    pool = sorted({c for r in rows for c in r["captions"]})
+    images = [Image.open(io.BytesIO(r["image"]["bytes"])) for r in rows]
+    with torch.no_grad():
+        sims = model.encode_image(images) @ model.encode_text(pool).T
+    top = sims.topk(5, dim=1).indices.tolist()
+    hits, chance = [], []
+    for r, t in zip(rows, top, strict=True):
+        pos = {pool.index(c) for c in r["captions"]}
+        hits.append(bool(pos & set(t)))
+        chance.append(1 - comb(len(pool) - len(pos), 5) / comb(len(pool), 5))
+    return float(np.mean(hits)), float(np.mean(chance))
