@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONHASHSEED := 0
+export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: install test lint pytest demo bench clean
 
