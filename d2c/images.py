@@ -25,7 +25,7 @@ def _clean_rel(rel: str) -> str:
         raise UnsafePathError(f"path {rel!r} is absolute: annotation paths must be relative to the dataset root")
     if "\x00" in text:  # the OS would refuse it with a ValueError deep in a path call
         raise UnsafePathError(f"path {rel!r} contains a NUL byte")
-    if ".." in text.split("/"):
+    if ".." in text and ".." in text.split("/"):
         raise UnsafePathError(f"path {rel!r} climbs out of the dataset root with '..'")
     return text
 
@@ -46,6 +46,18 @@ def safe_join(root: Path, rel: str) -> Path:
 class ResolvedImage:
     path: Path | None
     found_by_stem: bool = False
+
+
+NOT_FOUND = ResolvedImage(None, False)
+
+
+def _split_name(name: str) -> tuple[str, str, str]:
+    """A checked relative name as (its folder part, its file name, the stem to look up by)."""
+    sub, _, base = _clean_rel(name).rpartition("/")
+    stem, ext = os.path.splitext(base)
+    if not ext or len(ext) > 5:
+        stem = base
+    return sub, base, stem
 
 
 @dataclass(slots=True)
@@ -97,28 +109,29 @@ class ImageFinder:
 
     def find(self, folder: Path | str, name: str) -> ResolvedImage:
         """``folder/name`` if it exists, else a file with the same stem and an image extension."""
-        d, _, base = _clean_rel(name).rpartition("/")
-        parent = os.path.join(str(folder), d) if d else str(folder)
+        return self._find_split(str(folder), *_split_name(name))
+
+    def _find_split(self, folder: str, sub: str, base: str, stem: str) -> ResolvedImage:
+        """:meth:`find` of a name already checked and split by :func:`_split_name`."""
+        parent = os.path.join(folder, sub) if sub else folder
         listing = self._list(parent)
         if base in listing.names:
             return ResolvedImage(self._checked(parent, listing, base), False)
-        stem, ext = os.path.splitext(base)
-        if not ext or len(ext) > 5:
-            stem = base
-        for cand in listing.stems.get(stem, []):
+        for cand in listing.stems.get(stem, ()):
             return ResolvedImage(self._checked(parent, listing, cand), True)
-        return ResolvedImage(None, False)
+        return NOT_FOUND
 
-    def find_in(self, folders: list[Path], name: str) -> tuple[ResolvedImage, Path]:
+    def find_in(self, folders: list[Path] | list[str], name: str) -> tuple[ResolvedImage, Path | str]:
         """Search several folders: the exact name in each first, then by stem; returns the folder too."""
-        stem_hit: tuple[ResolvedImage, Path] | None = None
+        split = _split_name(name)  # checked once, not per folder: this runs per image
+        stem_hit: tuple[ResolvedImage, Path | str] | None = None
         for folder in folders:
-            found = self.find(folder, name)
+            found = self._find_split(str(folder), *split)
             if found.path is not None and not found.found_by_stem:
                 return found, folder
             if found.path is not None and stem_hit is None:
                 stem_hit = (found, folder)
-        return stem_hit or (ResolvedImage(None, False), folders[0])
+        return stem_hit or (NOT_FOUND, folders[0])
 
     def find_stem(self, folder: Path | str, stem: str) -> Path | None:
         """The image in ``folder`` whose stem is ``stem`` (preferring .png, .jpg, ... in that order)."""

@@ -17,10 +17,11 @@ from typing import Any
 from d2c.errors import UsageError
 from d2c.model import Reject, Scene
 from d2c.readers.base import Reader, ReadOptions
+from d2c.readers.plan import ReadPlan
 
 log = logging.getLogger(__name__)
 
-__all__ = ["REGISTRY", "ReadOptions", "Reader", "detect_format", "load_plugins", "read"]
+__all__ = ["REGISTRY", "ReadOptions", "ReadPlan", "Reader", "detect_format", "load_plugins", "plan", "read"]
 
 BUILTIN_MODULES = ("coco", "dota", "voc", "yolo")  # each defines READER or READERS
 
@@ -82,6 +83,20 @@ def read(input: Path | str, format: str = "auto", **options: Any) -> Iterator[Sc
     Usage errors (unknown format or option, missing input, ambiguous auto-detection) raise UsageError at
     the call; bad data never raises: it comes out as Rejects.
     """
+    reader, path, opts = _resolve(input, format, options)
+    return reader.read(path, opts)
+
+
+def plan(input: Path | str, format: str = "auto", **options: Any) -> ReadPlan | None:
+    """A :class:`~d2c.readers.plan.ReadPlan` of ``input`` (what :func:`read` gives, split into units that
+    workers can read on their own), or None when the format's reader cannot split its input."""
+    reader, path, opts = _resolve(input, format, options)
+    make = getattr(reader, "plan", None)
+    return make(path, opts) if make is not None else None
+
+
+def _resolve(input: Path | str, format: str, options: dict[str, Any]) -> tuple[Reader, Path, ReadOptions]:
+    """The reader, path and options of a :func:`read` call, or UsageError."""
     load_plugins()
     known = {f.name for f in fields(ReadOptions)}
     unknown = sorted(set(options) - known)
@@ -100,4 +115,4 @@ def read(input: Path | str, format: str = "auto", **options: Any) -> Iterator[Sc
         raise UsageError(f"unknown format {name!r}; expected 'auto' or one of {sorted(REGISTRY)}")
     if opts.unknown_classes not in ("keep", "reject"):
         raise UsageError(f"unknown_classes must be 'keep' or 'reject', got {opts.unknown_classes!r}")
-    return REGISTRY[name].read(path, opts)
+    return REGISTRY[name], path, opts

@@ -7,10 +7,12 @@ Readers only parse their format into :class:`RawObject`s; the checks that make a
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import compress
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -20,7 +22,7 @@ from d2c import geometry
 from d2c.classes import ClassMap, ClassResolver
 from d2c.errors import ImageTooLargeError, UnsafePathError
 from d2c.images import EXT_FORMAT, ImageFinder, check_pixels, image_size, sniff_file
-from d2c.model import Instance, Provenance, Reject, Scene, scene_key
+from d2c.model import Instance, Provenance, Reject, Scene, is_plain_relpath, scene_key, valid_instance_rows
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,28 @@ def rel_to(path: Path | str, root: Path | str) -> str:
     return rel.replace(os.sep, "/") if os.sep != "/" else rel
 
 
+def joined_rel(folder: Path | str, name: str, root: Path | str) -> str:
+    """``rel_to(os.path.join(folder, name), root)``; by string work alone when ``name`` is a plain relative
+    path and the folder an absolute one inside ``root`` (a reader calls this for each of 100,000 images)."""
+    prefix = _folder_prefix(str(folder), str(root))
+    if prefix is not None and is_plain_relpath(name):
+        return prefix + name
+    return rel_to(os.path.join(folder, name), root)
+
+
+@functools.lru_cache(maxsize=64)
+def _folder_prefix(folder: str, root: str) -> str | None:
+    """``folder`` relative to ``root`` with a trailing "/" ("" for the root itself), or None when the string
+    shortcut of :func:`joined_rel` does not apply (a relative path: it depends on the working folder)."""
+    if os.sep != "/" or not (os.path.isabs(folder) and os.path.isabs(root)):
+        return None
+    f = os.path.abspath(folder)
+    r = os.path.abspath(root).rstrip("/") + "/"
+    if f.endswith("/") or not (f + "/").startswith(r):  # a filesystem root, or a folder outside the root
+        return None
+    return (f + "/")[len(r) :]
+
+
 # ---------------------------------------------------------------------------------------------- geometry
 
 
@@ -99,33 +123,77 @@ def build_instances(
 
     Returns one :data:`Built` per object, aligned with ``objs``; 4-point objects go through one vectorised pass.
     """
-    out: list[Built | None] = [None] * len(objs)
-    cats: list[str] = [""] * len(objs)
-    quads: list[int] = []
-    for i, ob in enumerate(objs):
-        if ob.error is not None:
-            out[i] = ob.error
-            continue
-        res = classes.resolve(ob.raw_category)
-        if res.category is None:
-            out[i] = (res.code or "bad_class", res.reason or "bad class")
-            continue
-        cats[i] = res.category
-        if ob.quad is not None and len(ob.quad) == 8:
-            quads.append(i)
-        elif ob.quad is None and len(ob.parts) == 1 and ob.parts[0].shape == (4, 2) and ob.area is None:
+    batch = InstanceBatch(classes)
+    for ob, w, h in zip(objs, widths, heights, strict=True):
+        batch.add(ob, w, h)
+    return batch.build()
+
+
+class InstanceBatch:
+    """Objects of one image or of many, on their way to :data:`Built`, kept in the order they are added.
+
+    Parse errors, refused classes and general polygons are decided as they are added (classes resolved in
+    object order, so the resolver's first-seen warnings keep their order); 4-point objects are kept as
+    columns and built together by :meth:`build` in one vectorised pass. A reader with many plain
+    quadrilaterals (COCO) adds them with :meth:`add_quad`, without a :class:`RawObject` each.
+    """
+
+    def __init__(self, classes: ClassResolver) -> None:
+        self.classes = classes
+        self.out: list[Built | None] = []
+        self.records: list[str | None] = []  # each object's record, for its Reject
+        self._at: list[int] = []  # where each 4-point object sits in ``out``
+        self._quads: list[Sequence[Any]] = []  # its 8 numbers as read
+        self._meta: list[tuple[Any, str, Any, str | None]] = []  # (raw category, category, difficult, record)
+        self._w: list[float] = []
+        self._h: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self.out)
+
+    def add(self, ob: RawObject, w: float, h: float) -> None:
+        """One parsed object whose image is ``w`` x ``h`` (NaN = unknown)."""
+        if ob.error is None and ob.quad is None and len(ob.parts) == 1 and ob.parts[0].shape == (4, 2) and ob.area is None:
             ob.quad = ob.parts[0].reshape(-1).tolist()
-            quads.append(i)
-        else:
-            if ob.quad is not None:
-                ob.parts = [_as_points(ob.quad)]
-            out[i] = _general(ob, cats[i], widths[i], heights[i])
-    if quads:
-        idx = np.asarray(quads)
-        q = _quad_array([objs[i].quad for i in quads])  # type: ignore[misc]
-        for j, built in zip(quads, _quads(q, widths[idx], heights[idx], [objs[i] for i in quads], [cats[i] for i in quads]), strict=True):
-            out[j] = built
-    return out  # type: ignore[return-value]
+        if ob.error is None and ob.quad is not None and len(ob.quad) == 8:
+            self.add_quad(ob.quad, ob.raw_category, ob.difficult, ob.record, w, h)
+            return
+        self.records.append(ob.record)
+        if ob.error is not None:
+            self.out.append(ob.error)
+            return
+        res = self.classes.resolve(ob.raw_category)
+        if res.category is None:
+            self.out.append((res.code or "bad_class", res.reason or "bad class"))
+            return
+        if ob.quad is not None:
+            ob.parts = [_as_points(ob.quad)]
+        self.out.append(_general(ob, res.category, w, h))
+
+    def add_quad(self, quad: Sequence[Any], raw_category: Any, difficult: Any, record: str | None, w: float, h: float) -> None:
+        """A 4-point object given as its 8 numbers ``x1 y1 ... x4 y4`` (the same as :meth:`add` of a
+        RawObject with that ``quad``, without building one)."""
+        self.records.append(record)
+        res = self.classes.resolve(raw_category)
+        if res.category is None:
+            self.out.append((res.code or "bad_class", res.reason or "bad class"))
+            return
+        self._at.append(len(self.out))
+        self.out.append(None)
+        self._quads.append(quad)
+        self._meta.append((raw_category, res.category, difficult, record))
+        self._w.append(w)
+        self._h.append(h)
+
+    def build(self) -> list[Built]:
+        """Every object's :data:`Built`, aligned with the order they were added."""
+        if self._at:
+            w, h = np.asarray(self._w, dtype=np.float64), np.asarray(self._h, dtype=np.float64)
+            built = _quads(_quad_array(self._quads), w, h, self._quads, self._meta)
+            for j, b in zip(self._at, built, strict=True):
+                self.out[j] = b
+            self._at = []
+        return self.out  # type: ignore[return-value]
 
 
 def _as_points(values: Sequence[Any]) -> np.ndarray:
@@ -135,7 +203,7 @@ def _as_points(values: Sequence[Any]) -> np.ndarray:
         return np.full((max(len(values) // 2, 1), 2), np.nan)
 
 
-def _quad_array(quads: list[list[float]]) -> np.ndarray:
+def _quad_array(quads: list[Sequence[Any]]) -> np.ndarray:
     """(M, 4, 2) from lists of 8 numbers; a list with a non-number becomes NaN (rejected as non-finite)."""
     try:
         return np.asarray(quads, dtype=np.float64).reshape(-1, 4, 2)
@@ -149,8 +217,15 @@ def _outside(hbb: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray:
     return (hbb[..., 2] <= 0) | (hbb[..., 3] <= 0) | (hbb[..., 0] >= ww) | (hbb[..., 1] >= hh)
 
 
-def _quads(q: np.ndarray, w: np.ndarray, h: np.ndarray, objs: list[RawObject], cats: list[str]) -> list[Built]:
-    """The vectorised path for (M, 4, 2) quadrilaterals."""
+def _quads(
+    q: np.ndarray, w: np.ndarray, h: np.ndarray, raw_quads: list[Sequence[Any]], meta: list[tuple[Any, str, Any, str | None]]
+) -> list[Built]:
+    """The vectorised path for (M, 4, 2) quadrilaterals (``raw_quads``: the numbers as read, for messages;
+    ``meta``: each one's raw category, category, difficult flag and record).
+
+    Rows that pass the Instance constructor's own checks here, on whole arrays, are built with
+    :meth:`Instance.trusted`; any other row that is kept goes through the validating constructor, which says why.
+    """
     finite = np.isfinite(q).all(axis=(1, 2))
     q = np.where(finite[:, None, None], q, 0.0)
     area_raw = np.abs(geometry.signed_area(q))
@@ -160,34 +235,48 @@ def _quads(q: np.ndarray, w: np.ndarray, h: np.ndarray, objs: list[RawObject], c
     clipped = (qc != q).any(axis=(1, 2))
     polys = geometry.canonical_quads(qc)
     area = np.abs(geometry.signed_area(polys))
-    obbs = geometry.min_area_rect_quads(polys).tolist()
-    hbbs = geometry.hbb_of(polys).tolist()
-    ok = (finite & (area_raw > AREA_EPS) & ~outside & (area > AREA_EPS)).tolist()
-    area_l, clipped_l = area.tolist(), clipped.tolist()
-    out: list[Built] = []
-    for k, ob in enumerate(objs):
-        if ok[k]:
-            out.append(_instance(ob, cats[k], polys[k], hbbs[k], obbs[k], area_l[k], clipped_l[k]))
+    obbs = geometry.min_area_rect_quads(polys)
+    ok = finite & (area_raw > AREA_EPS) & ~outside & (area > AREA_EPS)
+    raws, cats, difficult, records = (list(c) for c in zip(*meta, strict=True))
+    raws = list(map(str, raws))
+    trusted = ok & valid_instance_rows(polys, obbs, area)
+    if not (all(raws) and all(cats)):  # an empty name: the validating constructor refuses it
+        trusted &= np.asarray([bool(r and c) for r, c in zip(raws, cats, strict=True)])
+    area_l, hbbs, obbs_l, keep = area.tolist(), geometry.hbb_of(polys).tolist(), obbs.tolist(), trusted.tolist()
+    columns = (raws, cats, polys, map(tuple, hbbs), map(tuple, obbs_l), area_l, map(bool, difficult), records)
+    insts = map(Instance.trusted, *(compress(c, keep) for c in columns))
+    if all(keep):
+        out: list[Built] = list(insts)
+    else:
+        out = [None] * len(keep)  # type: ignore[list-item]
+        for k, inst in zip(np.flatnonzero(trusted).tolist(), insts, strict=True):
+            out[k] = inst
+    for k in np.flatnonzero(~trusted | clipped).tolist():
+        if keep[k]:
+            out[k] = Clipped(out[k])  # type: ignore[arg-type]
+        elif ok[k]:
+            out[k] = _instance(raws[k], cats[k], difficult[k], records[k], polys[k], hbbs[k], obbs_l[k], area_l[k], clipped[k])
         elif not finite[k]:
-            out.append(("non_finite", "polygon has NaN or infinite coordinates"))
+            out[k] = ("non_finite", "polygon has NaN or infinite coordinates")
         elif area_raw[k] <= AREA_EPS:
-            out.append(("zero_area", f"polygon has zero area: {ob.quad}"))
+            out[k] = ("zero_area", f"polygon has zero area: {list(raw_quads[k])}")
         else:
-            out.append(("outside_image", f"polygon {ob.quad} lies outside the {w[k]:g} x {h[k]:g} image"))
+            out[k] = ("outside_image", f"polygon {list(raw_quads[k])} lies outside the {w[k]:g} x {h[k]:g} image")
     return out
 
 
-def _instance(ob: RawObject, cat: str, poly, hbb, obb, area: float, clipped: bool) -> Built:
+def _instance(raw: Any, cat: str, difficult: Any, record: str | None, poly, hbb, obb, area: float, clipped: bool) -> Built:
+    """Through the validating constructor: a ValueError becomes a ``bad_geometry`` Reject reason."""
     try:
         inst = Instance(
-            raw_category=str(ob.raw_category),
+            raw_category=str(raw),
             category=cat,
             polygon=poly,
             hbb=tuple(hbb),
             obb=tuple(obb),
             area=area,
-            difficult=bool(ob.difficult),
-            record=ob.record,
+            difficult=bool(difficult),
+            record=record,
         )
     except ValueError as exc:
         return ("bad_geometry", str(exc))
@@ -230,7 +319,7 @@ def _general(ob: RawObject, cat: str, w: float, h: float) -> Built:
         obb = geometry.min_area_rect(np.asarray(geom.convex_hull.exterior.coords)[:-1])
     except (ValueError, AttributeError) as exc:
         return ("zero_area", f"degenerate polygon: {exc}")
-    return _instance(ob, cat, poly, geometry.hbb_of(poly).tolist(), obb, area, clipped)
+    return _instance(ob.raw_category, cat, ob.difficult, ob.record, poly, geometry.hbb_of(poly).tolist(), obb, area, clipped)
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -253,7 +342,7 @@ def _size_ok(w: Any, h: Any) -> bool:
 def locate_image(
     root: Path,
     finder: ImageFinder,
-    images_dir: Path | list[Path],
+    images_dir: Path | str | list[Path] | list[str],
     name: str,
     ann_size: tuple[Any, Any] | None,
     options: ReadOptions,
@@ -282,7 +371,7 @@ def locate_image(
     flags: list[str] = []
     if path is None:
         default_name = (name + ".png" if stem_only else name).replace("\\", "/")
-        rel_img = rel_to(os.path.join(images_dir, default_name), root)
+        rel_img = joined_rel(images_dir, default_name, root)
         if options.require_images:
             return ("image_missing", f"image {rel_img} not found")
         if not trusted:
@@ -317,22 +406,46 @@ def assemble_scene(
     image_source: str | None = None,
 ) -> Iterator[Scene | Reject]:
     """Yield the per-object Rejects, then the Scene with the instances that passed."""
-    key = scene_key(source, info.key_rel)
+    rejects, scene = scene_parts(source=source, root=os.path.abspath(root), info=info, built=built,
+                                 records=[o.record for o in objs], provenance=provenance, gsd=gsd, image_source=image_source)
+    yield from rejects
+    yield scene
+
+
+def scene_parts(
+    *,
+    source: str,
+    root: str,
+    info: ImageInfo,
+    built: Sequence[Built],
+    records: Sequence[str | None],
+    provenance: Provenance,
+    gsd: float | None = None,
+    image_source: str | None = None,
+    key: str | None = None,
+) -> tuple[list[Reject], Scene]:
+    """The per-object Rejects and the Scene with the instances that passed; ``root`` is the dataset root as
+    an absolute path (a reader of many images works it out once), ``records`` the objects' records and
+    ``key`` the scene key when the caller has it already."""
+    key = key or scene_key(source, info.key_rel)
+    rejects: list[Reject] = []
     instances: list[Instance] = []
     clipped = 0
-    for ob, b in zip(objs, built, strict=True):
-        if isinstance(b, tuple):
-            yield Reject(provenance.file, ob.record, b[1], b[0], 1, key)
+    for rec, b in zip(records, built, strict=True):
+        if type(b) is Instance:  # the common case first
+            instances.append(b)
+        elif isinstance(b, tuple):
+            rejects.append(Reject(provenance.file, rec, b[1], b[0], 1, key))
         elif isinstance(b, Clipped):
             instances.append(b.inst)
             clipped += 1
         else:
             instances.append(b)
-    yield Scene(
+    scene = Scene(
         key=key,
         source=source,
         image_path=info.rel,
-        root=os.path.abspath(root),
+        root=root,
         width=info.width,
         height=info.height,
         instances=instances,
@@ -343,6 +456,7 @@ def assemble_scene(
         image_format=info.fmt,
         clipped=clipped,
     )
+    return rejects, scene
 
 
 def scene_of_file(
@@ -421,19 +535,6 @@ def resolve_layout(
 
 
 FileReader = Callable[[Path, str, Layout, ImageFinder, ClassResolver, ReadOptions], Iterator[Scene | Reject]]
-
-
-def read_layout_files(lay: Layout, options: ReadOptions, read_file: FileReader) -> Iterator[Scene | Reject]:
-    """Run ``read_file(f, fname, lay, finder, classes, options)`` over the layout's annotation files in
-    order (``fname``: ``f`` relative to the root); anything not a regular file is a Reject, never opened."""
-    finder = ImageFinder(lay.root)
-    classes = ClassResolver(options.class_map, options.unknown_classes)
-    for f in lay.files:
-        fname = rel_to(f, lay.root)
-        if not f.is_file():
-            yield Reject(fname, None, NOT_REGULAR_FILE, "parse_error")
-            continue
-        yield from read_file(f, fname, lay, finder, classes, options)
 
 
 def parse_error_position(exc: Exception) -> str:

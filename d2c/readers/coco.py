@@ -1,8 +1,9 @@
 """COCO JSON: parsed once with orjson, annotations grouped by image id, instances built as the scenes are read.
 
-Streams: only the per-image grouping of the raw records and each image's location are worked out before
-the first Scene; instances are then built a chunk of images at a time (4-point geometry vectorised over the
-chunk), so memory is the parsed file plus a bounded working set, not every Instance of the file at once.
+Streams: before the first Scene the annotations are grouped by image (plain 4-point ones as small tuples,
+each record freed once read) and each image is located, and the parsed document is freed; instances are
+then built a chunk of images at a time (4-point geometry vectorised over the chunk), so memory is the
+parsed file plus a bounded working set, not every Instance of the file at once.
 
 Handles polygon segmentations (several parts: the polygon of their union, oriented box of the union), RLE
 masks (pycocotools), ``iscrowd``, category ids from 0, integer or string names, image ids of any kind,
@@ -15,7 +16,6 @@ import gc
 import json
 import logging
 import os
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,18 +26,18 @@ import orjson
 
 from d2c.classes import ClassResolver
 from d2c.images import ImageFinder
-from d2c.model import Provenance, Reject, Scene
+from d2c.model import Provenance, Reject, Scene, scene_key
 from d2c.readers.base import (
-    Built,
     ImageInfo,
+    InstanceBatch,
     RawObject,
     ReadOptions,
-    assemble_scene,
-    build_instances,
     locate_image,
     parse_error_position,
     rel_to,
+    scene_parts,
 )
+from d2c.readers.plan import gc_frozen
 
 log = logging.getLogger(__name__)
 RLE_MAX_PIXELS = 1 << 30  # an RLE mask's declared size, like an image's, is capped before decoding
@@ -55,10 +55,18 @@ class CocoReader:
         return False
 
     def read(self, path: Path, options: ReadOptions) -> Iterator[Scene | Reject]:
-        target = Path(options.annotations) if options.annotations else Path(path)
-        files = [target] if target.is_file() else sorted(target.glob("*.json"))
-        for f in files:
+        for f in _files(path, options):
             yield from read_coco_file(f, options)
+
+    def plan(self, path: Path, options: ReadOptions) -> CocoPlan | None:
+        """One COCO file as a :class:`CocoPlan` (see :mod:`d2c.readers.plan`); None for a folder of several."""
+        files = _files(path, options)
+        return CocoPlan(files[0], options) if len(files) == 1 else None
+
+
+def _files(path: Path, options: ReadOptions) -> list[Path]:
+    target = Path(options.annotations) if options.annotations else Path(path)
+    return [target] if target.is_file() else sorted(target.glob("*.json"))
 
 
 def _looks_like_json(path: Path) -> bool:
@@ -88,48 +96,63 @@ def _no_cyclic_gc() -> Iterator[None]:
 def read_coco_file(json_path: Path, options: ReadOptions) -> Iterator[Scene | Reject]:
     """All Scenes and Rejects of one COCO file, in the file's image order.
 
-    The file is parsed once; only the grouping of annotations by image and each kept image's location are
-    worked out before the first Scene. Instances are built a chunk of images at a time as the iterator is
-    consumed, and each image's raw annotations are dropped once built, so memory stays near the parsed JSON.
+    The file is parsed once and planned (:class:`CocoPlan`) before the first Scene; the parsed document is
+    freed then. Instances are built a chunk of images at a time as the iterator is consumed, and each
+    image's pending objects are dropped once built, so memory stays near the parsed JSON.
     """
-    json_path = Path(os.path.abspath(json_path))
-    root = Path(os.path.abspath(options.images)) if options.images else json_path.parent
-    folders = [root] if options.images else [root, root / "images"]
-    if not options.images and (root / "images").is_dir():
-        folders = [root / "images", root]  # a missing image is expected in images/
-    source = options.source or json_path.stem
-    fname = rel_to(json_path, root)
-    with _no_cyclic_gc():
-        data, error = _load(json_path)
-        if error is None and (not isinstance(data, dict) or not isinstance(data.get("images"), list)):
-            error = "not a COCO file: expected an object with an 'images' list"
-        if error is None:
-            categories = _categories(data.get("categories"))
-            early, kept = _plan(data, fname, root, folders, options)
-    if error is not None:
-        yield Reject(fname, None, error, "parse_error")
-        return
-    del data  # the image records and the annotation list itself: only the per-image groups stay
-    yield from early
-    del early
-    classes = ClassResolver(options.class_map, options.unknown_classes)
-    keys: set[str] = set()
-    while kept:
+    with _no_cyclic_gc():  # the parsed document dies in here: the collector never walks its millions of objects
+        plan = CocoPlan(json_path, options)
+    with gc_frozen():
+        yield from plan.head
+        yield from plan.read(0, plan.units, release=True)
+
+
+class CocoPlan:
+    """One COCO file, parsed and planned (a :class:`d2c.readers.plan.ReadPlan`): ``head`` holds the Rejects
+    found while planning (or the one for a file that cannot be parsed), and each kept image is a unit."""
+
+    def __init__(self, json_path: Path, options: ReadOptions) -> None:
+        json_path = Path(os.path.abspath(json_path))
+        root = Path(os.path.abspath(options.images)) if options.images else json_path.parent
+        # the image folders to search, as strings (looked up for every image)
+        folders = [str(root)] if options.images else [str(root), str(root / "images")]
+        if not options.images and (root / "images").is_dir():
+            folders.reverse()  # a missing image is expected in images/
+        fname = rel_to(json_path, root)
+        self.out = _Output(options.source or json_path.stem, os.path.abspath(root), fname)
         with _no_cyclic_gc():
-            chunk = _build_chunk(kept, categories, classes)
-        for iid, info, obs, part in chunk:
-            items = list(
-                assemble_scene(
-                    source=source, root=root, info=info, built=part, objs=obs, provenance=Provenance(fname, f"image {iid}")
-                )
-            )
-            scene = items[-1]
-            if scene.key in keys:  # type: ignore[union-attr]
-                yield Reject(fname, f"image {iid}", f"a second image has the key {scene.key}", "duplicate_image", len(obs))
-                continue
-            keys.add(scene.key)  # type: ignore[union-attr]
+            error, self.categories, self.head, self.pending = _parse_and_plan(json_path, self.out, root, folders, options)
+        if error is not None:
+            self.head = [Reject(fname, None, error, "parse_error")]
+        self.units = len(self.pending)
+        self.classes = ClassResolver(options.class_map, options.unknown_classes)
+
+    def read_units(self, start: int, stop: int) -> Iterator[Scene | Reject]:
+        """The Scenes and Rejects of kept images ``start`` .. ``stop - 1``, in order."""
+        return self.read(start, stop, release=False)
+
+    def read(self, start: int, stop: int, *, release: bool) -> Iterator[Scene | Reject]:
+        """:meth:`read_units`; with ``release`` each image's pending objects are dropped once built (a
+        single pass over the file), so they cannot be read again."""
+        at = start
+        while at < stop:
+            with _no_cyclic_gc():  # the whole chunk, Scenes included, is allocated here: see _no_cyclic_gc
+                items, at = _build_chunk(self, at, stop, release)
             yield from items
-        del chunk  # before the next chunk is built: one chunk alive at a time
+            del items  # before the next chunk is built: one chunk alive at a time
+
+
+def _parse_and_plan(
+    json_path: Path, out: _Output, root: Path, folders: list[str], options: ReadOptions
+) -> tuple[str | None, dict[Any, str], list[Reject], list[Pending | None]]:
+    """(parse error or None, categories, early rejects, kept images): see :func:`_plan`."""
+    data, error = _load(json_path)
+    if error is None and (not isinstance(data, dict) or not isinstance(data.get("images"), list)):
+        error = "not a COCO file: expected an object with an 'images' list"
+    if error is not None:
+        return error, {}, [], []
+    categories = _categories(data.get("categories"))
+    return None, categories, *_plan(data, categories, out, root, folders, options)
 
 
 def _load(json_path: Path) -> tuple[Any, str | None]:
@@ -144,20 +167,26 @@ def _load(json_path: Path) -> tuple[Any, str | None]:
         return None, f"cannot read file: {exc}"
 
 
-# an image's raw annotations waiting to be built: (image id, where its image is, its annotation records)
-Pending = tuple[Any, ImageInfo, list[dict]]
+# An annotation waiting to be built: a plain 4-point one as (id, raw category, difficult, its 8 numbers),
+# tuples of plain values, much smaller than the record they replace; any other one as its record.
+Entry = tuple[Any, str, bool, tuple[Any, ...]] | dict
+# an image waiting to be built: (image id, where its image is, its annotations in file order, its scene key,
+# whether an earlier image has that key: then it is a Reject)
+Pending = tuple[Any, ImageInfo, list[Entry], str, bool]
 CHUNK_OBJECTS = 4096  # objects built in one vectorised pass: amortises numpy's per-call cost, bounds the working set
 
 
 def _plan(
-    data: dict, fname: str, root: Path, folders: list[Path], options: ReadOptions
-) -> tuple[list[Reject], deque[Pending]]:
+    data: dict, categories: dict[Any, str], out: _Output, root: Path, folders: list[str], options: ReadOptions
+) -> tuple[list[Reject], list[Pending | None]]:
     """Everything before the first Scene: rejects found on the way (annotations of no image, bad or duplicate
-    image records, images that cannot be located), and the kept images with their raw annotation records.
-    Takes the annotation list out of ``data`` so that the per-image groups are the only owners of the records."""
-    anns = data.pop("annotations", None) or []
-    by_image, orphans = _group(anns, data["images"])
+    image records, images that cannot be located), and the kept images with their annotations as
+    :data:`Entry`. Takes the annotation list out of ``data`` and frees each record once read."""
+    anns = data.pop("annotations", None)
+    ids = [_img_id(img) for img in data["images"]]
+    by_image, orphans = _group(anns if isinstance(anns, list) else [], set(ids) - {None}, categories)
     del anns
+    fname = out.fname
     early: list[Reject] = []
     for ann in orphans:
         rec = f"annotation {ann.get('id') if isinstance(ann, dict) else '?'}"
@@ -166,10 +195,10 @@ def _plan(
         )
     del orphans
     finder = ImageFinder(root)
-    kept: deque[Pending] = deque()
+    kept: list[Pending | None] = []
     seen: set[Any] = set()
-    for n, img in enumerate(data["images"]):
-        iid = _img_id(img)
+    keys: set[str] = set()
+    for n, (img, iid) in enumerate(zip(data["images"], ids, strict=True)):
         if iid is not None and iid in seen:  # an id's annotations go with its first entry, valid or not
             early.append(Reject(fname, f"image {iid}", f"duplicate image id {iid!r}", "duplicate_image"))
             continue
@@ -184,32 +213,61 @@ def _plan(
         if isinstance(info, tuple):
             early.append(Reject(fname, f"image {iid}", info[1], info[0], len(group)))
             continue
-        kept.append((iid, info, group))
+        key = scene_key(out.source, info.key_rel)
+        kept.append((iid, info, group, key, key in keys))
+        keys.add(key)
     return early, kept
 
 
-def _build_chunk(
-    kept: deque[Pending], categories: dict[Any, str], classes: ClassResolver
-) -> list[tuple[Any, ImageInfo, list[RawObject], list[Built]]]:
-    """Take images off the front of ``kept`` until about :data:`CHUNK_OBJECTS` objects, and build them in one
-    vectorised pass; their raw records are released here (the taken entries leave ``kept``)."""
-    taken: list[tuple[Any, ImageInfo, list[RawObject]]] = []
-    count = 0
-    while kept and count < CHUNK_OBJECTS:
-        iid, info, group = kept.popleft()
-        taken.append((iid, info, [_raw_object(a, categories, info) for a in group]))
-        count += len(group)
-        del group
-    objs = [o for _, _, obs in taken for o in obs]
-    widths = np.asarray([info.width or np.nan for _, info, obs in taken for _ in obs], dtype=np.float64)
-    heights = np.asarray([info.height or np.nan for _, info, obs in taken for _ in obs], dtype=np.float64)
-    built = build_instances(objs, widths, heights, classes)
-    out: list[tuple[Any, ImageInfo, list[RawObject], list[Built]]] = []
-    start = 0
-    for iid, info, obs in taken:
-        out.append((iid, info, obs, built[start : start + len(obs)]))
-        start += len(obs)
-    return out
+class _Output:
+    """What every Scene of one file shares."""
+
+    def __init__(self, source: str, root: str, fname: str) -> None:
+        self.source, self.root, self.fname = source, root, fname
+
+
+def _build_chunk(plan: CocoPlan, start: int, stop: int, release: bool) -> tuple[list[Scene | Reject], int]:
+    """Kept images from ``start`` (before ``stop``) until about :data:`CHUNK_OBJECTS` objects: their objects
+    built in one vectorised pass, their Scenes and Rejects in order, and where the next chunk starts. An image
+    whose key an earlier one has is a Reject (its objects are built all the same: the class resolver's
+    first-seen warnings stay in file order)."""
+    batch = InstanceBatch(plan.classes)
+    taken: list[Pending] = []
+    at = start
+    while at < stop and len(batch) < CHUNK_OBJECTS:
+        pending = plan.pending[at]
+        assert pending is not None, "a released image is read again"
+        if release:
+            plan.pending[at] = None
+        _add_objects(batch, pending[2], plan.categories, pending[1])
+        taken.append(pending)
+        at += 1
+    built, records = batch.build(), batch.records
+    out, items = plan.out, []
+    first = 0
+    for iid, info, group, key, duplicate in taken:
+        last = first + len(group)
+        if duplicate:
+            items.append(Reject(out.fname, f"image {iid}", f"a second image has the key {key}", "duplicate_image", len(group)))
+        else:
+            rejects, scene = scene_parts(source=out.source, root=out.root, info=info, built=built[first:last], key=key,
+                                         records=records[first:last], provenance=Provenance(out.fname, f"image {iid}"))
+            items += rejects
+            items.append(scene)
+        first = last
+    return items, at
+
+
+def _add_objects(batch: InstanceBatch, group: list[Entry], categories: dict[Any, str], info: ImageInfo) -> None:
+    """One image's annotations into ``batch``: plain 4-point ones straight as their 8 numbers, the rest
+    (other polygons, RLE, crowds, bad records) as :class:`RawObject`s."""
+    w, h = float(info.width or np.nan), float(info.height or np.nan)
+    for entry in group:
+        if type(entry) is tuple:
+            ann_id, raw, difficult, quad = entry
+            batch.add_quad(quad, raw, difficult, f"annotation {ann_id}", w, h)
+        else:
+            batch.add(_raw_object(entry, categories, info), w, h)  # type: ignore[arg-type]
 
 
 def _loads(raw: bytes) -> Any:
@@ -243,14 +301,20 @@ def _categories(cats: Any) -> dict[Any, str]:
     return out
 
 
-def _group(anns: Any, images: list[Any]) -> tuple[dict[Any, list[dict]], list[Any]]:
-    ids = {_img_id(i) for i in images} - {None}
-    by_image: dict[Any, list[dict]] = {}
+def _group(anns: list[Any], ids: set[Any], categories: dict[Any, str]) -> tuple[dict[Any, list[Entry]], list[Any]]:
+    """Annotations by image id (one of ``ids``), as :data:`Entry`, and the ones of no image. Empties ``anns``
+    from the end as it goes (after reversing it), so each record is freed once read instead of all at the end."""
+    by_image: dict[Any, list[Entry]] = {}
     orphans: list[Any] = []
-    for a in anns if isinstance(anns, list) else []:
+    anns.reverse()
+    while anns:
+        a = anns.pop()
         iid = a.get("image_id") if isinstance(a, dict) else None
         if isinstance(iid, (int, str)) and iid in ids:
-            by_image.setdefault(iid, []).append(a)
+            group = by_image.get(iid)
+            if group is None:
+                group = by_image[iid] = []
+            group.append(_entry(a, categories))
         else:
             orphans.append(a)
     return by_image, orphans
@@ -270,10 +334,9 @@ def _raw_object(ann: dict, categories: dict[Any, str], info: ImageInfo) -> RawOb
         if isinstance(seg, dict):
             ob.parts, ob.area = _rle_hull(seg, info)
         elif isinstance(seg, list) and seg:
-            parts = seg if isinstance(seg[0], list) else [seg]
-            if len(parts) == 1 and len(parts[0]) == 8:
-                ob.quad = parts[0]
-            else:
+            ob.quad = _quad_of(seg)
+            if ob.quad is None:
+                parts = seg if isinstance(seg[0], list) else [seg]
                 ob.parts = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in parts if len(p)]
         else:
             ob.quad = _bbox_quad(ann.get("bbox"))
@@ -286,6 +349,36 @@ def _raw_object(ann: dict, categories: dict[Any, str], info: ImageInfo) -> RawOb
 
 class _ZeroArea(Exception):
     pass
+
+
+def _entry(ann: dict, categories: dict[Any, str]) -> Entry:
+    """An annotation as it waits to be built (:data:`Entry`): the plain tuple when :func:`_raw_object` would
+    read it as a 4-point polygon or box of a known category without error (most of a real file), else the
+    record itself, which :func:`_raw_object` reads when its image is built."""
+    cid = ann.get("category_id")
+    if not isinstance(cid, (int, str, float)) or cid not in categories or ann.get("iscrowd"):
+        return ann
+    seg = ann.get("segmentation")
+    if isinstance(seg, list) and seg:
+        quad = _quad_of(seg)
+    elif isinstance(seg, dict):
+        return ann
+    else:
+        try:
+            quad = _bbox_quad(ann.get("bbox"))
+        except (TypeError, ValueError, KeyError, _ZeroArea):
+            return ann
+    if quad is None:
+        return ann
+    return (ann.get("id"), categories[cid], bool(ann.get("difficult", False)), tuple(quad))
+
+
+def _quad_of(seg: list) -> list | None:
+    """A non-empty polygon segmentation that is one 4-point part (nested or flat): its 8 numbers, else None."""
+    first = seg[0]
+    if isinstance(first, list):
+        return first if len(seg) == 1 and len(first) == 8 else None
+    return seg if len(seg) == 8 else None
 
 
 def _bbox_quad(bbox: Any) -> list[float]:

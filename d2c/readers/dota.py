@@ -22,10 +22,10 @@ from d2c.readers.base import (
     RawObject,
     ReadOptions,
     locate_image,
-    read_layout_files,
     resolve_layout,
     scene_of_file,
 )
+from d2c.readers.plan import LayoutPlan, plan_items
 
 HEADER_KEYS = ("imagesource", "gsd")
 
@@ -44,9 +44,13 @@ class DotaReader:
         return any(_looks_like_dota(p) for p in sorted(path.glob("*.txt"))[:5])
 
     def read(self, path: Path, options: ReadOptions) -> Iterator[Scene | Reject]:
+        yield from plan_items(self.plan(path, options))
+
+    def plan(self, path: Path, options: ReadOptions) -> LayoutPlan:
+        """One unit per annotation file (see :mod:`d2c.readers.plan`)."""
         lay = resolve_layout(path, options, ann_dirname="labelTxt", pattern="*.txt", image_dirs=("images",),
                              default_source="dota", images_implied=True)
-        yield from read_layout_files(lay, options, _read_file)
+        return LayoutPlan(lay, options, _read_file)
 
 
 def _looks_like_dota(path: Path) -> bool:

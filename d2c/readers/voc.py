@@ -29,10 +29,10 @@ from d2c.readers.base import (
     ReadOptions,
     locate_image,
     parse_error_position,
-    read_layout_files,
     resolve_layout,
     scene_of_file,
 )
+from d2c.readers.plan import LayoutPlan, plan_items
 
 _NUM = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf", re.IGNORECASE)
 
@@ -49,9 +49,13 @@ class VocReader:
         return (path / "Annotations").is_dir() or any(True for _ in path.glob("*.xml"))
 
     def read(self, path: Path, options: ReadOptions) -> Iterator[Scene | Reject]:
+        yield from plan_items(self.plan(path, options))
+
+    def plan(self, path: Path, options: ReadOptions) -> LayoutPlan:
+        """One unit per annotation file (see :mod:`d2c.readers.plan`)."""
         lay = resolve_layout(path, options, ann_dirname="Annotations", pattern="*.xml",
                              image_dirs=("JPEGImages", "images"), default_source="voc")
-        yield from read_layout_files(lay, options, _read_file)
+        return LayoutPlan(lay, options, _read_file)
 
 
 def _text(el: Element | None, tag: str) -> str | None:

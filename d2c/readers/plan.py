@@ -1,0 +1,82 @@
+"""Reading in parallel: a reader whose input splits into independent units can hand out a :class:`ReadPlan`.
+
+Why: with ``--workers N`` the scenes are built where they are captioned, so the main process only plans
+(parses the file list or the COCO JSON once), counts and writes, instead of building every Scene and
+shipping it to a worker. Workers are forked after planning and read their units from the shared plan.
+
+The contract: ``head`` (the Rejects found while planning), then ``read_units(0, a)``, ``read_units(a, b)``,
+... ``read_units(k, units)`` give exactly the items, in the same order, that the reader's ``read`` gives.
+A reader offers a plan through an optional ``plan(path, options)`` method that returns one or None.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from d2c.model import Reject, Scene
+
+if TYPE_CHECKING:
+    from d2c.readers.base import FileReader, Layout, ReadOptions
+
+
+@runtime_checkable
+class ReadPlan(Protocol):
+    head: list[Reject]  # found while planning; they come before every unit's items
+    units: int  # independent pieces, in reading order (COCO: images; DOTA/VOC: annotation files)
+
+    def read_units(self, start: int, stop: int) -> Iterator[Scene | Reject]:
+        """The items of units ``start`` .. ``stop - 1``, in order."""
+        ...
+
+
+@contextmanager
+def gc_frozen() -> Iterator[None]:
+    """Put every object alive now (a plan: a million small objects on a large file) out of the cyclic
+    collector's sight for the block. Each collection triggered while scenes are built would walk them all
+    again, and in workers forked from this process it would write to them, copying the shared pages.
+    Reference counting still frees them as usual. Only done when nothing is frozen yet, so that leaving
+    the block gives back no one else's frozen objects."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def plan_items(plan: ReadPlan) -> Iterator[Scene | Reject]:
+    """Everything the plan reads, in order: what the reader's ``read`` yields."""
+    yield from plan.head
+    yield from plan.read_units(0, plan.units)
+
+
+class LayoutPlan:
+    """A dataset with one annotation file per image (DOTA, VOC): one unit per annotation file, read by
+    the format's ``read_file(f, fname, layout, finder, classes, options)``; anything not a regular file is
+    a Reject, never opened.
+    The image finder and class resolver are made once, so their caches serve every unit."""
+
+    def __init__(self, lay: Layout, options: ReadOptions, read_file: FileReader) -> None:
+        from d2c.classes import ClassResolver
+        from d2c.images import ImageFinder
+
+        self.lay, self.options, self.read_file = lay, options, read_file
+        self.finder = ImageFinder(lay.root)
+        self.classes = ClassResolver(options.class_map, options.unknown_classes)
+        self.head: list[Reject] = []
+        self.units = len(lay.files)
+
+    def read_units(self, start: int, stop: int) -> Iterator[Scene | Reject]:
+        from d2c.readers.base import NOT_REGULAR_FILE, rel_to
+
+        for f in self.lay.files[start:stop]:
+            fname = rel_to(f, self.lay.root)
+            if not f.is_file():  # a pipe or folder named like an annotation file is never opened
+                yield Reject(fname, None, NOT_REGULAR_FILE, "parse_error")
+                continue
+            yield from self.read_file(f, fname, self.lay, self.finder, self.classes, self.options)
