@@ -165,3 +165,29 @@ def test_registering_a_new_attribute_is_one_function():
             A.attribute("test_has_bridge")(_has_bridge)
     finally:
         del A.REGISTRY["test_has_bridge"]
+
+
+def test_batch_gives_each_scene_its_own_attributes():
+    """compute_many over a mixed batch (frames, gsd, sensors, empty, rows, clusters) equals compute per scene,
+    whatever the batch, and the per-scene plugin path runs inside a batch too."""
+    from d2c.captions.lint import battery
+
+    scenes = battery() + battery(seed=3)[::-1]
+    names = sorted(A.REGISTRY)
+    sensors = {"gf3": "Gaofen-3", "Sentinel-1": "Sentinel-1"}
+    each = [tuple(A.compute(s, names, sensors).values()) for s in scenes]
+    assert A.compute_many(scenes, names, sensors) == each
+    assert A.compute_many(scenes[5:], names, sensors) + A.compute_many(scenes[:5], names, sensors) == \
+        each[5:] + each[:5]
+    assert len({row for row in each}) > 20  # the battery is varied: the batch cannot pass by being uniform
+    assert A.compute_many([], names) == []
+
+
+def test_a_chain_is_one_cluster_found_through_its_links():
+    """Twelve ships 50 px apart: each linked only to its neighbours at factor 2, none at factor 1."""
+    chain = [_inst(100 + 50 * k, 450, 30, 8, 0, "ship") for k in reversed(range(12))]
+    a = A.compute(scene(chain + [_inst(800, 100, 20, 8, 0, "car")]))
+    assert a["clusters"] == 1 and a["scattered"] is None and a["dense"] is None
+    assert a["row"] is True and a["isolated"] is None  # the car is alone, but it is not a ship
+    broken = A.compute(scene(chain[:5] + chain[6:]))  # a gap splits it in two
+    assert broken["clusters"] == 2

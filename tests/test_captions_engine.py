@@ -188,3 +188,153 @@ def test_stats_measures_diversity_and_duplicates():
     left = CaptionStats(families={"size.b": "size"}).update(rows[:1])
     right = CaptionStats(families={"size.b": "size"}).update(rows[1:])
     assert left.merge(right).result() == r
+
+
+def test_caption_many_equals_caption_whatever_the_batches():
+    whole = CaptionEngine(seed=11).caption_many(SCENES)
+    split = CaptionEngine(seed=11)
+    parts = split.caption_many(SCENES[7:]) + split.caption_many(SCENES[:7])
+    assert parts == whole[7:] + whole[:7]
+    single = CaptionEngine(seed=11)
+    assert whole == [([c.text for c in caps], [c.template_id for c in caps]) for caps in map(single.caption, SCENES)]
+    assert all(1 <= len(texts) == len(ids) <= 5 for texts, ids in whole)
+    assert CaptionEngine(seed=11).caption_many([]) == []
+
+
+def test_caption_many_returns_a_failing_scene_s_error_and_captions_the_rest(tmp_path):
+    (tmp_path / "div.j2").write_text(
+        "{#-\nid: count.div\nfamily: count\nrequires: [main]\n-#}\n{{ 12 // (main[1] - 1) }} per pair.\n"
+    )
+    (tmp_path / "ok.j2").write_text(
+        "{#-\nid: size.ok\nfamily: size\nrequires: [main]\n-#}\n{{ main|quantity|capfirst }} here.\n"
+    )
+    engine = CaptionEngine(tmp_path, include_defaults=False, captions_per_image=2)
+
+    def ships(n: int) -> Scene:
+        insts = [_inst(100 + 200 * k, 450, 40, 10, 0, "ship") for k in range(n)]
+        return Scene(key=f"t/{n}", source="t", image_path=f"{n}", root="/", width=900, height=900, instances=insts)
+
+    one, three = engine.caption_many([ships(1), ships(3)])
+    assert isinstance(one, TemplateError) and "count.div" in str(one) and "div.j2" in str(one)
+    texts, ids = three
+    assert sorted(ids) == ["count.div", "size.ok"] and "6 per pair." in texts
+    with pytest.raises(TemplateError, match="ZeroDivisionError"):
+        engine.caption(ships(1))
+
+
+def test_scene_uniforms_are_splitmix64_by_draw_index():
+    import numpy as np
+
+    from d2c.captions.engine import scene_uniforms
+    from d2c.model import scene_seed
+
+    assert scene_uniforms(np.zeros(1, np.uint64), 0, 1)[0, 0] == (0xE220A8397B1DCDAF >> 11) / 2**53  # reference
+    seeds = np.array([scene_seed(0, f"t/{i}") for i in range(500)], dtype=np.uint64)
+    whole = scene_uniforms(seeds, 0, 40)
+    assert np.array_equal(whole[:, 10:25], scene_uniforms(seeds, 10, 15))  # any window of the stream
+    assert np.array_equal(whole[7:8], scene_uniforms(seeds[7:8], 0, 40))  # any batch of scenes
+    assert ((whole >= 0) & (whole < 1)).all()
+    assert abs(whole.mean() - 0.5) < 0.01 and abs((whole < 0.1).mean() - 0.1) < 0.01
+    assert abs(np.corrcoef(whole[:, 0], whole[:, 1])[0, 1]) < 0.1
+
+
+def test_dropping_the_memo_tables_between_batches_changes_nothing(monkeypatch):
+    import d2c.captions.engine as E
+
+    want = CaptionEngine(seed=2).caption_many(SCENES)
+    monkeypatch.setattr(E, "_TABLE_LIMIT", 1)  # every batch starts from empty tables
+    engine = CaptionEngine(seed=2)
+    assert [r for s in SCENES for r in engine.caption_many([s])] == want
+
+
+def _varied(n: int, seed: int) -> list[Scene]:
+    """Scenes of 0-6 boxes of one to three classes (often three of one class), boxes on or near grid-cell
+    lines, of every size bucket and orientation; some without a frame, with gsd or with a named sensor."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        w, h = (int(v) for v in rng.choice([300, 600, 900, 1024], size=2))
+        insts = []
+        for _ in range(int(rng.choice([0, 1, 1, 2, 2, 3, 3, 3, 4, 6]))):
+            cx = float(rng.choice([w / 3, 2 * w / 3, rng.uniform(10, w - 10)]))
+            cy = float(rng.choice([h / 3, rng.uniform(10, h - 10)]))
+            long = float(rng.choice([6, 20, 60, 200]) * rng.uniform(1.0, 1.5))
+            short = long / float(rng.choice([1.0, 1.1, 2.0, 4.0]))
+            cls = ("ship", "car", "tank")[int(rng.integers(0, 1 + k % 3))]
+            insts.append(_inst(cx, cy, long, short, float(rng.choice([0, 45, 90, rng.uniform(0, 180)])), cls,
+                               difficult=bool(rng.random() < 0.2)))
+        framed = k % 9 != 4
+        out.append(Scene(key=f"v{seed}/{k}", source="v", image_path=f"{k}.png", root="/",
+                         width=w if framed else None, height=h if framed else None, instances=insts,
+                         gsd=0.7 if k % 11 == 5 else None, image_source="Sentinel-1" if k % 5 == 2 else None))
+    return out
+
+
+@pytest.mark.parametrize(("seed", "cpi", "extra"), [(0, 5, False), (3, 2, False), (5, 9, True)])
+def test_small_batches_caption_exactly_as_the_batch_path(tmp_path, monkeypatch, seed, cpi, extra):
+    """A few scenes at a time (plain Python over the same tables and draws) give what one large batch (array
+    steps) gives, scene for scene, in any order and batch size; and so does a single scene forced through the
+    array steps. ``extra`` adds templates that fail on some scenes and weights whose sums overflow."""
+    import random
+
+    import d2c.captions.engine as E
+
+    if extra:
+        (tmp_path / "div.j2").write_text(
+            "{#-\nid: count.div\nfamily: count\nrequires: [total]\n-#}\n{{ 12 // (total[0] - 2) }} per pair.\n"
+        )
+        for name in ("huge_a", "huge_b"):
+            (tmp_path / f"{name}.j2").write_text(
+                f"{{#-\nid: size.{name}\nfamily: size\nweight: 1e308\nrequires: [main]\n-#}}\n"
+                f"{{{{ main|quantity|capfirst }}}} ({name}).\n"
+            )
+    folder = tmp_path if extra else None
+    scenes = _varied(300, seed) + SCENES
+
+    def plain(result):
+        return result if not isinstance(result, Exception) else (type(result), str(result))
+
+    whole = [plain(r) for r in CaptionEngine(folder, seed=seed, captions_per_image=cpi).caption_many(scenes)]
+    assert len(scenes) > E.SMALL_BATCH
+    if extra:
+        assert any(isinstance(r, tuple) and r[0] is TemplateError for r in whole)
+        assert any(not isinstance(r[0], type) and "size.huge_b" in r[1] for r in whole)
+    small = CaptionEngine(folder, seed=seed, captions_per_image=cpi)
+    rng = random.Random(seed)
+    order = rng.sample(range(len(scenes)), len(scenes))
+    got: dict[int, object] = {}
+    at = 0
+    while at < len(order):
+        part = order[at : at + rng.randint(1, E.SMALL_BATCH)]
+        at += len(part)
+        for k, r in zip(part, small.caption_many([scenes[k] for k in part]), strict=True):
+            got[k] = plain(r)
+    assert [got[k] for k in range(len(scenes))] == whole
+    monkeypatch.setattr(E, "SMALL_BATCH", 0)  # one scene through the array steps
+    arrays = CaptionEngine(folder, seed=seed, captions_per_image=cpi)
+    assert [plain(arrays.caption_many([s])[0]) for s in scenes[::7]] == whole[::7]
+
+
+def test_scalar_discretisation_equals_the_array_helpers():
+    """The plain-Python cell, size and orientation codes (scene signatures) equal the array ones, on the
+    boundaries too, so scenes that share a signature share their attributes."""
+    import numpy as np
+
+    from d2c.captions import attributes as A
+
+    rng = np.random.default_rng(0)
+    size = np.array([300.0, 900.0, 1024.0, 7.0, 1e-9, 3e12])[rng.integers(0, 6, 4000)]
+    x = np.concatenate([size[:1000] * rng.integers(0, 4, 1000) / 3, rng.uniform(-50, 1100, 3000)])
+    want = A.cell_codes(x, x[::-1], size, size[::-1])
+    assert [A.cell_code(a, b, c, d) for a, b, c, d in zip(x, x[::-1], size, size[::-1], strict=True)] == want.tolist()
+    rel = np.concatenate([[0.0, 0.001, 0.01, 0.1, 1.0, np.nextafter(0.001, 0), np.nextafter(0.1, 1), np.inf],
+                          rng.uniform(0, 0.2, 2000)])
+    assert [A.size_code(r) for r in rel] == A.size_codes(rel).tolist()
+    angle = np.concatenate([[0, 22.5, 67.5, 112.5, 157.5, np.nextafter(22.5, 0), np.nextafter(157.5, 0)],
+                            rng.uniform(0, 180, 2000)])
+    short = rng.choice([0.0, 1.0, 5.0, 10.0], len(angle))
+    long = short * rng.choice([1.0, 1.2, np.nextafter(1.2, 0), 3.0], len(angle)) + (short == 0)
+    got = [A.orientation_code(a, lo, s) for a, lo, s in zip(angle, long, short, strict=True)]
+    assert got == A.orientation_codes(angle, long, short).tolist()

@@ -1,11 +1,13 @@
-"""Scene attributes: the discretised facts a caption may claim, computed once per scene from geometry.
+"""Scene attributes: the discretised facts a caption may claim, computed from geometry for many scenes at once.
 
-Every attribute is one small function registered by name with :func:`attribute`. It receives the scene's
-:class:`Facts` (numpy arrays built once) and returns a hashable, discretised value, or ``None`` when the
-scene does not support the claim (a template that requires it is then never chosen). Adding an attribute
-is adding one function here; templates name it in their ``requires`` list and read it by that name.
-Add its name to :data:`SIGNATURE_SAFE` only if :func:`signature` determines it (else template sets that
-require it are computed scene by scene, correct but slower).
+Every attribute is one function registered by name. The built-in ones are registered with
+:func:`batch_attribute`: they receive a :class:`Batch` (numpy arrays over all instances of a list of scenes,
+built once) and return one hashable, discretised value per scene, or ``None`` where the scene does not
+support the claim (a template that requires it is then never chosen). A conversion captions scenes in chunks
+of thousands, so a vectorised attribute costs a few numpy calls per chunk instead of Python work per scene.
+An attribute may also be written for one scene at a time with :func:`attribute` (it receives the scene's
+:class:`Facts`); it is then called scene by scene. Templates name attributes in their ``requires`` list and
+read them by that name.
 
 Definitions (also in docs/templates.md; the faithfulness tests re-check them from the boxes):
 
@@ -23,9 +25,14 @@ Definitions (also in docs/templates.md; the faithfulness tests re-check them fro
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
+from itertools import chain
+from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -33,6 +40,9 @@ import numpy as np
 from d2c.model import Scene
 
 SIZE_THRESHOLDS = (("tiny", 0.001), ("small", 0.01), ("medium", 0.1))  # upper bounds; else "large"
+SIZE_NAMES = ("tiny", "small", "medium", "large")
+_SIZE_UPPER = [u for _, u in SIZE_THRESHOLDS]
+ORIENTATION_NAMES = (None, "horizontal", "vertical", "diagonal")  # code 0: no orientation (square-ish)
 ORIENTATION_MIN_ELONGATION = 1.2
 LINK_FACTOR = 2.0
 DENSE_FACTOR = 1.0
@@ -42,27 +52,48 @@ CELL_NAMES = (
     ("left", "centre", "right"),
     ("bottom-left", "bottom", "bottom-right"),
 )
+_CELLS = tuple(c for row in CELL_NAMES for c in row)  # by cell code row * 3 + col
+_CENTRE = 4
+SHARED_MAX_MAIN = 3  # from this many main-class instances on, the arrangement attributes read geometry
 
 AttributeFn = Callable[["Facts"], Any]
+BatchFn = Callable[["Batch"], list[Any]]
 T = TypeVar("T")
-REGISTRY: dict[str, AttributeFn] = {}
+REGISTRY: dict[str, Callable[..., Any]] = {}  # name -> AttributeFn, or BatchFn for the names in _BATCH
+_BATCH: set[str] = set()
 
 
 def attribute(name: str) -> Callable[[AttributeFn], AttributeFn]:
-    """Register ``fn`` as the attribute ``name`` (the name templates use in ``requires``)."""
+    """Register ``fn(facts) -> value`` as the attribute ``name`` (the name templates use in ``requires``),
+    computed one scene at a time."""
 
     def register(fn: AttributeFn) -> AttributeFn:
-        if name in REGISTRY:
-            raise ValueError(f"attribute {name!r} is registered twice")
-        REGISTRY[name] = fn
+        _register(name, fn)
         return fn
 
     return register
 
 
+def batch_attribute(name: str) -> Callable[[BatchFn], BatchFn]:
+    """Register ``fn(batch) -> [value per scene]`` as the attribute ``name``, computed for many scenes at once."""
+
+    def register(fn: BatchFn) -> BatchFn:
+        _register(name, fn)
+        _BATCH.add(name)
+        return fn
+
+    return register
+
+
+def _register(name: str, fn: Callable[..., Any]) -> None:
+    if name in REGISTRY:
+        raise ValueError(f"attribute {name!r} is registered twice")
+    REGISTRY[name] = fn
+
+
 @dataclass
 class Facts:
-    """Per-scene arrays shared by all attribute functions (built once, never mutated)."""
+    """Per-scene arrays for attributes written with :func:`attribute` (built once, never mutated)."""
 
     scene: Scene
     classes: np.ndarray  # (N,) str
@@ -76,7 +107,7 @@ class Facts:
     main_mask: np.ndarray  # (N,) bool
     sensors: dict[str, str]  # lower-case image_source alias -> sensor display name
     n_main: int = 0  # instances of the main class
-    memo: dict[Any, Any] = field(default_factory=dict)  # shared intermediate results (components, cells)
+    memo: dict[Any, Any] = field(default_factory=dict)  # shared intermediate results
 
     @property
     def has_frame(self) -> bool:
@@ -108,117 +139,241 @@ def build_facts(scene: Scene, sensors: dict[str, str] | None = None) -> Facts:
 def compute(
     scene: Scene, names: list[str] | None = None, sensors: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """All registered attributes (or ``names``) of ``scene``: computed once, reused by every template.
+    """All registered attributes (or ``names``) of ``scene``.
     ``sensors`` maps lower-case ``image_source`` aliases to sensor names (synonyms.toml ``[sensors]``)."""
-    facts = build_facts(scene, sensors)
-    return {name: REGISTRY[name](facts) for name in (names or REGISTRY)}
+    names = list(names or REGISTRY)
+    return dict(zip(names, compute_many([scene], names, sensors)[0], strict=True))
 
 
-# ---- a cache of attribute dicts by discretised scene signature ----
-
-# Attributes whose value, for a scene without gsd and with fewer than ``SIGNATURE_MAX_MAIN`` main-class
-# instances, depends only on the per-instance discrete values of :func:`signature` (class, difficult, grid
-# cell, size bucket, orientation), whether the scene has a frame, and its image source. The arrangement
-# attributes (which read continuous geometry) are all None below three main-class instances and the
-# lengths are None without gsd. A template set needing any other attribute is never cached.
-SIGNATURE_SAFE = frozenset({
-    "empty", "total", "main", "only", "multi", "single_cell", "region", "centre_edge", "all_edge",
-    "size_uniform", "size_dominant", "length_single", "length_range", "orientation_uniform",
-    "orientation_dominant", "dense", "clusters", "scattered", "isolated", "row", "sensor",
-})
-SIGNATURE_MAX_MAIN = 3
+def compute_many(
+    scenes: Sequence[Scene], names: list[str], sensors: dict[str, str] | None = None
+) -> list[tuple[Any, ...]]:
+    """The values of ``names`` for every scene, as one tuple per scene in ``names`` order: the same values
+    :func:`compute` gives scene by scene, whatever the batch."""
+    return Batch.of(scenes, sensors).values(names)
 
 
-def signature(scene: Scene) -> tuple | None:
-    """A hashable key that determines every :data:`SIGNATURE_SAFE` attribute of ``scene``, or None when
-    the scene's attributes read continuous geometry (gsd set, or three or more main-class instances).
-
-    The key holds only what those attributes read: per class its count and difficult count, and for the
-    main-class instances (the only ones position, size and orientation claims are about) their grid cell,
-    size bucket and orientation, sorted (every such claim is a count, a majority or a uniformity, which
-    ignore order). Most scenes of a large dataset share their key with many others, so their attribute
-    dict is computed once (see :class:`AttributeCache`)."""
-    if scene.gsd is not None:
-        return None
-    insts = scene.instances
-    counts: dict[str, list[int]] = {}
-    for i in insts:
-        c = counts.get(i.category)
-        if c is None:
-            c = counts[i.category] = [0, 0]
-        c[0] += 1
-        c[1] += bool(i.difficult)
-    main = min(counts, key=lambda k: (-counts[k][0], k)) if counts else None
-    if main is not None and counts[main][0] >= SIGNATURE_MAX_MAIN:
-        return None
-    w, h = scene.width, scene.height
-    framed = w is not None and h is not None
-    per: list[tuple] = []
-    for i in insts:
-        if i.category != main:
-            continue
-        _, _, long, short, angle = i.obb
-        orient = orientation_word(angle, long, short)
-        if framed:
-            per.append((grid_cell(i.obb[0], i.obb[1], w, h), size_bucket(i.area / float(w * h)), orient))  # type: ignore[arg-type,operator]
-        else:
-            per.append((None, None, orient))
-    classes = tuple(sorted((k, v[0], v[1]) for k, v in counts.items()))
-    return (framed, scene.image_source, classes, tuple(sorted(per, key=repr)))
+# ---- the batch: arrays over every instance of a list of scenes ----
 
 
-class AttributeCache(Generic[T]):
-    """``derive(compute(scene))`` memoised by :func:`signature`, for one template set and sensor table:
-    exact, because a signature determines every attribute asked for (other attribute sets, and scenes
-    without a signature, are computed every time). ``derive`` lets the caller keep what it works out
-    from the attributes (eligible templates, contexts) with them. Cleared when it holds ``limit`` entries."""
+@dataclass
+class Batch:
+    """Instances of ``scenes`` flattened in scene order (``sid`` says whose each is), with per-scene sizes;
+    the derived arrays (classes per scene, main class, grid cells, ...) are computed on first use."""
 
-    def __init__(self, names: list[str], sensors: dict[str, str] | None = None, *,
-                 derive: Callable[[dict[str, Any]], T], limit: int = 200_000) -> None:
-        self.names = list(names)
-        self.sensors = sensors
-        self.derive = derive
-        self.limit = limit
-        self.enabled = set(self.names) <= SIGNATURE_SAFE
-        self._memo: dict[tuple, T] = {}
+    scenes: Sequence[Scene]
+    sensors: dict[str, str]  # lower-case image_source alias -> sensor display name
+    n: np.ndarray  # (S,) instances per scene
+    sid: np.ndarray  # (M,) scene index of each instance
+    cls: np.ndarray  # (M,) class code: index into class_names, which are sorted
+    class_names: list[str]
+    difficult: np.ndarray  # (M,) bool
+    obb: np.ndarray  # (M, 5) cx, cy, long, short, angle
+    areas: np.ndarray  # (M,)
+    framed: np.ndarray  # (S,) bool: width and height known
+    frame: np.ndarray  # (S,) width * height as float (1.0 where unknown)
+    width: np.ndarray  # (S,) float (1.0 where unknown)
+    height: np.ndarray  # (S,) float (1.0 where unknown)
+    gsd: np.ndarray  # (S,) float (nan where unknown)
 
-    def get(self, scene: Scene) -> T:
-        """The derived attributes of ``scene`` (shared between scenes: callers must not mutate them)."""
-        key = signature(scene) if self.enabled else None
-        if key is None:
-            return self.derive(compute(scene, self.names, self.sensors))
-        hit = self._memo.get(key)
-        if hit is None:
-            if len(self._memo) >= self.limit:
-                self._memo.clear()
-            hit = self._memo[key] = self.derive(compute(scene, self.names, self.sensors))
-        return hit
+    @classmethod
+    def of(cls, scenes: Sequence[Scene], sensors: dict[str, str] | None = None) -> Batch:
+        insts = list(chain.from_iterable(map(attrgetter("instances"), scenes)))
+        m = len(insts)
+        categories = list(map(attrgetter("category"), insts))
+        names = sorted(set(categories))
+        code = {c: k for k, c in enumerate(names)}
+        n = np.fromiter(map(len, map(attrgetter("instances"), scenes)), np.int64, len(scenes))
+        width = np.array(list(map(attrgetter("width"), scenes)), dtype=np.float64)  # None -> nan
+        height = np.array(list(map(attrgetter("height"), scenes)), dtype=np.float64)
+        framed = ~(np.isnan(width) | np.isnan(height))
+        return cls(
+            scenes=scenes,
+            sensors={k.lower(): v for k, v in (sensors or {}).items()},
+            n=n,
+            sid=np.repeat(np.arange(len(scenes)), n),
+            cls=np.fromiter(map(code.__getitem__, categories), np.int64, m),
+            class_names=names,
+            difficult=np.fromiter(map(attrgetter("difficult"), insts), bool, m),
+            obb=np.fromiter(chain.from_iterable(map(attrgetter("obb"), insts)), np.float64, 5 * m).reshape(m, 5),
+            areas=np.fromiter(map(attrgetter("area"), insts), np.float64, m),
+            framed=framed,
+            frame=np.where(framed, width * height, 1.0),  # exact: the product of two integers, rounded once
+            width=np.where(framed, width, 1.0),
+            height=np.where(framed, height, 1.0),
+            gsd=np.array(list(map(attrgetter("gsd"), scenes)), dtype=np.float64),
+        )
+
+    def values(self, names: list[str]) -> list[tuple[Any, ...]]:
+        """One tuple of the attributes ``names`` per scene."""
+        columns = []
+        for name in names:
+            fn = REGISTRY[name]
+            columns.append(fn(self) if name in _BATCH else [fn(f) for f in self.facts])
+        if not columns:
+            return [()] * len(self.scenes)
+        return list(zip(*columns, strict=True))
+
+    @cached_property
+    def shared(self) -> np.ndarray:
+        """Scenes whose attributes read only discrete per-instance facts (no gsd, fewer than
+        :data:`SHARED_MAX_MAIN` main-class instances): most of them share their values with many others."""
+        return np.isnan(self.gsd) & (self.classes.n_main < SHARED_MAX_MAIN)
+
+    @cached_property
+    def facts(self) -> list[Facts]:
+        """Per-scene :class:`Facts`, for attributes registered with :func:`attribute`."""
+        return [build_facts(s, self.sensors) for s in self.scenes]
+
+    @cached_property
+    def classes(self) -> _Classes:
+        return _Classes.of(self)
+
+    @cached_property
+    def main_idx(self) -> np.ndarray:
+        """Indices of the main-class instances, in scene order."""
+        return np.flatnonzero(self.cls == self.classes.main[self.sid])
+
+    @cached_property
+    def groups(self) -> list[tuple[str, int, int] | None]:
+        """Per scene ``(main class, count, difficult count)``, None for an empty scene."""
+        c = self.classes
+        names = self.class_names
+        return [
+            (names[k], n, d) if k >= 0 else None
+            for k, n, d in zip(c.main.tolist(), c.n_main.tolist(), c.d_main.tolist(), strict=True)
+        ]
+
+    @cached_property
+    def arrangement(self) -> _Arrangement:
+        return _arrangement(self)
+
+    def main_counts(self, codes: np.ndarray, width: int) -> np.ndarray:
+        """(S, width) counts of the main-class instances' ``codes`` (one code in [0, width) each) per scene."""
+        key = self.sid[self.main_idx] * width + codes
+        return np.bincount(key, minlength=len(self.scenes) * width).reshape(-1, width)
+
+    @cached_property
+    def cell_counts(self) -> np.ndarray:
+        """(S, 9) main-class instances per grid cell (zero for scenes without a frame)."""
+        i = self.main_idx
+        s = self.sid[i]
+        codes = cell_codes(self.obb[i, 0], self.obb[i, 1], self.width[s], self.height[s])
+        return self.main_counts(codes, 9) * self.framed[:, None]
+
+    @cached_property
+    def size_counts(self) -> np.ndarray:
+        """(S, 4) main-class instances per size bucket (zero for scenes without a frame)."""
+        i = self.main_idx
+        codes = size_codes(self.areas[i] / self.frame[self.sid[i]])
+        return self.main_counts(codes, 4) * self.framed[:, None]
+
+    @cached_property
+    def orientation_counts(self) -> np.ndarray:
+        """(S, 4) main-class instances per orientation code (see :data:`ORIENTATION_NAMES`)."""
+        o = self.obb[self.main_idx]
+        return self.main_counts(orientation_codes(o[:, 4], o[:, 2], o[:, 3]), 4)
+
+    def where(self, mask: np.ndarray, values: Sequence[Any]) -> list[Any]:
+        """``values[k]`` where ``mask[k]``, else None."""
+        return [v if m else None for m, v in zip(mask.tolist(), values, strict=True)]
+
+    def named(self, mask: np.ndarray, codes: np.ndarray, names: Sequence[Any]) -> list[Any]:
+        """``names[codes[k]]`` where ``mask[k]``, else None."""
+        table = np.array([*names, None], dtype=object)
+        return table[np.where(mask, codes, len(names))].tolist()
 
 
-# ---- discretisation helpers (shared with the tests' independent checks only through the constants) ----
+@dataclass
+class _Classes:
+    """The (scene, class) pairs of a batch with their counts, each scene's pairs by count then name (so its
+    first is the main class), and per scene the main class code (-1 for an empty scene) with its count and
+    difficult count."""
+
+    pair_scene: np.ndarray  # (P,) scene of each (scene, class) pair, ascending
+    pair_class: np.ndarray  # (P,) class code
+    pair_count: np.ndarray
+    pair_difficult: np.ndarray
+    offsets: np.ndarray  # (S + 1,) each scene's pairs are pair_*[offsets[s]:offsets[s + 1]]
+    main: np.ndarray
+    n_main: np.ndarray
+    d_main: np.ndarray
+
+    @classmethod
+    def of(cls, b: Batch) -> _Classes:
+        width = max(len(b.class_names), 1)
+        keys, inv, count = np.unique(b.sid * width + b.cls, return_inverse=True, return_counts=True)
+        difficult = np.bincount(inv, weights=b.difficult, minlength=len(keys)).astype(np.int64)
+        scene, code = keys // width, keys % width
+        order = np.lexsort((code, -count, scene))
+        scene, code, count, difficult = scene[order], code[order], count[order], difficult[order]
+        per_scene = np.bincount(scene, minlength=len(b.scenes))
+        offsets = np.concatenate(([0], np.cumsum(per_scene)))
+        first = offsets[:-1][per_scene > 0]
+        main = np.full(len(b.scenes), -1, dtype=np.int64)
+        n_main = np.zeros(len(b.scenes), dtype=np.int64)
+        d_main = np.zeros(len(b.scenes), dtype=np.int64)
+        main[scene[first]], n_main[scene[first]], d_main[scene[first]] = code[first], count[first], difficult[first]
+        return cls(scene, code, count, difficult, offsets, main, n_main, d_main)
+
+    @property
+    def per_scene(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+# ---- discretisation, vectorised (the scalar helpers below call these) ----
+
+
+def cell_codes(x: np.ndarray, y: np.ndarray, width: np.ndarray, height: np.ndarray) -> np.ndarray:
+    """Grid cell code ``row * 3 + col`` (see :data:`CELL_NAMES`) of centres in frames of the given sizes."""
+    col = np.clip(np.floor(3.0 * x / width), 0, 2).astype(np.int64)
+    row = np.clip(np.floor(3.0 * y / height), 0, 2).astype(np.int64)
+    return row * 3 + col
+
+
+def size_codes(rel_area: np.ndarray) -> np.ndarray:
+    """Index into :data:`SIZE_NAMES`: the first bucket whose upper bound exceeds the relative area."""
+    return np.searchsorted(np.array(_SIZE_UPPER), rel_area, side="right")
+
+
+def orientation_codes(angle: np.ndarray, long: np.ndarray, short: np.ndarray) -> np.ndarray:
+    """Index into :data:`ORIENTATION_NAMES` (0: too square-ish to have an orientation)."""
+    ratio = np.divide(long, short, out=np.full(np.shape(long), np.inf), where=short > 0)
+    code = np.where((angle < 22.5) | (angle >= 157.5), 1, np.where((angle >= 67.5) & (angle < 112.5), 2, 3))
+    return np.where((short > 0) & (ratio < ORIENTATION_MIN_ELONGATION), 0, code)
+
+
+def cell_code(x: float, y: float, width: float, height: float) -> int:
+    """:func:`cell_codes` of one centre in plain Python (the same float operations, so the same code), for
+    :func:`signature`, which must cost little per scene. Raises on a zero or non-finite frame or centre
+    (where the array version would divide by zero or floor an infinity)."""
+    col = min(2, max(0, math.floor(3.0 * x / width)))
+    row = min(2, max(0, math.floor(3.0 * y / height)))
+    return row * 3 + col
+
+
+def size_code(rel_area: float) -> int:
+    """:func:`size_codes` of one relative area in plain Python (``searchsorted(..., side="right")``)."""
+    return bisect.bisect_right(_SIZE_UPPER, rel_area)
+
+
+def orientation_code(angle: float, long: float, short: float) -> int:
+    """:func:`orientation_codes` of one box in plain Python, with the same comparisons in the same order."""
+    if short > 0 and long / short < ORIENTATION_MIN_ELONGATION:
+        return 0
+    return 1 if angle < 22.5 or angle >= 157.5 else 2 if 67.5 <= angle < 112.5 else 3
 
 
 def grid_cell(x: float, y: float, width: int, height: int) -> str:
-    col = min(2, max(0, int(np.floor(3.0 * x / width))))
-    row = min(2, max(0, int(np.floor(3.0 * y / height))))
-    return CELL_NAMES[row][col]
+    return _CELLS[cell_code(float(x), float(y), float(width), float(height))]
 
 
 def size_bucket(rel_area: float) -> str:
-    for name, upper in SIZE_THRESHOLDS:
-        if rel_area < upper:
-            return name
-    return "large"
+    return SIZE_NAMES[size_code(float(rel_area))]
 
 
 def orientation_word(angle: float, long: float, short: float) -> str | None:
-    if short > 0 and long / short < ORIENTATION_MIN_ELONGATION:
-        return None
-    if angle < 22.5 or angle >= 157.5:
-        return "horizontal"
-    if 67.5 <= angle < 112.5:
-        return "vertical"
-    return "diagonal"
+    return ORIENTATION_NAMES[orientation_code(float(angle), float(long), float(short))]
 
 
 def metres_step(value: float) -> int:
@@ -231,268 +386,393 @@ def round_metres(value: float) -> int:
     return max(step, int(round(value / step)) * step)
 
 
-def components(centres: np.ndarray, long: np.ndarray, factor: float) -> np.ndarray:
-    """Single-linkage component label per instance under the link rule with ``factor``."""
-    n = len(centres)
-    if n == 0:
-        return np.zeros(0, dtype=int)
-    d = np.sqrt(((centres[:, None, :] - centres[None, :, :]) ** 2).sum(-1))
-    adj = (d <= factor * (long[:, None] + long[None, :]) / 2.0).tolist()
-    labels = [-1] * n
-    for start in range(n):
-        if labels[start] >= 0:
-            continue
-        labels[start] = start
-        stack = [start]
-        while stack:
-            row = adj[stack.pop()]
-            for j in range(n):
-                if row[j] and labels[j] < 0:
-                    labels[j] = start
-                    stack.append(j)
-    return np.asarray(labels)
-
-
-def _majority(values: list[Any]) -> Any:
-    """The value more than half of ``values`` share, else None."""
-    if not values:
-        return None
-    value, n = Counter(values).most_common(1)[0]
-    return value if n * 2 > len(values) else None
-
-
-def _uniform(values: list[Any]) -> Any:
-    return values[0] if values and all(v == values[0] for v in values) else None
-
-
-def _group(f: Facts) -> tuple[str, int, int]:
-    if "group" not in f.memo:
-        f.memo["group"] = (str(f.main), f.n_main, int(f.difficult[f.main_mask].sum()))
-    return f.memo["group"]
-
-
-# ---- counts ----
-
-
-@attribute("empty")
-def _empty(f: Facts) -> bool | None:
-    """True for a scene with no annotated object (templates claim only 'no annotated targets')."""
-    return True if len(f.classes) == 0 else None
-
-
-@attribute("total")
-def _total(f: Facts) -> tuple[int, int] | None:
-    """(objects, difficult objects) over all classes."""
-    return (len(f.classes), int(f.difficult.sum())) if len(f.classes) else None
-
-
-@attribute("main")
-def _main(f: Facts) -> tuple[str, int, int] | None:
-    """(class, count, difficult count) of the most frequent class."""
-    return _group(f) if f.main is not None else None
-
-
-@attribute("only")
-def _only(f: Facts) -> tuple[str, int, int] | None:
-    """Like ``main`` but only when it is the scene's single class (allows 'only ships')."""
-    return _group(f) if f.main is not None and len(set(f.classes.tolist())) == 1 else None
-
-
-@attribute("multi")
-def _multi(f: Facts) -> tuple[tuple[str, int, int], ...] | None:
-    """((class, count, difficult), ...) by count then name, when two or more classes are present."""
-    counts = Counter(f.classes.tolist())
-    if len(counts) < 2:
-        return None
-    order = sorted(counts, key=lambda c: (-counts[c], c))
-    return tuple((c, counts[c], int(f.difficult[f.classes == c].sum())) for c in order)
-
-
-# ---- position ----
-
-
-def _main_cells(f: Facts) -> list[str]:
-    """Grid cells of the main-class instances, memoised for the position attributes."""
-    if "cells" not in f.memo:
-        w, h = f.scene.width, f.scene.height
-        pts = f.centres[f.main_mask].tolist()
-        f.memo["cells"] = [grid_cell(x, y, w, h) for x, y in pts]  # type: ignore[arg-type]
-    return f.memo["cells"]
-
-
-@attribute("single_cell")
-def _single_cell(f: Facts) -> str | None:
-    """Grid cell of the scene's only object."""
-    if len(f.classes) != 1 or not f.has_frame:
-        return None
-    return _main_cells(f)[0]
-
-
-@attribute("region")
-def _region(f: Facts) -> str | None:
-    """Cell shared by more than half of the main class's instances (two or more of them)."""
-    if f.main is None or not f.has_frame or f.n_main < 2:
-        return None
-    return _majority(_main_cells(f))
-
-
-@attribute("centre_edge")
-def _centre_edge(f: Facts) -> tuple[int, int] | None:
-    """(main-class instances in the centre cell, in edge cells), when both are non-zero."""
-    if f.main is None or not f.has_frame:
-        return None
-    cells = _main_cells(f)
-    c = sum(1 for x in cells if x == "centre")
-    return (c, len(cells) - c) if 0 < c < len(cells) else None
-
-
-@attribute("all_edge")
-def _all_edge(f: Facts) -> tuple[str, int, int] | None:
-    """The main group (see ``main``) when all of its two or more instances lie in edge cells."""
-    if f.main is None or not f.has_frame or f.n_main < 2:
-        return None
-    return _group(f) if all(c != "centre" for c in _main_cells(f)) else None
-
-
-# ---- size ----
-
-
-def _buckets(f: Facts, mask: np.ndarray) -> list[str]:
-    frame = float(f.scene.width * f.scene.height)  # type: ignore[operator]
-    return [size_bucket(a / frame) for a in f.areas[mask]]
-
-
-@attribute("size_uniform")
-def _size_uniform(f: Facts) -> str | None:
-    """Size bucket shared by every main-class instance."""
-    if f.main is None or not f.has_frame:
-        return None
-    return _uniform(_buckets(f, f.main_mask))
-
-
-@attribute("size_dominant")
-def _size_dominant(f: Facts) -> str | None:
-    """Size bucket of more than half (not all) of three or more main-class instances."""
-    if f.main is None or not f.has_frame or f.n_main < 3:
-        return None
-    b = _buckets(f, f.main_mask)
-    return None if _uniform(b) else _majority(b)
-
-
-@attribute("length_single")
-def _length_single(f: Facts) -> int | None:
-    """Rounded length in metres of the only main-class instance (OBB long side x gsd)."""
-    if f.main is None or f.scene.gsd is None or f.n_main != 1:
-        return None
-    return round_metres(float(f.long[f.main_mask][0]) * f.scene.gsd)
-
-
-@attribute("length_range")
-def _length_range(f: Facts) -> tuple[int, int] | None:
-    """(shortest, longest) main-class length in metres, rounded outwards, when they differ."""
-    if f.main is None or f.scene.gsd is None or f.n_main < 2:
-        return None
-    lengths = f.long[f.main_mask] * f.scene.gsd
-    lo, hi = float(lengths.min()), float(lengths.max())
+def metres_range(lo: float, hi: float) -> tuple[int, int] | None:
+    """(lo rounded down, hi rounded up) to their steps, when they still differ."""
     lo_r = int(np.floor(lo / metres_step(lo))) * metres_step(lo)
     hi_r = int(np.ceil(hi / metres_step(hi))) * metres_step(hi)
     return (lo_r, hi_r) if lo_r < hi_r else None
 
 
+# ---- a cache of whatever is derived from an attribute tuple ----
+
+
+# The built-in attributes whose values, for a scene :func:`signature` keys (no gsd, fewer than
+# SHARED_MAX_MAIN main-class instances), depend only on what the key holds. An attribute registered later
+# is not in it, so a name list including one never uses the key (see AttributeCache).
+SIGNATURE_SAFE = frozenset({
+    "empty", "total", "main", "only", "multi", "single_cell", "region", "centre_edge", "all_edge",
+    "size_uniform", "size_dominant", "length_single", "length_range", "orientation_uniform",
+    "orientation_dominant", "dense", "clusters", "scattered", "isolated", "row", "sensor",
+})
+SMALL_BATCH = 16  # up to this many scenes, AttributeCache.get_many looks scenes up by signature first
+
+
+class AttributeCache(Generic[T]):
+    """``derive(attributes)`` memoised by the attribute values themselves (so exact), for one set of names
+    and sensor table. Most scenes of a large dataset share their values with many others, so what the
+    caller works out from them (eligible templates, renderings) is shared too. Scenes whose attributes read
+    continuous geometry (see :attr:`Batch.shared`) rarely share them and are derived every time, so they
+    do not fill the memo. Cleared when it holds ``limit`` entries.
+
+    A small batch (one scene captioned at a time) would pay the fixed cost of the array computation for
+    each scene, so it first looks each scene up by :func:`signature` (plain Python, a few microseconds),
+    which determines every :data:`SIGNATURE_SAFE` attribute: only the scenes met for the first time are
+    computed."""
+
+    def __init__(self, names: list[str], sensors: dict[str, str] | None = None, *,
+                 derive: Callable[[dict[str, Any]], T], limit: int = 200_000) -> None:
+        self.names = list(names)
+        self.sensors = sensors
+        self.derive = derive
+        self.limit = limit
+        self.by_signature = set(self.names) <= SIGNATURE_SAFE
+        self._memo: dict[tuple, T] = {}
+        self._signed: dict[tuple, T] = {}
+
+    def get(self, scene: Scene) -> T:
+        """The derived attributes of ``scene`` (shared between scenes: callers must not mutate them)."""
+        return self.get_many([scene])[0]
+
+    def get_many(self, scenes: Sequence[Scene]) -> list[T]:
+        """:meth:`get` of every scene, with the attributes computed for all of them at once."""
+        if not self.by_signature or len(scenes) > SMALL_BATCH:
+            return self._computed(scenes)
+        keys = [signature(s) for s in scenes]
+        out: list[Any] = [None if k is None else self._signed.get(k) for k in keys]
+        todo = [k for k, hit in enumerate(out) if hit is None]
+        if todo:
+            for k, value in zip(todo, self._computed([scenes[k] for k in todo]), strict=True):
+                out[k] = value
+                if keys[k] is not None:
+                    if len(self._signed) >= self.limit:
+                        self._signed.clear()
+                    self._signed[keys[k]] = value
+        return out
+
+    def _computed(self, scenes: Sequence[Scene]) -> list[T]:
+        """:meth:`get_many` through the array computation of every scene's attributes."""
+        batch = Batch.of(scenes, self.sensors)
+        rows = batch.values(self.names)
+        out: list[Any] = list(map(self._memo.get, rows))
+        shared = batch.shared.tolist()
+        for k, hit in enumerate(out):
+            if hit is None:
+                out[k] = self._memo.get(rows[k]) if shared[k] else None
+            if out[k] is None:
+                out[k] = self.derive(dict(zip(self.names, rows[k], strict=True)))
+                if shared[k]:
+                    if len(self._memo) >= self.limit:
+                        self._memo.clear()
+                    self._memo[rows[k]] = out[k]
+        return out
+
+    def clear(self) -> None:
+        self._memo.clear()
+        self._signed.clear()
+
+
+def signature(scene: Scene) -> tuple | None:
+    """A hashable key of the discrete per-instance facts of ``scene`` that the count, position, size and
+    orientation attributes read, or None when its attributes also read continuous geometry (gsd set, or three
+    or more main-class instances), or its frame or boxes cannot be discretised in plain Python (zero or
+    non-finite sizes). Per class its count and difficult count, and for the main-class instances their grid
+    cell, size bucket and orientation codes (the scalar twins of the array helpers), sorted; whether the
+    scene has a frame, and its image source. Scenes with equal keys have equal :data:`SIGNATURE_SAFE`
+    attributes."""
+    if scene.gsd is not None:
+        return None
+    counts: dict[str, list[int]] = {}
+    for i in scene.instances:
+        c = counts.get(i.category)
+        if c is None:
+            c = counts[i.category] = [0, 0]
+        c[0] += 1
+        c[1] += bool(i.difficult)
+    main = min(counts, key=lambda k: (-counts[k][0], k)) if counts else None
+    if main is not None and counts[main][0] >= SHARED_MAX_MAIN:
+        return None
+    w, h = scene.width, scene.height
+    framed = w is not None and h is not None
+    per: list[tuple[int, int, int]] = []
+    try:
+        if framed:
+            fw, fh = float(w), float(h)  # type: ignore[arg-type]
+            frame = fw * fh  # as Batch.frame: the product of the two floats
+        for i in scene.instances:
+            if i.category == main:
+                cx, cy, long, short, angle = i.obb
+                orient = orientation_code(angle, long, short)
+                if framed:
+                    per.append((cell_code(cx, cy, fw, fh), size_code(i.area / frame), orient))
+                else:
+                    per.append((-1, -1, orient))
+    except (ArithmeticError, ValueError):  # a zero frame, an infinite centre: leave it to the arrays
+        return None
+    classes = tuple(sorted((k, v[0], v[1]) for k, v in counts.items()))
+    return (framed, scene.image_source, classes, tuple(sorted(per)))
+
+
+# ---- counts ----
+
+
+@batch_attribute("empty")
+def _empty(b: Batch) -> list[bool | None]:
+    """True for a scene with no annotated object (templates claim only 'no annotated targets')."""
+    return [True if k == 0 else None for k in b.n.tolist()]
+
+
+@batch_attribute("total")
+def _total(b: Batch) -> list[tuple[int, int] | None]:
+    """(objects, difficult objects) over all classes."""
+    difficult = np.bincount(b.sid, weights=b.difficult, minlength=len(b.scenes)).astype(np.int64)
+    return [(n, d) if n else None for n, d in zip(b.n.tolist(), difficult.tolist(), strict=True)]
+
+
+@batch_attribute("main")
+def _main(b: Batch) -> list[tuple[str, int, int] | None]:
+    """(class, count, difficult count) of the most frequent class."""
+    return b.groups
+
+
+@batch_attribute("only")
+def _only(b: Batch) -> list[tuple[str, int, int] | None]:
+    """Like ``main`` but only when it is the scene's single class (allows 'only ships')."""
+    return b.where(b.classes.per_scene == 1, b.groups)
+
+
+@batch_attribute("multi")
+def _multi(b: Batch) -> list[tuple[tuple[str, int, int], ...] | None]:
+    """((class, count, difficult), ...) by count then name, when two or more classes are present."""
+    c = b.classes
+    names = b.class_names
+    pairs = [(names[k], n, d) for k, n, d in zip(c.pair_class.tolist(), c.pair_count.tolist(),
+                                                   c.pair_difficult.tolist(), strict=True)]
+    o = c.offsets.tolist()
+    return [tuple(pairs[lo:hi]) if hi - lo >= 2 else None for lo, hi in zip(o[:-1], o[1:], strict=True)]
+
+
+# ---- position ----
+
+
+@batch_attribute("single_cell")
+def _single_cell(b: Batch) -> list[str | None]:
+    """Grid cell of the scene's only object."""
+    return b.named((b.n == 1) & b.framed, b.cell_counts.argmax(1), _CELLS)
+
+
+@batch_attribute("region")
+def _region(b: Batch) -> list[str | None]:
+    """Cell shared by more than half of the main class's instances (two or more of them)."""
+    counts, n_main = b.cell_counts, b.classes.n_main
+    return b.named(b.framed & (n_main >= 2) & (counts.max(1) * 2 > n_main), counts.argmax(1), _CELLS)
+
+
+@batch_attribute("centre_edge")
+def _centre_edge(b: Batch) -> list[tuple[int, int] | None]:
+    """(main-class instances in the centre cell, in edge cells), when both are non-zero."""
+    centre, n_main = b.cell_counts[:, _CENTRE], b.classes.n_main
+    pairs = zip(centre.tolist(), (n_main - centre).tolist(), strict=True)
+    return b.where(b.framed & (centre > 0) & (centre < n_main), list(pairs))
+
+
+@batch_attribute("all_edge")
+def _all_edge(b: Batch) -> list[tuple[str, int, int] | None]:
+    """The main group (see ``main``) when all of its two or more instances lie in edge cells."""
+    return b.where(b.framed & (b.classes.n_main >= 2) & (b.cell_counts[:, _CENTRE] == 0), b.groups)
+
+
+# ---- size ----
+
+
+@batch_attribute("size_uniform")
+def _size_uniform(b: Batch) -> list[str | None]:
+    """Size bucket shared by every main-class instance."""
+    counts, n_main = b.size_counts, b.classes.n_main
+    return b.named(b.framed & (n_main >= 1) & (counts.max(1) == n_main), counts.argmax(1), SIZE_NAMES)
+
+
+@batch_attribute("size_dominant")
+def _size_dominant(b: Batch) -> list[str | None]:
+    """Size bucket of more than half (not all) of three or more main-class instances."""
+    counts, n_main = b.size_counts, b.classes.n_main
+    top = counts.max(1)
+    return b.named(b.framed & (n_main >= 3) & (top < n_main) & (top * 2 > n_main), counts.argmax(1), SIZE_NAMES)
+
+
+def _main_lengths(b: Batch) -> tuple[np.ndarray, np.ndarray]:
+    """Per scene the shortest and longest main-class length in metres (inf / -inf without one)."""
+    i = b.main_idx[~np.isnan(b.gsd[b.sid[b.main_idx]])]
+    s = b.sid[i]
+    lengths = b.obb[i, 2] * b.gsd[s]
+    lo = np.full(len(b.scenes), np.inf)
+    hi = np.full(len(b.scenes), -np.inf)
+    np.minimum.at(lo, s, lengths)
+    np.maximum.at(hi, s, lengths)
+    return lo, hi
+
+
+@batch_attribute("length_single")
+def _length_single(b: Batch) -> list[int | None]:
+    """Rounded length in metres of the only main-class instance (OBB long side x gsd)."""
+    ok = ~np.isnan(b.gsd) & (b.classes.n_main == 1)
+    if not ok.any():
+        return [None] * len(b.scenes)
+    lo, _ = _main_lengths(b)
+    return [round_metres(v) if m else None for m, v in zip(ok.tolist(), lo.tolist(), strict=True)]
+
+
+@batch_attribute("length_range")
+def _length_range(b: Batch) -> list[tuple[int, int] | None]:
+    """(shortest, longest) main-class length in metres, rounded outwards, when they differ."""
+    ok = ~np.isnan(b.gsd) & (b.classes.n_main >= 2)
+    if not ok.any():
+        return [None] * len(b.scenes)
+    lo, hi = _main_lengths(b)
+    return [metres_range(a, z) if m else None for m, a, z in zip(ok.tolist(), lo.tolist(), hi.tolist(), strict=True)]
+
+
 # ---- orientation ----
 
 
-def _orientations(f: Facts, mask: np.ndarray) -> list[str | None]:
-    return [
-        orientation_word(a, lo, s)
-        for a, lo, s in zip(f.angles[mask], f.long[mask], f.short[mask], strict=True)
-    ]
-
-
-@attribute("orientation_uniform")
-def _orientation_uniform(f: Facts) -> str | None:
+@batch_attribute("orientation_uniform")
+def _orientation_uniform(b: Batch) -> list[str | None]:
     """Orientation every main-class instance shares (none of them square-ish)."""
-    if f.main is None:
-        return None
-    return _uniform(_orientations(f, f.main_mask))
+    counts, n_main = b.orientation_counts, b.classes.n_main
+    return b.named((n_main >= 1) & (counts.max(1) == n_main), counts.argmax(1), ORIENTATION_NAMES)
 
 
-@attribute("orientation_dominant")
-def _orientation_dominant(f: Facts) -> str | None:
+@batch_attribute("orientation_dominant")
+def _orientation_dominant(b: Batch) -> list[str | None]:
     """Orientation of more than half (not all) of three or more main-class instances."""
-    if f.main is None or f.n_main < 3:
-        return None
-    o = _orientations(f, f.main_mask)
-    return None if _uniform(o) else _majority(o)
+    counts, n_main = b.orientation_counts, b.classes.n_main
+    top = counts.max(1)
+    return b.named((n_main >= 3) & (top < n_main) & (top * 2 > n_main), counts.argmax(1), ORIENTATION_NAMES)
 
 
-# ---- arrangement (main class) ----
+# ---- arrangement (scenes with three or more main-class instances) ----
 
 
-def _main_labels(f: Facts, factor: float) -> np.ndarray:
-    key = ("main_labels", factor)
-    if key not in f.memo:
-        m = f.main_mask
-        f.memo[key] = components(f.centres[m], f.long[m], factor)
-    return f.memo[key]
+def component_labels(centres: np.ndarray, long: np.ndarray, factor: float) -> np.ndarray:
+    """For stacked scenes of n instances each (``centres`` (G, n, 2), ``long`` (G, n)), each instance's
+    connected component under the link rule with ``factor`` (single linkage), labelled by its smallest
+    instance index: (G, n).
+
+    Labels start as the instance index and repeatedly take the smallest label among linked instances, then
+    the label of that label (pointer jumping), until nothing changes."""
+    d = np.sqrt(((centres[:, :, None, :] - centres[:, None, :, :]) ** 2).sum(-1))
+    linked = d <= factor * (long[:, :, None] + long[:, None, :]) / 2.0
+    n = centres.shape[1]
+    labels = np.broadcast_to(np.arange(n), long.shape).copy()
+    while True:
+        new = np.where(linked, labels[:, None, :], n).min(axis=2)
+        new = np.take_along_axis(new, new, axis=1)
+        if np.array_equal(new, labels):
+            return labels
+        labels = new
 
 
-@attribute("dense")
-def _dense(f: Facts) -> bool | None:
-    """Four or more main-class instances forming one component at the dense link factor."""
-    if f.main is None or f.n_main < 4:
-        return None
-    return True if len(set(_main_labels(f, DENSE_FACTOR).tolist())) == 1 else None
+def component_sizes(labels: np.ndarray) -> np.ndarray:
+    """The size of each instance's component, from :func:`component_labels`."""
+    return (labels[:, :, None] == labels[:, None, :]).sum(2)
 
 
-@attribute("clusters")
-def _clusters(f: Facts) -> int | None:
-    """Number of main-class clusters (components with two or more members), given three or more."""
-    if f.main is None or f.n_main < 3:
-        return None
-    sizes = Counter(_main_labels(f, LINK_FACTOR).tolist())
-    k = sum(1 for n in sizes.values() if n >= 2)
-    return k if k >= 1 else None
+@dataclass
+class _Arrangement:
+    """Arrangement facts of the scenes with three or more main-class instances (others: None)."""
+
+    dense: list[bool | None]
+    clusters: list[int | None]
+    scattered: list[bool | None]
+    isolated: list[int | None]
+    row: list[bool | None]
 
 
-@attribute("scattered")
-def _scattered(f: Facts) -> bool | None:
-    """Three or more main-class instances with no link between any two of them."""
-    if f.main is None or f.n_main < 3:
-        return None
-    labels = _main_labels(f, LINK_FACTOR)
-    return True if len(set(labels.tolist())) == len(labels) else None
+def _arrangement(b: Batch) -> _Arrangement:
+    """All arrangement attributes at once: scenes are stacked by main-class count (and by instance count
+    for ``isolated``), so each group costs a few array operations."""
+    n_scenes = len(b.scenes)
+    out = _Arrangement(*([None] * n_scenes for _ in range(5)))
+    n_main = b.classes.n_main
+    main_i = b.main_idx
+    main_n = n_main[b.sid[main_i]]
+    for m in np.unique(n_main[n_main >= 3]).tolist():
+        group = np.flatnonzero(n_main == m)
+        idx = main_i[main_n == m].reshape(len(group), m)
+        _main_arrangement(b, group.tolist(), idx, out)
+    for n in np.unique(b.n[n_main >= 3]).tolist():
+        group = np.flatnonzero((n_main >= 3) & (b.n == n))
+        idx = np.flatnonzero(np.isin(b.sid, group)).reshape(len(group), n)
+        sizes = component_sizes(component_labels(b.obb[idx, :2], b.obb[idx, 2], LINK_FACTOR))
+        is_main = b.cls[idx] == b.classes.main[group][:, None]
+        alone = ((sizes == 1) & is_main).sum(1)
+        clustered = ((sizes >= 2) & is_main).sum(1)
+        for s, a, c in zip(group.tolist(), alone.tolist(), clustered.tolist(), strict=True):
+            out.isolated[s] = a if a >= 1 and c >= 2 else None
+    return out
 
 
-@attribute("isolated")
-def _isolated(f: Facts) -> int | None:
-    """Main-class instances linked to no other instance of any class, when some others are clustered."""
-    if f.main is None or f.n_main < 3:
-        return None
-    labels = components(f.centres, f.long, LINK_FACTOR)
-    sizes = Counter(labels.tolist())
-    alone = sum(1 for lab in labels[f.main_mask] if sizes[lab] == 1)
-    clustered = sum(1 for lab in labels[f.main_mask] if sizes[lab] >= 2)
-    return alone if alone >= 1 and clustered >= 2 else None
-
-
-@attribute("row")
-def _row(f: Facts) -> bool | None:
-    """Three or more main-class centres within ``ROW_TOLERANCE`` x median short side of one line."""
-    m = f.main_mask
-    if f.main is None or f.n_main < 3:
-        return None
-    c = f.centres[m] - f.centres[m].mean(axis=0)
+def _main_arrangement(b: Batch, group: list[int], idx: np.ndarray, out: _Arrangement) -> None:
+    """``dense``, ``clusters``, ``scattered`` and ``row`` of scenes ``group``, whose main-class instances
+    are ``idx`` (one row per scene, all of the same count)."""
+    centres, long, short = b.obb[idx, :2], b.obb[idx, 2], b.obb[idx, 3]
+    m = idx.shape[1]
+    dense = (component_labels(centres, long, DENSE_FACTOR) == 0).all(1)
+    labels = component_labels(centres, long, LINK_FACTOR)
+    sizes = component_sizes(labels)
+    clusters = ((labels == np.arange(m)) & (sizes >= 2)).sum(1)  # components (by their first member) of >= 2
+    scattered = (sizes == 1).all(1)
+    c = centres - centres.mean(axis=1, keepdims=True)
     _, _, vt = np.linalg.svd(c, full_matrices=False)
-    residual = np.abs(c @ vt[1])
-    return True if residual.max() <= ROW_TOLERANCE * float(np.median(f.short[m])) else None
+    tolerance = ROW_TOLERANCE * np.median(short, axis=1)
+    for k, s in enumerate(group):
+        out.dense[s] = True if m >= 4 and dense[k] else None
+        out.clusters[s] = int(clusters[k]) if clusters[k] >= 1 else None
+        out.scattered[s] = True if scattered[k] else None
+        out.row[s] = True if np.abs(c[k] @ vt[k, 1]).max() <= float(tolerance[k]) else None
+
+
+@batch_attribute("dense")
+def _dense(b: Batch) -> list[bool | None]:
+    """Four or more main-class instances forming one component at the dense link factor."""
+    return b.arrangement.dense
+
+
+@batch_attribute("clusters")
+def _clusters(b: Batch) -> list[int | None]:
+    """Number of main-class clusters (components with two or more members), given three or more."""
+    return b.arrangement.clusters
+
+
+@batch_attribute("scattered")
+def _scattered(b: Batch) -> list[bool | None]:
+    """Three or more main-class instances with no link between any two of them."""
+    return b.arrangement.scattered
+
+
+@batch_attribute("isolated")
+def _isolated(b: Batch) -> list[int | None]:
+    """Main-class instances linked to no other instance of any class, when some others are clustered."""
+    return b.arrangement.isolated
+
+
+@batch_attribute("row")
+def _row(b: Batch) -> list[bool | None]:
+    """Three or more main-class centres within ``ROW_TOLERANCE`` x median short side of one line."""
+    return b.arrangement.row
 
 
 # ---- sensor ----
 
 
-@attribute("sensor")
-def _sensor(f: Facts) -> str | None:
+@batch_attribute("sensor")
+def _sensor(b: Batch) -> list[str | None]:
     """Display name of the sensor named by ``scene.image_source``, when it names a known one."""
-    src = (f.scene.image_source or "").strip().lower()
-    return f.sensors.get(src) if src else None
+    known: dict[str | None, str | None] = {}
+    out = []
+    for s in b.scenes:
+        src = s.image_source
+        if src not in known:
+            key = (src or "").strip().lower()
+            known[src] = b.sensors.get(key) if key else None
+        out.append(known[src])
+    return out
