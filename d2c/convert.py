@@ -127,6 +127,10 @@ def _resume_plan(out: Path, run: dict[str, Any]) -> _ResumePlan:
     return plan
 
 
+def _categories(scene: Scene | worker.SceneFacts) -> list[str]:
+    return scene.categories if isinstance(scene, worker.SceneFacts) else [i.category for i in scene.instances]
+
+
 class _Tally:
     """The run's accounting: :class:`d2c.accounting.Stats` plus the rejects themselves, classes, flags
     and captions written (all of it goes to stats.json)."""
@@ -145,10 +149,15 @@ class _Tally:
 
     def written(self, scene: Scene, n_captions: int, instances_out: int | None = None) -> None:
         """A scene reached the shards; ``instances_out`` (tiled scenes) excludes objects no tile holds."""
-        self.stats.scenes_written += 1
-        self.stats.instances_out += scene.num_instances if instances_out is None else instances_out
-        self.classes.update(i.category for i in scene.instances)
-        self.flags.update(scene.flags)
+        self.written_many([scene], n_captions, scene.num_instances if instances_out is None else instances_out)
+
+    def written_many(self, scenes: list[Scene], n_captions: int, instances_out: int) -> None:
+        """Several scenes reached the shards, with ``n_captions`` and ``instances_out`` in all (one
+        Counter update per chunk instead of one per scene)."""
+        self.stats.scenes_written += len(scenes)
+        self.stats.instances_out += instances_out
+        self.classes.update([c for s in scenes for c in _categories(s)])
+        self.flags.update([f for s in scenes for f in s.flags])
         self.captions += n_captions
 
     def reject(self, rej: Reject, *, counted_in: bool) -> None:
@@ -206,6 +215,7 @@ def convert(
     _check_options(images_mode, shard_rows, workers, captions_per_image, max_side, tile, overlap, tiling)
     from d2c import read
     from d2c.captions import CaptionEngine
+    from d2c.readers import plan as plan_reading
 
     out = Path(out)
     existing = shard_paths(out) if out.is_dir() else []
@@ -230,12 +240,17 @@ def convert(
     job = worker.Job(templates_path, captions_per_image, int(seed), images_mode, max_side, stretch,
                      max_pixels, tile, overlap, frozenset(plan.done_keys), include_default_templates,
                      tiling.min_visible, tiling.below, tiling.negative_rate)
-    stream = read(input, format=format, source=source, images=Path(images) if images else None,
-                  annotations=Path(annotations) if annotations else None, class_map=cmap,
-                  require_images=images_mode == "embed", max_pixels=max_pixels)
+    read_args: dict[str, Any] = {
+        "source": source, "images": Path(images) if images else None, "class_map": cmap,
+        "annotations": Path(annotations) if annotations else None, "require_images": images_mode == "embed",
+        "max_pixels": max_pixels}
+    # workers read the input themselves when the reader can split it (not when resuming: which items
+    # to skip depends on their positions, known only in order)
+    units = plan_reading(input, format=format, **read_args) \
+        if workers > 1 and not plan.done_keys and worker.can_read_in_workers() else None
 
     def items() -> Iterator[Entry]:
-        for pos, item in enumerate(stream):
+        for pos, item in enumerate(read(input, format=format, **read_args)):
             todo = isinstance(item, Scene) and (
                 tile is not None or pos >= plan.next_item or item.key not in plan.done_keys)
             yield pos, item, todo
@@ -243,8 +258,10 @@ def convert(
     tally = _Tally()
     sink = _Sink(out, run, plan, shard_rows, max_bytes, source)
     t0 = time.monotonic()
+    chunks = worker.run_units(units, job, workers) if units is not None else \
+        worker.run_chunks(items(), job, workers, engine)
     with _Progress(progress) as bar:
-        for entries, result in worker.run_chunks(items(), job, workers, engine):
+        for entries, result in chunks:
             _account(entries, result, tally, sink, fresh_from, captions_per_image)
             bar.update(tally)
     closed = sink.writer.close() if sink.writer is not None else []
@@ -326,7 +343,8 @@ def _account(entries: list[Entry], result: Any, tally: _Tally, sink: _Sink, fres
     keep: list[int] = []
     items: list[int] = []
     sizes: list[int] = []
-    first: Scene | None = None
+    written: list[Scene] = []
+    n_captions = n_out = 0
     row = 0
     for pos, item, todo in entries:
         if isinstance(item, Reject):
@@ -351,13 +369,16 @@ def _account(entries: list[Entry], result: Any, tally: _Tally, sink: _Sink, fres
             keep.extend(range(row, row + n))
             items.extend([pos] * n)
             sizes.extend(res.sizes)
-            first = first or item
-            tally.written(item, res.captions, res.instances_out)
+            written.append(item)
+            n_captions += res.captions
+            n_out += res.instances_out
         row += n
-    if keep and first is not None:
+    if written:
+        tally.written_many(written, n_captions, n_out)
+    if keep:
         if len(keep) != table.num_rows:
             table = table.take(keep)
-        sink.write(first, table, items, sizes)
+        sink.write(written[0], table, items, sizes)
 
 
 def _finish(out: Path, tally: _Tally, closed: list, run: dict[str, Any], input: Any, format: str,

@@ -16,20 +16,22 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from d2c.errors import D2CError
 from d2c.imageio import StretchConfig, load_image_record
-from d2c.model import Instance, Reject, Scene
-from d2c.rows import RowInput, rows_table
+from d2c.model import Instance, Provenance, Reject, Scene
+from d2c.readers.plan import ReadPlan, gc_frozen
+from d2c.rows import ImageRecord, RowInput, rows_table
+from d2c.shards import row_bytes_of
 from d2c.tiling import DEFAULT_MIN_VISIBLE, DEFAULT_NEGATIVE_RATE
 
 # Scenes per task sent to a worker (and per Arrow table built). Annotation-only rows are small, so big
 # chunks amortise the per-task cost; rows with image bytes keep chunks small to bound memory in flight.
 CHUNK = 32
-CHUNK_REFERENCE = 256
+CHUNK_REFERENCE = 1024
 
 
 @dataclass(frozen=True)
@@ -52,10 +54,10 @@ class Job:
     tile_negative_rate: float = DEFAULT_NEGATIVE_RATE
 
 
-@dataclass(frozen=True, slots=True)
-class Done:
+class Done(NamedTuple):
     """What became of a processed scene: its captions, the byte estimates of its rows still to write
-    (rows already in kept shards are left out), tiling's rejects and the instances it writes out."""
+    (rows already in kept shards are left out), tiling's rejects and the instances it writes out.
+    (A named tuple: it travels back from the workers for every scene.)"""
 
     captions: int
     sizes: list[int]
@@ -81,18 +83,22 @@ Entry = tuple[int, "Scene | Reject", bool]  # (input position, item, needs proce
 
 def process_chunk(chunk: list[tuple[int, Scene]]) -> tuple[list[tuple[int, Done | Reject]], Any]:
     """Scenes -> one Arrow table of their rows (cheap to send back from a worker) and, per scene, a
-    :class:`Done` or the Reject that replaced it."""
+    :class:`Done` or the Reject that replaced it. Untiled scenes are captioned in one batch."""
     assert _JOB is not None
+    if _JOB.tile:
+        results = [_process_tiled(scene) for _, scene in chunk]
+    else:
+        results = _process_scenes([scene for _, scene in chunk])
     outcomes: list[tuple[int, Done | Reject]] = []
     rows: list[RowInput] = []
-    for pos, scene in chunk:
-        res = _process_tiled(scene) if _JOB.tile else _process_scene(scene)
+    done_keys = _JOB.done_keys
+    for (pos, scene), res in zip(chunk, results, strict=True):
         if isinstance(res, Reject):
             outcomes.append((pos, res))
             continue
         all_rows, extra, kept_captions = res
-        new = [r for r in all_rows if r.scene.key not in _JOB.done_keys]
-        out = scene.num_instances - sum(r.instances for r in extra)
+        new = [r for r in all_rows if r.scene.key not in done_keys] if done_keys else all_rows
+        out = scene.num_instances - sum(r.instances for r in extra) if extra else scene.num_instances
         n_captions = kept_captions + sum(len(r.captions) for r in all_rows)
         outcomes.append((pos, Done(n_captions, [_row_bytes(r) for r in new], extra, out)))
         rows.extend(new)
@@ -101,9 +107,8 @@ def process_chunk(chunk: list[tuple[int, Scene]]) -> tuple[list[tuple[int, Done 
 
 def _row_bytes(row: RowInput) -> int:
     """:func:`d2c.shards.row_bytes` of the row ``row`` becomes (it reads only the image bytes and objects)."""
-    from d2c.shards import row_bytes
-
-    return row_bytes({"image": {"bytes": row.image.bytes}, "objects": row.scene.instances})
+    data = row.image.bytes
+    return row_bytes_of(len(data) if data else 0, len(row.scene.instances))
 
 
 def _reject_scene(scene: Scene, code: str, reason: str) -> Reject:
@@ -115,17 +120,28 @@ def _error_code(exc: Exception) -> str:
     return type(exc).__name__.removesuffix("Error").lower() or "image"
 
 
-def _captions(scene: Scene) -> tuple[list[str], list[str]]:
-    caps = _ENGINE.caption(scene)
-    return [c.text for c in caps], [c.template_id for c in caps]
-
-
 Processed = tuple[list[RowInput], list[Reject], int]  # rows, rejects, captions of rows already kept
 
 
-def _process_scene(scene: Scene) -> Processed | Reject:
-    """One scene -> its shard row, or a Reject naming why it could not be written."""
+def _process_scenes(scenes: list[Scene]) -> list[Processed | Reject]:
+    """Untiled scenes -> each one's shard row, or a Reject naming why it could not be written. The
+    images are looked at scene by scene, then the scenes that passed are captioned in one batch."""
     assert _JOB is not None and _ENGINE is not None
+    results: list[Processed | Reject | ImageRecord] = [_image_of(scene) for scene in scenes]
+    ready = [k for k, r in enumerate(results) if isinstance(r, ImageRecord)]
+    captions = _ENGINE.caption_many([scenes[k] for k in ready]) if ready else []
+    for k, caps in zip(ready, captions, strict=True):
+        scene = scenes[k]
+        if isinstance(caps, Exception):
+            results[k] = _reject_scene(scene, "caption_error", str(caps))
+        else:
+            results[k] = [RowInput(scene, caps[0], caps[1], results[k])], [], 0  # type: ignore[arg-type]
+    return results  # type: ignore[return-value]
+
+
+def _image_of(scene: Scene) -> ImageRecord | Reject:
+    """The image record a scene's row stores, or the Reject when the image (or its size) is unusable."""
+    assert _JOB is not None
     job = _JOB
     try:
         image = load_image_record(scene, mode=job.images_mode, max_side=job.max_side, stretch=job.stretch,
@@ -138,11 +154,7 @@ def _process_scene(scene: Scene) -> Processed | Reject:
         return _reject_scene(scene, "image_missing", f"image {scene.image_path!r} not found (needed in embed mode)")
     if scene.width is None or scene.height is None:
         return _reject_scene(scene, "no_size", f"image {scene.image_path!r}: no image and no size in the annotation")
-    try:
-        texts, ids = _captions(scene)
-    except (D2CError, ValueError) as exc:
-        return _reject_scene(scene, "caption_error", str(exc))
-    return [RowInput(scene, texts, ids, image)], [], 0
+    return image
 
 
 def _process_tiled(scene: Scene) -> Processed | Reject:
@@ -159,7 +171,7 @@ def _process_tiled(scene: Scene) -> Processed | Reject:
             return _reject_scene(scene, "image_missing", f"image {scene.image_path!r} not found (needed in embed mode)")
         tiled = tile_scene(scene, tile=job.tile, overlap=job.overlap, min_visible=job.tile_min_visible,
                            below=job.tile_below, negative_rate=job.tile_negative_rate, seed=job.seed)
-        rows, kept = [], 0
+        todo, kept = [], 0
         opener = WindowReader(path) if path.is_file() else contextlib.nullcontext(None)
         with opener as reader:
             for tile, window in tiled:
@@ -168,8 +180,12 @@ def _process_tiled(scene: Scene) -> Processed | Reject:
                     continue
                 record = tile_image_record(tile, window, reader, mode=job.images_mode, max_side=job.max_side,
                                            stretch=job.stretch)
-                texts, ids = _captions(tile)
-                rows.append(RowInput(tile, texts, ids, record, parent_key=scene.key, tile_offset=window.offset))
+                todo.append((tile, record, window.offset))
+        rows = []
+        for (tile, record, offset), caps in zip(todo, _ENGINE.caption_many([t for t, _, _ in todo]), strict=True):
+            if isinstance(caps, Exception):
+                raise caps
+            rows.append(RowInput(tile, caps[0], caps[1], record, parent_key=scene.key, tile_offset=offset))
     except D2CError as exc:
         return _reject_scene(scene, _error_code(exc), str(exc))
     except (OSError, ValueError) as exc:
@@ -209,6 +225,57 @@ def run_chunks(items: Iterable[Entry], job: Job, workers: int, engine: Any = Non
             work = todo(chunk)
             yield chunk, (process_chunk(work) if work else None)
         return
+    tasks = ((chunk, (process_packed, pack_scenes(work)) if (work := todo(chunk)) else None) for chunk in chunks())
+    for chunk, result in _in_pool(tasks, job, workers, lambda chunk: chunk[0][0]):
+        yield chunk, result
+
+
+_PLAN: ReadPlan | None = None  # the plan run_units' forked workers read from
+
+
+def can_read_in_workers() -> bool:
+    """Workers can read a plan only when they are forked from the process that made it (Linux)."""
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+
+
+def run_units(plan: ReadPlan, job: Job, workers: int) -> Iterator[tuple[list[Entry], Any]]:
+    """What :func:`run_chunks` yields for the plan's items, but the workers read the items themselves,
+    :func:`chunk_size` units at a time, from the plan they inherit by fork; the main process gets back each
+    item as a Reject or the :class:`SceneFacts` it counts, and the rows. Positions are numbered here, in
+    order, so they are the positions a plain read gives."""
+    global _PLAN
+    if plan.head:
+        yield [(k, rej, False) for k, rej in enumerate(plan.head)], None
+    base = len(plan.head)
+    size = chunk_size(job)
+    spans = [(a, min(a + size, plan.units)) for a in range(0, plan.units, size)]
+    _PLAN = plan
+    try:
+        with gc_frozen():  # before the fork, so the workers share the plan's pages
+            tasks = ((span, (process_units, span)) for span in spans)
+            for _span, (facts, (outcomes, table)) in _in_pool(tasks, job, workers, lambda span: f"unit {span[0]}"):
+                entries = [(base + k, f, not isinstance(f, Reject)) for k, f in enumerate(facts)]
+                yield entries, ([(base + k, res) for k, res in outcomes], table)
+                base += len(facts)
+    finally:
+        _PLAN = None
+
+
+def process_units(span: tuple[int, int]) -> tuple[list[Reject | SceneFacts], Any]:
+    """A worker's task in :func:`run_units`: read units ``span`` of the inherited plan and process them.
+    Item positions in the result are local to the span."""
+    assert _PLAN is not None
+    items = list(_PLAN.read_units(*span))
+    work = [(k, it) for k, it in enumerate(items) if isinstance(it, Scene)]
+    result = process_chunk(work) if work else ([], None)
+    return [it if isinstance(it, Reject) else SceneFacts.of(it) for it in items], result
+
+
+def _in_pool(tasks: Iterable[tuple[Any, tuple[Any, Any] | None]], job: Job, workers: int,
+             where: Any) -> Iterator[tuple[Any, Any]]:
+    """Run ``(tag, (fn, arg) or None)`` tasks in a process pool, yielding ``(tag, fn(arg) or None)`` in
+    submission order with at most ``4 * workers`` in flight (memory stays flat). ``where(tag)`` names
+    the input of a task whose worker died, in the error."""
     # concurrent.futures, not multiprocessing.Pool: a worker that dies (out of memory, a crash in a C
     # library) breaks the pool with an error here, where Pool would wait for its result for ever.
     from concurrent.futures import ProcessPoolExecutor
@@ -217,23 +284,48 @@ def run_chunks(items: Iterable[Entry], job: Job, workers: int, engine: Any = Non
     ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker, initargs=(job,))
     pending: collections.deque = collections.deque()
-    done: list[Entry] = []
+    tag: Any = None
     try:
-        for chunk in chunks():
-            work = todo(chunk)
-            pending.append((chunk, pool.submit(process_packed, pack_scenes(work)) if work else None))
+        for tag, task in tasks:
+            pending.append((tag, pool.submit(*task) if task is not None else None))
             while len(pending) > 4 * workers:
-                done, fut = pending.popleft()
-                yield done, (fut.result() if fut is not None else None)
+                tag, fut = pending.popleft()
+                yield tag, (fut.result() if fut is not None else None)
         while pending:
-            done, fut = pending.popleft()
-            yield done, (fut.result() if fut is not None else None)
+            tag, fut = pending.popleft()
+            yield tag, (fut.result() if fut is not None else None)
     except BrokenProcessPool:
         raise WorkerDiedError(
-            f"a worker process died (killed, out of memory or crashed) on input items from {done[0][0] if done else 0}; "
-            "the complete shards are kept: rerun with --resume") from None
+            f"a worker process died (killed, out of memory or crashed) on input items from "
+            f"{where(tag) if tag is not None else 0}; the complete shards are kept: rerun with --resume") from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+class SceneFacts(NamedTuple):
+    """What the main process needs of a Scene that a worker read: the accounting (instances, clipped,
+    classes, flags), the reject fields (key, provenance) and the shard writer's metadata (source, root).
+    A named tuple of plain values: a chunk of them pickles several times faster than dataclasses."""
+
+    key: str
+    source: str
+    root: str
+    num_instances: int
+    clipped: int
+    flags: list[str]
+    categories: list[str]
+    file: str  # the provenance's annotation file and record
+    record: str | None
+
+    @classmethod
+    def of(cls, scene: Scene) -> SceneFacts:
+        prov = scene.provenance
+        return cls(scene.key, scene.source, scene.root, len(scene.instances), scene.clipped, scene.flags,
+                   [i.category for i in scene.instances], prov.file, prov.record)
+
+    @property
+    def provenance(self) -> Provenance:
+        return Provenance(self.file, self.record)
 
 
 _SCENE_FIELDS = tuple(f.name for f in dataclasses.fields(Scene) if f.name != "instances")

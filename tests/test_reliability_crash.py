@@ -236,12 +236,12 @@ def test_mmsar_build_killed_then_rerun(reference, tmp_path):
 KILL_A_WORKER = """
 import os, sys
 import d2c.convert_worker as cw
-real = cw._process_scene
+real = cw._image_of
 def dies_on_s07(scene):
     if scene.key.endswith("s07"):
         os._exit(9)  # as the OOM killer or a segfault in a C library would end it
     return real(scene)
-cw._process_scene = dies_on_s07
+cw._image_of = dies_on_s07
 from d2c.cli import main
 main()
 """
