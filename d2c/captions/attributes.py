@@ -26,6 +26,7 @@ Definitions (also in docs/templates.md; the faithfulness tests re-check them fro
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -280,8 +281,13 @@ class Batch:
 
     def named(self, mask: np.ndarray, codes: np.ndarray, names: Sequence[Any]) -> list[Any]:
         """``names[codes[k]]`` where ``mask[k]``, else None."""
-        table = np.array([*names, None], dtype=object)
-        return table[np.where(mask, codes, len(names))].tolist()
+        return _name_table(tuple(names))[np.where(mask, codes, len(names))].tolist()
+
+
+@functools.lru_cache(maxsize=64)
+def _name_table(names: tuple[Any, ...]) -> np.ndarray:
+    """``names`` with None appended, as an object array (built once per name list: read, never written)."""
+    return np.array([*names, None], dtype=object)
 
 
 @dataclass
@@ -693,6 +699,8 @@ def _arrangement(b: Batch) -> _Arrangement:
     n_scenes = len(b.scenes)
     out = _Arrangement(*([None] * n_scenes for _ in range(5)))
     n_main = b.classes.n_main
+    if not (n_main >= 3).any():  # most small batches: nothing to arrange
+        return out
     main_i = b.main_idx
     main_n = n_main[b.sid[main_i]]
     for m in np.unique(n_main[n_main >= 3]).tolist():

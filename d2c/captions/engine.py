@@ -6,6 +6,9 @@ Only those values are passed to it, so a rendering is cached by (template id, co
 100k scenes renders each distinct context once. Scenes are captioned in batches: attributes for all of
 them at once, then the choice steps of all scenes together as array operations over memoised tables
 (ids of attribute sets, contexts, texts and choice steps), so a scene costs little Python of its own.
+A few scenes (one captioned at a time, as a training loader does) would pay each array step's fixed cost
+alone, so up to ``SMALL_BATCH`` scenes take the same steps scene by scene in plain Python, over the same
+tables, memos and draws: the result never depends on which way a scene went.
 """
 
 from __future__ import annotations
@@ -475,7 +478,7 @@ class CaptionEngine:
         kept: list[int] = []
         chosen: list[int] = []
         step, at = entry.first, 0
-        while choices.plain[step].items:
+        while choices.live_one(step):
             if len(u) < at + _DRAWS:
                 u = u + scene_uniforms(seed, len(u), _DRAWS * cpi)[0].tolist()
             idx = choices.pick_one(step, u[at], u[at + 1])
@@ -716,6 +719,10 @@ class _Choices:
     def after(self, steps: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """The step that follows each step once it chose template ``idx``."""
         return self._after.get(steps, idx)
+
+    def live_one(self, step: int) -> bool:
+        """:meth:`live` of one step."""
+        return bool(self.plain[step].items)
 
     def pick_one(self, step: int, u_family: float, u_member: float) -> int:
         """:meth:`pick` of one step, in plain Python."""
