@@ -33,6 +33,7 @@ from typing import Any
 from d2c import convert_worker as worker
 from d2c.convert_worker import Entry
 from d2c.errors import D2CError, UsageError
+from d2c.gc_tuning import gc_relaxed
 from d2c.imageio import StretchConfig
 from d2c.model import Reject, Scene
 from d2c.schema import SCHEMA_VERSION
@@ -260,7 +261,7 @@ def convert(
     t0 = time.monotonic()
     chunks = worker.run_units(units, job, workers) if units is not None else \
         worker.run_chunks(items(), job, workers, engine)
-    with _Progress(progress) as bar:
+    with gc_relaxed(), _Progress(progress) as bar:
         for entries, result in chunks:
             _account(entries, result, tally, sink, fresh_from, captions_per_image)
             bar.update(tally)

@@ -21,9 +21,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from d2c.errors import D2CError
+from d2c.gc_tuning import gc_frozen, relaxed_thresholds
 from d2c.imageio import StretchConfig, load_image_record
 from d2c.model import Instance, Provenance, Reject, Scene
-from d2c.readers.plan import ReadPlan, gc_frozen
+from d2c.readers.plan import ReadPlan
 from d2c.rows import ImageRecord, RowInput, rows_table
 from d2c.shards import row_bytes_of
 from d2c.tiling import DEFAULT_MIN_VISIBLE, DEFAULT_NEGATIVE_RATE
@@ -76,6 +77,14 @@ def init_worker(job: Job, engine: Any = None) -> None:
     _JOB = job
     _ENGINE = engine or CaptionEngine(job.templates, captions_per_image=job.captions_per_image, seed=job.seed,
                                       include_defaults=job.include_default_templates)
+
+
+def _init_pool_worker(job: Job) -> None:
+    """A pool worker's start: the job, and the collector as relaxed as in the main process's run."""
+    import gc
+
+    gc.set_threshold(*relaxed_thresholds())
+    init_worker(job)
 
 
 Entry = tuple[int, "Scene | Reject", bool]  # (input position, item, needs processing)
@@ -282,7 +291,7 @@ def _in_pool(tasks: Iterable[tuple[Any, tuple[Any, Any] | None]], job: Job, work
     from concurrent.futures.process import BrokenProcessPool
 
     ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker, initargs=(job,))
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_pool_worker, initargs=(job,))
     pending: collections.deque = collections.deque()
     tag: Any = None
     try:

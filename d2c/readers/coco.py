@@ -12,12 +12,10 @@ missing ``info``/``licenses``, extra keys. Images without annotations are Scenes
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ import numpy as np
 import orjson
 
 from d2c.classes import ClassResolver
+from d2c.gc_tuning import gc_frozen, gc_paused
 from d2c.images import ImageFinder
 from d2c.model import Provenance, Reject, Scene, scene_key
 from d2c.readers.base import (
@@ -37,7 +36,6 @@ from d2c.readers.base import (
     rel_to,
     scene_parts,
 )
-from d2c.readers.plan import gc_frozen
 
 log = logging.getLogger(__name__)
 RLE_MAX_PIXELS = 1 << 30  # an RLE mask's declared size, like an image's, is capped before decoding
@@ -79,20 +77,6 @@ def _looks_like_json(path: Path) -> bool:
         return False
 
 
-@contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
-    """Pause the cyclic collector around a stretch that allocates millions of acyclic objects and yields
-    nothing (parsing, building instances): its repeated full passes cost a third of the time on large
-    files. Reference counting still frees everything; the collector's state is restored on exit."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def read_coco_file(json_path: Path, options: ReadOptions) -> Iterator[Scene | Reject]:
     """All Scenes and Rejects of one COCO file, in the file's image order.
 
@@ -100,7 +84,7 @@ def read_coco_file(json_path: Path, options: ReadOptions) -> Iterator[Scene | Re
     freed then. Instances are built a chunk of images at a time as the iterator is consumed, and each
     image's pending objects are dropped once built, so memory stays near the parsed JSON.
     """
-    with _no_cyclic_gc():  # the parsed document dies in here: the collector never walks its millions of objects
+    with gc_paused():  # the parsed document dies in here: the collector never walks its millions of objects
         plan = CocoPlan(json_path, options)
     with gc_frozen():
         yield from plan.head
@@ -120,7 +104,7 @@ class CocoPlan:
             folders.reverse()  # a missing image is expected in images/
         fname = rel_to(json_path, root)
         self.out = _Output(options.source or json_path.stem, os.path.abspath(root), fname)
-        with _no_cyclic_gc():
+        with gc_paused():
             error, self.categories, self.head, self.pending = _parse_and_plan(json_path, self.out, root, folders, options)
         if error is not None:
             self.head = [Reject(fname, None, error, "parse_error")]
@@ -136,7 +120,7 @@ class CocoPlan:
         single pass over the file), so they cannot be read again."""
         at = start
         while at < stop:
-            with _no_cyclic_gc():  # the whole chunk, Scenes included, is allocated here: see _no_cyclic_gc
+            with gc_paused():  # the whole chunk, Scenes included, is allocated here: see gc_paused
                 items, at = _build_chunk(self, at, stop, release)
             yield from items
             del items  # before the next chunk is built: one chunk alive at a time

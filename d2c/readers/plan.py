@@ -11,9 +11,7 @@ A reader offers a plan through an optional ``plan(path, options)`` method that r
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from d2c.model import Reject, Scene
@@ -30,23 +28,6 @@ class ReadPlan(Protocol):
     def read_units(self, start: int, stop: int) -> Iterator[Scene | Reject]:
         """The items of units ``start`` .. ``stop - 1``, in order."""
         ...
-
-
-@contextmanager
-def gc_frozen() -> Iterator[None]:
-    """Put every object alive now (a plan: a million small objects on a large file) out of the cyclic
-    collector's sight for the block. Each collection triggered while scenes are built would walk them all
-    again, and in workers forked from this process it would write to them, copying the shared pages.
-    Reference counting still frees them as usual. Only done when nothing is frozen yet, so that leaving
-    the block gives back no one else's frozen objects."""
-    if gc.get_freeze_count():
-        yield
-        return
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def plan_items(plan: ReadPlan) -> Iterator[Scene | Reject]:

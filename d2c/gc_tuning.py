@@ -1,0 +1,67 @@
+"""How d2c's hot loops treat Python's cyclic garbage collector.
+
+Reading and captioning a large dataset allocate millions of small, acyclic objects; the collector's passes
+over them (and over long-lived plans and caches) cost a fifth to a third of a conversion. Reference
+counting frees all of them as usual; these context managers only make the cyclic passes rarer or skip
+objects that will live for the whole block.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic collector around a stretch that allocates millions of acyclic objects and yields
+    nothing (parsing, building instances): its repeated full passes cost a third of the time on large
+    files. The collector's state is restored on exit."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@contextmanager
+def gc_frozen() -> Iterator[None]:
+    """Put every object alive now (a plan: a million small objects on a large file) out of the cyclic
+    collector's sight for the block. Each collection triggered while scenes are built would walk them all
+    again, and in workers forked from this process it would write to them, copying the shared pages.
+    Reference counting still frees them as usual. Only done when nothing is frozen yet, so that leaving
+    the block gives back no one else's frozen objects."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+GC_THRESHOLDS = (20_000, 50, 50)  # Python's defaults are (700, 10, 10)
+
+
+def relaxed_thresholds() -> tuple[int, int, int]:
+    """The current thresholds raised to at least :data:`GC_THRESHOLDS`."""
+    return tuple(max(a, b) for a, b in zip(gc.get_threshold(), GC_THRESHOLDS, strict=True))  # type: ignore[return-value]
+
+
+@contextmanager
+def gc_relaxed() -> Iterator[None]:
+    """Run the cyclic collector less often for the block (never more often than it was set to). Reading
+    and captioning allocate millions of short-lived, acyclic objects (scenes, instances, rows) while a
+    chunk's worth of them is alive: at Python's default thresholds the collections that walk them, and
+    the long-lived caches, took about a fifth of a conversion's time (measured: 12 s -> 9.5 s CPU on a
+    116k-image COCO file). Cycles are still collected, at the higher thresholds."""
+    old = gc.get_threshold()
+    gc.set_threshold(*relaxed_thresholds())
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
