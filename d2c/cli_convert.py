@@ -42,7 +42,8 @@ def _fail(exc: BaseException, code: int) -> None:
 @click.option("--shard-rows", default=2000, show_default=True, type=click.IntRange(min=1),
               help="Rows per shard at most (shards are also bounded in bytes).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Worker processes; the output is identical whatever the number.")
+              help="Worker processes (COCO, DOTA and VOC inputs are also read by them); the output is "
+                   "identical whatever the number.")
 @click.option("--resume", is_flag=True, help="Keep complete shards of an interrupted identical run and go on.")
 @click.option("--strict", is_flag=True, help="Exit 1 if anything was rejected.")
 @click.option("--max-side", type=click.IntRange(min=16),
