@@ -105,3 +105,48 @@ def test_reference_mode_export_keeps_original_images(tmp_path):
     back = [s for s in d2c.read(tmp_path / "d", format="dota", source="toy") if isinstance(s, Scene)]
     assert len(back) == 3 and sum(s.num_instances for s in back) == 1 + 2 + 3
     assert all("image_missing" not in s.flags for s in back)
+
+
+def _openclip_args(**kw):
+    """The fields of open_clip_train's argparse namespace that its data loaders read."""
+    import argparse
+
+    base = {"train_data": None, "val_data": None, "train_num_samples": None, "val_num_samples": None,
+            "train_data_upsampling_factors": None, "batch_size": 4, "workers": 0, "world_size": 1, "seed": 0,
+            "distributed": False, "csv_separator": "\t", "csv_img_key": "filepath", "csv_caption_key": "title"}
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_open_clip_trainer_loads_the_exports(shards, tmp_path):
+    """open_clip's own trainer data code (open_clip_train.data: --dataset-type csv and webdataset) reads
+    what ``d2c export`` writes, with open_clip's defaults: every caption arrives with its image."""
+    import numpy as np
+    import open_clip
+    import torch
+    from open_clip_train.data import get_csv_dataset, get_wds_dataset
+
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+    sizes: list[tuple[int, int]] = []
+
+    def preprocess(image):
+        sizes.append(image.size)
+        return torch.from_numpy(np.asarray(image.convert("L").resize((16, 16)), dtype=np.float32))
+
+    rows = list(iter_rows(shards))
+    captions = [c for r in rows for c in r["captions"]]
+    want_tokens = tokenizer(captions)
+    want_sizes = [(r["width"], r["height"]) for r in rows for _ in r["captions"]]
+
+    run("export", shards, "--to", "openclip-csv", tmp_path / "csv")
+    args = _openclip_args(val_data=str(tmp_path / "csv" / "captions.csv"))
+    info = get_csv_dataset(args, preprocess, is_train=False, tokenizer=tokenizer)
+    assert torch.equal(torch.cat([t for _, t in info.dataloader]), want_tokens)
+    assert sizes == want_sizes and len(captions) == 10
+
+    run("export", shards, "--to", "webdataset", tmp_path / "wds")
+    sizes.clear()
+    (tar,) = sorted((tmp_path / "wds").glob("*.tar"))
+    args = _openclip_args(val_data=str(tar), val_num_samples=len(captions))
+    info = get_wds_dataset(args, preprocess, is_train=False, tokenizer=tokenizer)
+    assert torch.equal(torch.cat([t for _, t in info.dataloader]), want_tokens)
+    assert sizes == want_sizes
