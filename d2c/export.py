@@ -56,24 +56,47 @@ def export(shards: Path | str, to: str, out: Path | str, *, samples_per_tar: int
     return _detection(shards, to, out, root)
 
 
-def _image_file_name(row: dict[str, Any]) -> str:
-    """The exported image's name: the original name, with the stored format's extension if it changed."""
+def _image_file_name(row: dict[str, Any], used: set[str]) -> str:
+    """The exported image's name: the original name, with the stored format's extension if it changed.
+    Tiles (rows with a ``parent_key``), and images whose name stem was already written (same file name
+    in two folders), are named after their scene key instead, so no file overwrites another."""
     name = PurePosixPath((row["image"].get("path") or row["key"].split("/", 1)[1]).replace("\\", "/")).name
     fmt = row.get("image_format")
-    if row.get("stretch") and fmt in EXT:
-        return f"{PurePosixPath(name).stem}.{EXT[fmt]}"
-    return name
+    ext = EXT[fmt] if (row.get("stretch") or row.get("parent_key")) and fmt in EXT else PurePosixPath(name).suffix[1:]
+    stem = PurePosixPath(name).stem
+    if row.get("parent_key") or stem in used:
+        stem = base = _UNSAFE.sub("_", row["key"].split("/", 1)[-1]).strip("_") or "scene"
+        n = 1
+        while stem in used:
+            n += 1
+            stem = f"{base}_{n}"
+    used.add(stem)
+    return f"{stem}.{ext}" if ext else stem
+
+
+def _reference_tile(row: dict[str, Any]) -> bool:
+    """A tile row without image bytes: its file is the parent scene's, its boxes and captions the tile's,
+    so an export would pair them wrongly. Such rows are left out with a warning (export tiles written
+    with ``--images-mode embed``, or the untiled scenes)."""
+    if row.get("parent_key") and (row.get("image") or {}).get("bytes") is None:
+        log.warning("%s: a tile stored in reference mode has no image of its own; left out", row["key"])
+        return True
+    return False
 
 
 def _detection(shards: Path | str, to: str, out: Path, root: str) -> dict[str, Any]:
     from d2c.writers import write_coco, write_dota, write_voc
 
     image_dir = out / ("JPEGImages" if to == "voc" else "images")
-    counts = {"rows": 0, "images": 0, "instances": 0}
+    counts = {"rows": 0, "images": 0, "instances": 0, "skipped": 0}
+    used: set[str] = set()
 
     def scenes() -> Iterator[Scene]:
         for row in iter_rows(shards):
-            name = _image_file_name(row)
+            if _reference_tile(row):
+                counts["skipped"] += 1
+                continue
+            name = _image_file_name(row, used)
             data = (row.get("image") or {}).get("bytes")
             if data is not None:
                 image_dir.mkdir(parents=True, exist_ok=True)
@@ -144,6 +167,9 @@ def _openclip_csv(shards: Path | str, out: Path, root: str) -> dict[str, Any]:
         writer.writerow(["filepath", "title"])
         for row in iter_rows(shards):
             counts["rows"] += 1
+            if _reference_tile(row):
+                counts["skipped"] += 1
+                continue
             image = row.get("image") or {}
             if image.get("bytes") is not None:
                 ext = EXT.get(row.get("image_format") or "", "png")
@@ -206,6 +232,9 @@ def _webdataset(shards: Path | str, out: Path, root: str, per_tar: int) -> dict[
     sink = _TarSink(out, prefix, per_tar)
     for row in iter_rows(shards):
         counts["rows"] += 1
+        if _reference_tile(row):
+            counts["skipped"] += 1
+            continue
         data, ext = _image_bytes(row, root)
         if data is None:
             log.warning("%s: no image bytes and no file to read; left out", row["key"])

@@ -150,3 +150,69 @@ def test_open_clip_trainer_loads_the_exports(shards, tmp_path):
     info = get_wds_dataset(args, preprocess, is_train=False, tokenizer=tokenizer)
     assert torch.equal(torch.cat([t for _, t in info.dataloader]), want_tokens)
     assert sizes == want_sizes
+
+
+def _tiled_shards(tmp_path, mode: str):
+    """A 300 x 200 DOTA scene with 5 ships, cut into 128 px tiles (6 rows)."""
+    from test_convert import _png
+
+    root = tmp_path / f"big-{mode}"
+    _png(root / "images" / "S0.png", 300, 200, 7)
+    lines = [f"{x} {y} {x + 20} {y} {x + 20} {y + 8} {x} {y + 8} ship 0"
+             for x, y in ((10, 10), (120, 60), (200, 150), (250, 20), (90, 110))]
+    (root / "labelTxt").mkdir()
+    (root / "labelTxt" / "S0.txt").write_text("\n".join(lines) + "\n")
+    out = tmp_path / f"tiles-{mode}"
+    run("convert", root, "--format", "dota", "--tile", "128", "--overlap", "32", "--images-mode", mode, "--out", out)
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["coco", "dota", "voc"])
+def test_tiles_export_as_images_of_their_own(tmp_path, fmt):
+    """Embedded tiles share their parent's file name: each is written under its own key (no file
+    overwrites another) with its own boxes, and reads back tile by tile."""
+    shards = _tiled_shards(tmp_path, "embed")
+    rows = list(iter_rows(shards))
+    out = tmp_path / fmt
+    res = run("export", shards, "--to", fmt, out)
+    assert f"images {len(rows)}" in res.output and len(rows) == 6
+    target = out / "annotations.json" if fmt == "coco" else out
+    back = {s.key.split("/", 1)[1]: s for s in d2c.read(target, format=fmt, source="t") if isinstance(s, Scene)}
+    assert sorted(back) == sorted(r["key"].split("/", 1)[1] for r in rows)
+    image_dir = out / ("JPEGImages" if fmt == "voc" else "images")
+    for r in rows:
+        stem = r["key"].split("/", 1)[1]
+        assert (image_dir / f"{stem}.png").read_bytes() == r["image"]["bytes"]
+        assert back[stem].num_instances == len(r["objects"])
+        assert (back[stem].width, back[stem].height) == (r["width"], r["height"])
+
+
+def test_reference_mode_tiles_are_left_out_with_a_warning(tmp_path, caplog):
+    """A tile row in reference mode names its parent's file: exporting it would pair the parent image
+    with the tile's boxes or captions, so it is left out, counted and warned about."""
+    shards = _tiled_shards(tmp_path, "reference")
+    for fmt in ("dota", "openclip-csv", "webdataset"):
+        with caplog.at_level("WARNING", logger="d2c.export"):
+            res = run("export", shards, "--to", fmt, tmp_path / f"out-{fmt}")
+        assert "skipped 6" in res.output, (fmt, res.output)
+        assert "has no image of its own" in caplog.text
+        caplog.clear()
+
+
+def test_same_file_name_in_two_folders_does_not_overwrite(tmp_path):
+    import json
+
+    from test_convert import _png
+
+    root = tmp_path / "ds"
+    data = {name: _png(root / name, 32, 24, k) for k, name in enumerate(["a/x.png", "b/x.png"])}
+    images = [{"id": k + 1, "file_name": name, "width": 32, "height": 24} for k, name in enumerate(data)]
+    anns = [{"id": 1, "image_id": 2, "category_id": 1, "bbox": [2, 2, 10, 6]}]
+    (root / "ann.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                               "categories": [{"id": 1, "name": "ship"}]}))
+    shards = tmp_path / "shards"
+    run("convert", root / "ann.json", "--format", "coco", "--images-mode", "embed", "--out", shards)
+    run("export", shards, "--to", "dota", tmp_path / "out")
+    files = sorted((tmp_path / "out" / "images").iterdir())
+    assert [p.name for p in files] == ["b_x.png", "x.png"]
+    assert {p.read_bytes() for p in files} == set(data.values())
