@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from d2c.captions import CaptionEngine, TemplateError
-from d2c.captions.engine import truncate_words
 from d2c.captions.lint import _inst, battery, lint
+from d2c.captions.sandbox import truncate_words
 from d2c.captions.stats import CaptionStats, caption_stats
 from d2c.captions.words import Vocabulary, join_and, number_words
 from d2c.model import Scene
@@ -225,7 +225,7 @@ def test_caption_many_returns_a_failing_scene_s_error_and_captions_the_rest(tmp_
 def test_scene_uniforms_are_splitmix64_by_draw_index():
     import numpy as np
 
-    from d2c.captions.engine import scene_uniforms
+    from d2c.captions.choice import scene_uniforms
     from d2c.model import scene_seed
 
     assert scene_uniforms(np.zeros(1, np.uint64), 0, 1)[0, 0] == (0xE220A8397B1DCDAF >> 11) / 2**53  # reference

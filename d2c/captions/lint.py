@@ -18,16 +18,12 @@ import numpy as np
 from jinja2 import meta
 
 from d2c.captions import attributes
-from d2c.captions.engine import (
+from d2c.captions.sandbox import MAX_WORDS, STYLE_NAMES, SYN_RANGE, make_environment, normalise
+from d2c.captions.templates import (
     DEFAULT_SYNONYMS,
     DEFAULT_TEMPLATES_DIR,
-    MAX_WORDS,
-    STYLE_NAMES,
-    SYN_RANGE,
     TemplateError,
     TemplateInfo,
-    make_environment,
-    normalise,
     template_info,
 )
 from d2c.captions.words import Vocabulary

@@ -84,7 +84,7 @@ class Vocabulary:
             try:
                 loaded = tomllib.loads(text)
             except tomllib.TOMLDecodeError as exc:
-                from d2c.captions.engine import TemplateError
+                from d2c.captions.templates import TemplateError
 
                 raise TemplateError(f"{p}: invalid TOML: {exc}") from exc
             for table, values in loaded.items():

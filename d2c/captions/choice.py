@@ -1,0 +1,387 @@
+"""How the engine chooses: each scene's stream of uniform draws, and the memoised tables (attribute sets,
+contexts, texts, choice steps) that a batch of scenes walks together with array operations.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from d2c.captions.sandbox import SYN_RANGE, SynIndex
+from d2c.captions.templates import FAMILIES, TemplateError, TemplateInfo
+
+if TYPE_CHECKING:
+    from d2c.captions.engine import CaptionEngine
+
+DRAWS = 5  # uniform draws per step: family, template, modality noun, synonym index, digits or words
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MIX = (np.uint64(30), np.uint64(0xBF58476D1CE4E5B9), np.uint64(27), np.uint64(0x94D049BB133111EB), np.uint64(31))
+
+
+def scene_uniforms(seeds: np.ndarray, start: int, count: int) -> np.ndarray:
+    """Draws ``start .. start + count - 1`` of each scene's stream of uniforms in [0, 1): (len(seeds), count).
+
+    Draw j of the scene with seed s (:func:`d2c.model.scene_seed`) is SplitMix64's output number j + 1 from
+    state s: ``mix(s + (j + 1) * gamma)`` mod 2**64, its top 53 bits scaled to [0, 1). A pure function of
+    (seed, j), so any batch, chunk or worker computes the same draws, all scenes of a batch at once."""
+    z = seeds[:, None] + np.arange(start + 1, start + count + 1, dtype=np.uint64) * _GAMMA
+    s1, m1, s2, m2, s3 = _MIX
+    z = (z ^ (z >> s1)) * m1
+    z = (z ^ (z >> s2)) * m2
+    z ^= z >> s3
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+@dataclass(slots=True)
+class Entry:
+    """A set of attribute values (shared by every scene that has them): its id for the text keys, the
+    values, and its first step (eligible templates, no family used yet)."""
+
+    id: int
+    attrs: dict[str, Any]
+    first: int
+
+
+class _Rows:
+    """A float table filled row by row while a batch runs and read as one array: rows wait in a list until
+    the array is read, then go in as one block (the capacity doubles)."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self._a = np.empty((0, width))
+        self._n = 0
+        self._pending: list[list[float]] = []
+
+    def __len__(self) -> int:
+        return self._n + len(self._pending)
+
+    def add(self, row: list[float]) -> int:
+        """Append ``row`` (``width`` values); its index."""
+        self._pending.append(row)
+        return len(self) - 1
+
+    @property
+    def a(self) -> np.ndarray:
+        if self._pending:
+            block = np.array(self._pending, dtype=np.float64)
+            if self._n + len(block) > len(self._a):
+                grown = np.empty((max(2 * len(self._a), self._n + len(block), 64), self.width))
+                grown[: self._n] = self._a[: self._n]
+                self._a = grown
+            self._a[self._n : self._n + len(block)] = block
+            self._n += len(block)
+            self._pending = []
+        return self._a
+
+
+class Choices:
+    """The choice tables of every step met so far, as arrays, so a batch picks with a few array operations.
+
+    A step is (templates left, families used this round). Its family table holds the families not used yet
+    (all of them, starting a new round, when every remaining template's family was used) in name order with
+    their summed weights; each family's member table holds its remaining templates in template order with
+    their weights. A pick is the first running sum above ``u * total`` (the sums are done once per table,
+    in the same order as summing at every draw). Step rows are [families, total, running sums, member
+    table rows]; member rows are [templates, total, running sums, template indices] (padded: inf, 0).
+
+    Each table is also kept as a plain :class:`_Table` made from the same lists, for a small batch to walk
+    scene by scene in Python (:meth:`pick_one`, :meth:`after_one`) with no per-step array overhead."""
+
+    def __init__(self, templates: list[TemplateInfo]) -> None:
+        self.family = [t.family for t in templates]
+        self.weight = [t.weight for t in templates]
+        self.n_fam = len(FAMILIES)
+        self.width = max(Counter(self.family).values())
+        self.clear()
+
+    def clear(self) -> None:
+        self._ids: dict[tuple[tuple[int, ...], frozenset[str]], int] = {}
+        self._state: list[tuple[tuple[int, ...], frozenset[str], bool]] = []
+        self._after = _Memo(len(self.family), self._next)
+        self._steps = _Rows(2 + 2 * self.n_fam)
+        self._member_ids: dict[tuple[int, ...], int] = {}
+        self._members = _Rows(2 + 2 * self.width)
+        self.plain: list[_Table] = []  # by step id
+        self._plain_members: list[_Table] = []  # by member table row
+
+    @property
+    def cells(self) -> int:
+        return self._after.cells
+
+    def step(self, pool: tuple[int, ...], used: frozenset[str]) -> int:
+        """The id of step (pool, used), building its tables the first time."""
+        key = (pool, used)
+        hit = self._ids.get(key)
+        if hit is not None:
+            return hit
+        family, weight = self.family, self.weight
+        fresh = [i for i in pool if family[i] not in used]
+        reset = not fresh
+        members: dict[str, list[int]] = {}
+        fam_w: dict[str, float] = {}
+        for i in fresh or pool:
+            f = family[i]
+            if f in members:
+                members[f].append(i)
+                fam_w[f] += weight[i]
+            else:
+                members[f] = [i]
+                fam_w[f] = 0.0 + weight[i]
+        fams = sorted(fam_w)
+        table = _Table.of([fam_w[f] for f in fams], [self._member_row(members[f]) for f in fams])
+        self._steps.add(table.row(self.n_fam))
+        self.plain.append(table)
+        self._state.append((pool, used, reset))
+        hit = self._ids[key] = len(self._state) - 1
+        return hit
+
+    def _member_row(self, members: list[int]) -> int:
+        key = tuple(members)
+        hit = self._member_ids.get(key)
+        if hit is None:
+            table = _Table.of([self.weight[i] for i in members], members)
+            hit = self._member_ids[key] = self._members.add(table.row(self.width))
+            self._plain_members.append(table)
+        return hit
+
+    def live(self, steps: np.ndarray) -> np.ndarray:
+        """Whether each step has templates left."""
+        return self._steps.a[steps, 0] > 0
+
+    def pick(self, steps: np.ndarray, u_family: np.ndarray, u_member: np.ndarray) -> np.ndarray:
+        """The template each (live) step chooses with its two draws."""
+        at = np.arange(len(steps))
+        f = self.n_fam
+        t = self._steps.a[steps]
+        fam = _first_above(t[:, 1], t[:, 2 : 2 + f], u_family, t[:, 0])
+        m = self._members.a[t[at, 2 + f + fam].astype(np.int64)]
+        w = self.width
+        j = _first_above(m[:, 1], m[:, 2 : 2 + w], u_member, m[:, 0])
+        return m[at, 2 + w + j].astype(np.int64)
+
+    def after(self, steps: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """The step that follows each step once it chose template ``idx``."""
+        return self._after.get(steps, idx)
+
+    def live_one(self, step: int) -> bool:
+        """:meth:`live` of one step."""
+        return bool(self.plain[step].items)
+
+    def pick_one(self, step: int, u_family: float, u_member: float) -> int:
+        """:meth:`pick` of one step, in plain Python."""
+        families = self.plain[step]
+        members = self._plain_members[families.items[families.pick(u_family)]]
+        return members.items[members.pick(u_member)]
+
+    def after_one(self, step: int, idx: int) -> int:
+        """:meth:`after` of one step, in plain Python (the same memo)."""
+        return self._after.get_one(step, idx)
+
+    def _next(self, step: int, idx: int) -> int:
+        pool, used, reset = self._state[step]
+        return self.step(tuple(i for i in pool if i != idx), (frozenset() if reset else used) | {self.family[idx]})
+
+
+_NONE = np.iinfo(np.int32).min  # no id yet: ids are >= 0, failures small negative numbers
+
+
+class _Memo:
+    """``make(row, col) -> int`` memoised in a growing int32 table, so a batch looks up all its keys with one
+    array gather and calls ``make`` only for those met for the first time."""
+
+    def __init__(self, width: int, make: Callable[[int, int], int]) -> None:
+        self.make = make
+        self.a = np.full((64, width), _NONE, dtype=np.int32)
+
+    @property
+    def cells(self) -> int:
+        return self.a.size
+
+    def _grow(self, top: int) -> None:
+        """Make room for rows below ``top``."""
+        if top > len(self.a):
+            grown = np.full((max(2 * len(self.a), top), self.a.shape[1]), _NONE, dtype=np.int32)
+            grown[: len(self.a)] = self.a
+            self.a = grown
+
+    def get(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        self._grow(int(rows.max(initial=-1)) + 1)
+        got = self.a[rows, cols]
+        miss = np.flatnonzero(got == _NONE)
+        for j, r, c in zip(miss.tolist(), rows[miss].tolist(), cols[miss].tolist(), strict=True):
+            value = self.a.item(r, c)  # an earlier ``make`` may have filled it
+            if value == _NONE:
+                value = self.make(r, c)
+                self.a[r, c] = value
+            got[j] = value
+        return got
+
+    def get_one(self, row: int, col: int) -> int:
+        """:meth:`get` of one key, in plain Python."""
+        if row >= len(self.a):
+            self._grow(row + 1)
+        value = self.a.item(row, col)
+        if value == _NONE:
+            value = self.make(row, col)
+            self.a[row, col] = value
+        return value
+
+    def put(self, row: int, cols: list[int], value: int) -> None:
+        """Set cells of a row that exists (``make`` filling siblings of the cell it makes)."""
+        self.a[row, cols] = value
+
+
+@dataclass(frozen=True, slots=True)
+class _Table:
+    """One choice table: positive weights' total (``sum``, in order) and running sums, and the items they
+    choose between (member table rows, or template indices)."""
+
+    total: float
+    running: list[float]
+    items: list[int]
+    finite: bool  # the total is finite, so the running sums are too and ascending
+
+    @classmethod
+    def of(cls, weights: list[float], items: list[int]) -> _Table:
+        acc, running = 0.0, []
+        for w in weights:
+            acc += w
+            running.append(acc)
+        total = sum(weights)
+        return cls(total, running, list(items), math.isfinite(total))
+
+    def row(self, width: int) -> list[float]:
+        """The table as one array row: [count, total, running sums, items], padded to ``width`` items."""
+        pad = width - len(self.items)
+        return [len(self.items), self.total, *self.running, *[np.inf] * pad, *self.items, *[0] * pad]
+
+    def pick(self, u: float) -> int:
+        """:func:`_first_above` of this table's row, in plain Python: the count of running sums at or below
+        ``u * total`` (a bisection when they are ascending), at most the last index."""
+        target = u * self.total
+        if self.finite:
+            k = bisect.bisect_right(self.running, target)
+        else:
+            k = sum(target >= r for r in self.running)
+        return min(k, len(self.items) - 1)
+
+
+def _first_above(total: np.ndarray, running: np.ndarray, u: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Per row: the index of the first running sum above ``u * total`` (padding is inf), or the last of
+    the row's ``n`` when none is (rounding)."""
+    target = u * total
+    return np.minimum((target[:, None] >= running).sum(1), n.astype(np.int64) - 1)
+
+
+class Texts:
+    """Rendered texts by (template, its context, the wording draws it reads), as integer keys so a batch
+    looks them up with array gathers (see :class:`_Memo`): an entry's context for a template (the values of its ``requires``) is
+    interned once, and texts are interned too (id 0 is the empty text); failures get negative ids."""
+
+    def __init__(self, engine: CaptionEngine) -> None:
+        self.engine = engine
+        self.templates = engine.templates
+        self.use = np.array([engine._style_use[t.id] for t in engine.templates], dtype=np.int64).reshape(-1, 3)
+        self._use = self.use.tolist()
+        self.n_modality = len(engine._modality)
+        self.syn_named = [engine._syn_named[t.id] for t in engine.templates]
+        self.template_ids = np.array([t.id for t in engine.templates], dtype=object)
+        self.clear()
+
+    def clear(self) -> None:
+        self.rendered = 0
+        self._entries: list[dict[str, Any]] = []
+        self._context_of = _Memo(len(self.templates), self._context)  # (entry, template) -> context id
+        self._context_ids: dict[tuple[int, tuple], int] = {}
+        self._contexts: list[tuple[int, tuple]] = []  # context id -> (template, values of its requires)
+        self._keys = _Memo(self.n_modality * SYN_RANGE * 2, self._render)  # (context, wording) -> text id
+        self._ids: dict[str, int] = {"": 0}
+        self._texts = np.array([""] * 64, dtype=object)  # by text id (capacity doubles)
+        self._failures: list[Exception] = []
+
+    @property
+    def cells(self) -> int:
+        return self._keys.cells + self._context_of.cells
+
+    def add_entry(self, attrs: dict[str, Any]) -> int:
+        self._entries.append(attrs)
+        return len(self._entries) - 1
+
+    def ids(self, eid: np.ndarray, idx: np.ndarray, u_modality: np.ndarray, u_syn: np.ndarray,
+            u_digits: np.ndarray) -> np.ndarray:
+        """Text id of each chosen template with its wording draws (rendered on first use)."""
+        use = self.use[idx]
+        modality = np.minimum((u_modality * self.n_modality).astype(np.int64), self.n_modality - 1) * use[:, 0]
+        syn = (u_syn * SYN_RANGE).astype(np.int64) * use[:, 1]
+        digits = (u_digits < 0.5) * use[:, 2]
+        context = self._context_of.get(eid, idx)
+        return self._keys.get(context, modality * (SYN_RANGE * 2) + syn * 2 + digits)
+
+    def id_one(self, eid: int, idx: int, u_modality: float, u_syn: float, u_digits: float) -> int:
+        """:meth:`ids` of one chosen template, in plain Python (the same memos and rounding)."""
+        use_modality, use_syn, use_digits = self._use[idx]
+        modality = min(int(u_modality * self.n_modality), self.n_modality - 1) * use_modality
+        syn = int(u_syn * SYN_RANGE) * use_syn
+        digits = (u_digits < 0.5) * use_digits
+        context = self._context_of.get_one(eid, idx)
+        return self._keys.get_one(context, modality * (SYN_RANGE * 2) + syn * 2 + digits)
+
+    def text(self, text_id: int) -> str:
+        return self._texts[text_id]
+
+    def failure(self, text_id: int) -> Exception:
+        """The error of a failed render (a negative text id)."""
+        return self._failures[-text_id - 1]
+
+    def _context(self, eid: int, idx: int) -> int:
+        attrs = self._entries[eid]
+        key = (idx, tuple(attrs[r] for r in self.templates[idx].requires))
+        hit = self._context_ids.get(key)
+        if hit is None:
+            hit = self._context_ids[key] = len(self._contexts)
+            self._contexts.append(key)
+        return hit
+
+    def _render(self, context: int, wording: int) -> int:
+        """Render the text of ``context`` with ``wording`` (modality, syn, digits); the other synonym indices
+        that would give the same text (see :class:`SynIndex`) get its id too."""
+        modality, rest = divmod(wording, SYN_RANGE * 2)
+        idx, values = self._contexts[context]
+        info = self.templates[idx]
+        syn = SynIndex(rest // 2)
+        style = (self.engine._modality[modality], syn, bool(rest % 2))
+        try:
+            text = self.engine._render_text(info.id, dict(zip(info.requires, values, strict=True)), style)
+        except TemplateError as exc:
+            self._failures.append(exc)
+            return -len(self._failures)
+        self.rendered += 1
+        hit = self._ids.get(text)
+        if hit is None:
+            hit = self._ids[text] = len(self._ids)
+            if hit == len(self._texts):
+                self._texts = np.concatenate([self._texts, np.empty(len(self._texts), dtype=object)])
+            self._texts[hit] = text
+        if self.use[idx, 1] and not self.syn_named[idx]:
+            base = wording - 2 * syn
+            self._keys.put(context, [base + 2 * other for other in syn.congruent(range(SYN_RANGE))], hit)
+        return hit
+
+    def results(self, kept: np.ndarray, chosen: np.ndarray, count: np.ndarray, failure: np.ndarray) -> list[Any]:
+        """Per scene (texts, template ids) from the kept text ids and template indices, or its failure."""
+        texts = self._texts[kept].tolist()
+        ids = self.template_ids[chosen].tolist()
+        full = kept.shape[1]
+        out: list[Any] = [
+            (t, i) if c == full else (t[:c], i[:c])
+            for t, i, c in zip(texts, ids, count.tolist(), strict=True)
+        ]
+        for k in np.flatnonzero(failure >= 0).tolist():
+            out[k] = self._failures[failure[k]]
+        return out

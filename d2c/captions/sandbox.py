@@ -1,0 +1,194 @@
+"""The sandbox templates render in (Jinja2's, with limits on ``*`` and ``**``), its wording filters, and the
+clean-up of rendered text (whitespace, punctuation, word limit).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
+
+from d2c.captions.words import Vocabulary, capfirst, join_and
+
+STYLE_NAMES = ("modality", "syn", "digits")  # wording draws every template receives
+SYN_RANGE = 12  # synonym index drawn in [0, 12): divisible by 1, 2, 3, 4 and 6 options alike
+STYLE_DEFAULT = ("SAR image", 0, False)
+# filters that read each wording draw from the context (``map`` may apply any of them)
+_SYN_FILTERS = {"number", "quantity", "noun", "synonym", "place", "metres", "map"}
+_DIGIT_FILTERS = {"number", "quantity", "map"}
+MAX_WORDS = 45
+
+
+def style_use(ast: jinja2.nodes.Template) -> tuple[bool, bool, bool]:
+    """Which wording draws (modality, syn, digits) a template's output can depend on, so the render cache
+    keys on those alone."""
+    filters = {f.name for f in ast.find_all(jinja2.nodes.Filter)}
+    names = {n.name for n in ast.find_all(jinja2.nodes.Name)}
+    return (
+        "modality" in names,
+        bool(filters & _SYN_FILTERS) or "syn" in names,
+        bool(filters & _DIGIT_FILTERS) or "digits" in names,
+    )
+
+
+_SPACE_PUNCT = re.compile(r"\s+([,.;:])")
+
+
+def normalise(text: str) -> str:
+    """Collapse whitespace, tidy spaces before punctuation and capitalise the first letter."""
+    text = " ".join(text.split())
+    if " ," in text or " ." in text or " ;" in text or " :" in text:  # the only whitespace left is " "
+        text = _SPACE_PUNCT.sub(r"\1", text)
+    return capfirst(text)
+
+
+def truncate_words(text: str, max_words: int) -> str:
+    """Cut ``text`` to ``max_words`` at a clause boundary if possible, never leaving a number phrase
+    without its noun or splitting a number (cuts are between whole words)."""
+    words = text.split()
+    if len(words) <= max_words:
+        return text
+    kept = words[:max_words]
+    for i in range(len(kept) - 1, 0, -1):  # prefer the last clause boundary
+        if kept[i - 1].endswith((",", ";")):
+            kept = kept[:i]
+            break
+    while kept and _is_number_word(kept[-1].rstrip(",;")):
+        kept.pop()
+    return " ".join(kept).rstrip(",;") + "." if kept else ""
+
+
+_DANGLING = {
+    "a",
+    "an",
+    "the",
+    "and",
+    "or",
+    "with",
+    "of",
+    "in",
+    "on",
+    "at",
+    "near",
+    "about",
+    "roughly",
+    "than",
+    "least",
+    "single",
+    "many",
+    "between",
+    "from",
+    "to",
+    "by",
+}
+
+
+def _is_number_word(word: str) -> bool:
+    """True for digits, number words and the function words a cut must not leave at the end."""
+    from d2c.captions.words import number_words
+
+    w = word.lower()
+    return w.isdigit() or w in _DANGLING or w in {number_words(i) for i in range(100)}
+
+
+class LimitedSandbox(SandboxedEnvironment):
+    """Jinja2's sandbox plus limits on the two operators it leaves open, which can exhaust memory or CPU
+    from one expression (even at compile time, through constant folding): ``**`` with a huge result and
+    ``*`` building a huge string or list. Intercepted operators are not folded, so they fail at render."""
+
+    intercepted_binops = frozenset({"*", "**"})
+    MAX_BITS = 1 << 16  # an int power may have at most this many bits
+    MAX_ITEMS = 10_000  # characters or items a repetition may build
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if (
+            operator == "**"
+            and isinstance(left, int)
+            and isinstance(right, int)
+            and right > 0
+            and max(left.bit_length(), 1) * right > self.MAX_BITS
+        ):
+            raise SecurityError(f"{left!r} ** {right!r} is too large for a template")
+        if operator == "*":
+            seq, n = (left, right) if isinstance(left, (str, list, tuple)) else (right, left)
+            if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > self.MAX_ITEMS:
+                raise SecurityError(f"repeating a {type(seq).__name__} {n} times is too large for a template")
+        return super().call_binop(context, operator, left, right)
+
+
+class SynIndex(int):
+    """The synonym index of one render, recording every modulus the wording filters reduce it by (every
+    synonym-dependent choice is ``options[syn % len(options)]``). A template that does not name ``syn``
+    itself renders the same text for every index congruent to this one modulo each recorded modulus, so
+    one render serves all of them."""
+
+    def __new__(cls, value: int) -> SynIndex:
+        obj = super().__new__(cls, value)
+        obj.moduli = set()
+        return obj
+
+    def __mod__(self, other: Any) -> Any:
+        self.moduli.add(other)
+        return int(self) % other
+
+    def congruent(self, values: range) -> list[int]:
+        """The ``values`` that no recorded modulus tells apart from this index."""
+        return _congruent(values, int(self), frozenset(self.moduli))
+
+
+@functools.lru_cache(maxsize=4096)
+def _congruent(values: range, value: int, moduli: frozenset[Any]) -> list[int]:
+    return [v for v in values if all(v % m == value % m for m in moduli)]
+
+
+def _syn_of(ctx: Any) -> int:
+    """The context's synonym index: a :class:`SynIndex` as it is (so it records), else as an int."""
+    syn = ctx["syn"]
+    return syn if type(syn) is SynIndex else int(syn)
+
+
+def make_environment(v: Vocabulary, threshold: int) -> SandboxedEnvironment:
+    """The sandbox every template runs in: StrictUndefined, no autoescape, the wording filters."""
+    env = LimitedSandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
+
+    @jinja2.pass_context
+    def number(ctx: Any, n: int) -> str:
+        return v.number(int(n), digits=bool(ctx["digits"]), syn=_syn_of(ctx), threshold=threshold)
+
+    @jinja2.pass_context
+    def quantity(ctx: Any, group: Any, adjective: str | None = None) -> str:
+        return v.quantity(
+            group, digits=bool(ctx["digits"]), syn=_syn_of(ctx), threshold=threshold, adjective=adjective
+        )
+
+    @jinja2.pass_context
+    def noun(ctx: Any, cls_name: str, n: int = 1) -> str:
+        return v.noun(str(cls_name), _syn_of(ctx), int(n))
+
+    @jinja2.pass_context
+    def place(ctx: Any, cell: str) -> str:
+        return v.cell(str(cell), _syn_of(ctx))
+
+    @jinja2.pass_context
+    def metres(ctx: Any, m: int) -> str:
+        return v.metres(int(m), _syn_of(ctx))
+
+    def plural(word: str, n: int = 2) -> str:
+        return str(word) if int(n) == 1 else v.plural(str(word))
+
+    env.filters.update(
+        number=number,
+        quantity=quantity,
+        noun=noun,
+        synonym=noun,
+        place=place,
+        metres=metres,
+        plural=plural,
+        article=v.article,
+        join_and=join_and,
+        capfirst=capfirst,
+    )
+    return env
