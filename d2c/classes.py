@@ -33,7 +33,7 @@ _SEP = re.compile(r"[\s_]+")
 
 MAP_HINT = (
     "give a class map: --class-map FILE (or `class_map` in the config), a TOML file with "
-    '[aliases] "0" = "ship"; templates/classmaps/ssdd.toml is one'
+    '[aliases] "0" = "ship"; the built-in --class-map ssdd is one'
 )
 
 

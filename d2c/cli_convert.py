@@ -28,8 +28,9 @@ def _fail(exc: BaseException, code: int) -> None:
 @click.option("--images", type=click.Path(path_type=Path), help="Image folder (else the format's layout).")
 @click.option("--annotations", type=click.Path(path_type=Path), help="Annotation file or folder override.")
 @click.option("--source", help="Source name: shard prefix and key prefix (default: from INPUT's name).")
-@click.option("--class-map", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="TOML class map (raw name -> canonical class); default: the SAR taxonomy.")
+@click.option("--class-map", metavar="FILE|NAME",
+              help="TOML class map (raw name -> canonical class), or a built-in one by name (ssdd); "
+                   "default: the SAR taxonomy.")
 @click.option("--templates", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Caption template folder: adds to or overrides the built-in set by template id.")
 @click.option("--no-default-templates", is_flag=True,
@@ -66,7 +67,7 @@ def _fail(exc: BaseException, code: int) -> None:
               help="How two-band (VV, VH) rasters become three channels.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def convert_cmd(input: Path, fmt: str, out: Path, images: Path | None, annotations: Path | None,
-                source: str | None, class_map: Path | None, templates: Path | None,
+                source: str | None, class_map: str | None, templates: Path | None,
                 no_default_templates: bool, captions_per_image: int, seed: int, images_mode: str, shard_rows: int, workers: int, resume: bool, strict: bool,
                 max_side: int | None, tile: int | None, overlap: int, tile_min_visible: float, tile_below: str,
                 tile_negative_rate: float, db: bool, dual_pol: str, verbose: bool) -> None:

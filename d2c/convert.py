@@ -76,7 +76,7 @@ def _load_class_map(class_map: Any) -> Any:
 
     if class_map is None or isinstance(class_map, ClassMap):
         return class_map or ClassMap.default()
-    return ClassMap.load(Path(class_map))
+    return ClassMap.load(class_map)  # a path, or a name in templates/classmaps (UsageError if neither)
 
 
 class StrictError(D2CError):

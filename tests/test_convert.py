@@ -327,3 +327,18 @@ def test_no_default_templates_captions_with_the_given_folder_alone(tmp_path):
     res = run("convert", tmp_path / "ds", "--format", "dota", "--out", tmp_path / "x", "--no-default-templates",
               expect=2)
     assert "needs --templates" in res.output
+
+
+def test_class_map_by_name_or_file(real_samples, tmp_path):
+    """SSDD's COCO file names its class "0": the built-in ``ssdd`` map (by name, as the Python API takes
+    it, or by file) makes it a ship; an unknown name is a usage error naming the built-in maps."""
+    ann = real_samples / "SSDD_mmrotate_DOTA_COCO" / "train" / "train.json"
+    from d2c.classes import CLASSMAP_DIR
+
+    for k, spec in enumerate(["ssdd", str(CLASSMAP_DIR / "ssdd.toml")]):
+        run("convert", ann, "--format", "coco", "--out", tmp_path / f"out{k}", "--class-map", spec)
+        stats = json.loads((tmp_path / f"out{k}" / "stats.json").read_text())
+        assert stats["instances_rejected"] == 0 and stats["instances_out"] > 0
+        assert stats["classes"] == {"ship": stats["instances_out"]}
+    res = run("convert", ann, "--format", "coco", "--out", tmp_path / "bad", "--class-map", "nosuch", expect=2)
+    assert "class map 'nosuch' not found" in res.output and "ssdd" in res.output
