@@ -48,7 +48,7 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     kind: str = "clip"  # "clip" (InfoNCE) or "siglip"
-    mask_duplicate_texts: bool = True  # identical captions in a batch are not negatives (clip only)
+    mask_duplicate_texts: bool = True  # identical captions in a batch are not negatives (clip: masked; siglip: positives)
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Contrastive losses: open_clip's ClipLoss (features gathered with gradients under DDP, local loss) with
-identical caption texts masked as non-negatives, or open_clip's SigLipLoss.
+identical caption texts masked as non-negatives, or open_clip's SigLipLoss with them as positives.
 
 With ``local_loss`` + ``gather_with_grad`` each rank's loss covers its own rows against the whole global
 batch; DDP's gradient average then equals the gradient of a single process holding the global batch.
@@ -44,18 +44,32 @@ class MaskedClipLoss(ClipLoss):
         return (F.cross_entropy(logits_i, labels) + F.cross_entropy(logits_t, labels)) / 2
 
 
-class SigLip(nn.Module):
-    """open_clip's SigLipLoss behind the same call signature (duplicate captions are not masked)."""
+class MaskedSigLipLoss(SigLipLoss):
+    """open_clip's SigLipLoss, in which two different rows with the same caption text are a positive pair
+    (label +1), not a negative one: the image of one scene captioned "two ships." matches the other's text
+    as well as its own. Under DDP the texts are all-gathered with gradients (open_clip's ``gather``), so the
+    labels can be read from the text ids of the whole global batch."""
 
-    def __init__(self, rank: int = 0, world_size: int = 1) -> None:
-        super().__init__()
-        self.inner = SigLipLoss(rank=rank, world_size=world_size)
+    def __init__(self, rank: int = 0, world_size: int = 1, mask_duplicates: bool = True) -> None:
+        super().__init__(rank=rank, world_size=world_size, dist_impl="gather")
+        self.mask_duplicates = mask_duplicates
 
     def forward(self, image_features, text_features, logit_scale, logit_bias=None, text_ids=None):
-        return self.inner(image_features, text_features, logit_scale, logit_bias)
+        if not self.mask_duplicates or text_ids is None:
+            return super().forward(image_features, text_features, logit_scale, logit_bias)
+        local = text_ids.to(image_features.device)
+        texts, ids = text_features, local
+        if self.world_size > 1:
+            texts = torch.cat(torch.distributed.nn.all_gather(text_features))
+            parts = [torch.zeros_like(local) for _ in range(self.world_size)]
+            torch.distributed.all_gather(parts, local)
+            ids = torch.cat(parts)
+        logits = self.get_logits(image_features, texts, logit_scale, logit_bias)
+        labels = (local[:, None] == ids[None, :]).to(logits.dtype) * 2 - 1  # own text and its duplicates: +1
+        return -F.logsigmoid(labels * logits).sum() / image_features.shape[0]
 
 
 def make_loss(cfg: LossConfig, rank: int = 0, world_size: int = 1) -> nn.Module:
     if cfg.kind == "siglip":
-        return SigLip(rank, world_size)
+        return MaskedSigLipLoss(rank, world_size, cfg.mask_duplicate_texts)
     return MaskedClipLoss(rank, world_size, cfg.mask_duplicate_texts)

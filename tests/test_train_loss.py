@@ -35,3 +35,24 @@ def test_siglip_loss():
     loss = make_loss(LossConfig(kind="siglip"))(img, txt, torch.tensor(10.0), torch.tensor(-10.0))
     assert loss.ndim == 0 and float(loss) > 0
     assert float(make_loss(LossConfig(kind="siglip"))(img, img, torch.tensor(10.0), torch.tensor(-5.0))) < float(loss)
+
+
+def test_siglip_duplicate_captions_are_positives():
+    """Distinct captions: exactly open_clip's SigLipLoss. Rows 0 and 1 sharing a caption: their cross pairs
+    are labelled +1 (each image matches the other's identical text), not -1."""
+    from open_clip.loss import SigLipLoss
+
+    torch.manual_seed(0)
+    img, txt = F.normalize(torch.randn(4, 8), dim=-1), F.normalize(torch.randn(4, 8), dim=-1)
+    scale, bias = torch.tensor(10.0), torch.tensor(-3.0)
+    loss = make_loss(LossConfig(kind="siglip"))
+    reference = SigLipLoss()(img, txt, scale, bias)
+    torch.testing.assert_close(loss(img, txt, scale, bias, text_ids=torch.tensor([7, 8, 3, 5])), reference)
+    labels = 2 * torch.eye(4) - 1
+    labels[0, 1] = labels[1, 0] = 1.0
+    expected = -F.logsigmoid(labels * (scale * img @ txt.T + bias)).sum() / 4
+    got = loss(img, txt, scale, bias, text_ids=torch.tensor([7, 7, 3, 5]))
+    torch.testing.assert_close(got, expected)
+    assert not torch.allclose(got, reference)
+    plain = make_loss(LossConfig(kind="siglip", mask_duplicate_texts=False))
+    torch.testing.assert_close(plain(img, txt, scale, bias, text_ids=torch.tensor([7, 7, 3, 5])), reference)
