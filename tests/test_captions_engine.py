@@ -101,6 +101,21 @@ def test_lint_undefined_name_and_default_set_clean(tmp_path):
     assert [p.template_id for p in report.problems] == ["u"] and "region" in report.problems[0].message
 
 
+def test_lint_counts_clip_tokens():
+    """The shipped set fits CLIP's context in open_clip's own BPE tokens (not only the word bound), and a
+    caption of short words that passes the word bound is caught by its token count."""
+    report = lint(tokenizer="clip")
+    assert report.ok and report.length_unit == "clip tokens" and 10 < report.max_length <= 64, report.max_length
+
+
+def test_lint_clip_tokens_catch_what_words_miss(tmp_path):
+    body = " ".join(["x-y-z"] * 20)  # 20 words, about 100 BPE tokens
+    (tmp_path / "long.j2").write_text(f"{{#-\nid: long\nfamily: count\nrequires: [main]\n-#}}\n{body}\n")
+    assert lint(tmp_path, tokenizer="words").ok
+    report = lint(tmp_path, tokenizer="clip")
+    assert [p.template_id for p in report.problems] == ["long"] and "token" in report.problems[0].message
+
+
 def test_render_cache_reused():
     engine = CaptionEngine()
     insts = [_inst(450, 450, 40, 10, 0, "ship")]
