@@ -128,10 +128,6 @@ def _resume_plan(out: Path, run: dict[str, Any]) -> _ResumePlan:
     return plan
 
 
-def _categories(scene: Scene | worker.SceneFacts) -> list[str]:
-    return scene.categories if isinstance(scene, worker.SceneFacts) else [i.category for i in scene.instances]
-
-
 class _Tally:
     """The run's accounting: :class:`d2c.accounting.Stats` plus the rejects themselves, classes, flags
     and captions written (all of it goes to stats.json)."""
@@ -152,12 +148,12 @@ class _Tally:
         """A scene reached the shards; ``instances_out`` (tiled scenes) excludes objects no tile holds."""
         self.written_many([scene], n_captions, scene.num_instances if instances_out is None else instances_out)
 
-    def written_many(self, scenes: list[Scene], n_captions: int, instances_out: int) -> None:
+    def written_many(self, scenes: list[Scene] | list[worker.SceneFacts], n_captions: int, instances_out: int) -> None:
         """Several scenes reached the shards, with ``n_captions`` and ``instances_out`` in all (one
         Counter update per chunk instead of one per scene)."""
         self.stats.scenes_written += len(scenes)
         self.stats.instances_out += instances_out
-        self.classes.update([c for s in scenes for c in _categories(s)])
+        self.classes.update([c for s in scenes for c in s.categories])
         self.flags.update([f for s in scenes for f in s.flags])
         self.captions += n_captions
 

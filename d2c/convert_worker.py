@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import gc
 import multiprocessing
 import sys
 from collections.abc import Iterable, Iterator
@@ -81,8 +82,6 @@ def init_worker(job: Job, engine: Any = None) -> None:
 
 def _init_pool_worker(job: Job) -> None:
     """A pool worker's start: the job, and the collector as relaxed as in the main process's run."""
-    import gc
-
     gc.set_threshold(*relaxed_thresholds())
     init_worker(job)
 
@@ -330,7 +329,7 @@ class SceneFacts(NamedTuple):
     def of(cls, scene: Scene) -> SceneFacts:
         prov = scene.provenance
         return cls(scene.key, scene.source, scene.root, len(scene.instances), scene.clipped, scene.flags,
-                   [i.category for i in scene.instances], prov.file, prov.record)
+                   scene.categories, prov.file, prov.record)
 
     @property
     def provenance(self) -> Provenance:

@@ -65,11 +65,7 @@ def _image_file_name(row: dict[str, Any], used: set[str]) -> str:
     ext = EXT[fmt] if (row.get("stretch") or row.get("parent_key")) and fmt in EXT else PurePosixPath(name).suffix[1:]
     stem = PurePosixPath(name).stem
     if row.get("parent_key") or stem in used:
-        stem = base = _UNSAFE.sub("_", row["key"].split("/", 1)[-1]).strip("_") or "scene"
-        n = 1
-        while stem in used:
-            n += 1
-            stem = f"{base}_{n}"
+        stem = _sample_key(row["key"].split("/", 1)[-1], used)
     used.add(stem)
     return f"{stem}.{ext}" if ext else stem
 

@@ -275,6 +275,11 @@ class Scene:
     def num_instances(self) -> int:
         return len(self.instances)
 
+    @property
+    def categories(self) -> list[str]:
+        """The canonical category of each instance, in order."""
+        return [i.category for i in self.instances]
+
     def counts(self) -> dict[str, int]:
         """Instances per canonical category, sorted by name."""
         out: dict[str, int] = {}

@@ -12,12 +12,12 @@ A reader offers a plan through an optional ``plan(path, options)`` method that r
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
+from d2c.classes import ClassResolver
+from d2c.images import ImageFinder
 from d2c.model import Reject, Scene
-
-if TYPE_CHECKING:
-    from d2c.readers.base import FileReader, Layout, ReadOptions
+from d2c.readers.base import NOT_REGULAR_FILE, FileReader, Layout, ReadOptions, rel_to
 
 
 @runtime_checkable
@@ -43,9 +43,6 @@ class LayoutPlan:
     The image finder and class resolver are made once, so their caches serve every unit."""
 
     def __init__(self, lay: Layout, options: ReadOptions, read_file: FileReader) -> None:
-        from d2c.classes import ClassResolver
-        from d2c.images import ImageFinder
-
         self.lay, self.options, self.read_file = lay, options, read_file
         self.finder = ImageFinder(lay.root)
         self.classes = ClassResolver(options.class_map, options.unknown_classes)
@@ -53,8 +50,6 @@ class LayoutPlan:
         self.units = len(lay.files)
 
     def read_units(self, start: int, stop: int) -> Iterator[Scene | Reject]:
-        from d2c.readers.base import NOT_REGULAR_FILE, rel_to
-
         for f in self.lay.files[start:stop]:
             fname = rel_to(f, self.lay.root)
             if not f.is_file():  # a pipe or folder named like an annotation file is never opened
