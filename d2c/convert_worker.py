@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import gc
 import multiprocessing
 import sys
@@ -19,14 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
-
+from d2c.blocks import SceneBlock
 from d2c.errors import D2CError
 from d2c.gc_tuning import gc_frozen, relaxed_thresholds
 from d2c.imageio import StretchConfig, load_image_record
-from d2c.model import Instance, Provenance, Reject, Scene
+from d2c.model import Provenance, Reject, Scene
 from d2c.readers.plan import ReadPlan
-from d2c.rows import ImageRecord, RowInput, rows_table
+from d2c.rows import ImageRecord, RowInput, block_table, rows_table
 from d2c.shards import row_bytes_of
 from d2c.tiling import DEFAULT_MIN_VISIBLE, DEFAULT_NEGATIVE_RATE
 
@@ -93,24 +91,72 @@ def process_chunk(chunk: list[tuple[int, Scene]]) -> tuple[list[tuple[int, Done 
     """Scenes -> one Arrow table of their rows (cheap to send back from a worker) and, per scene, a
     :class:`Done` or the Reject that replaced it. Untiled scenes are captioned in one batch."""
     assert _JOB is not None
-    if _JOB.tile:
-        results = [_process_tiled(scene) for _, scene in chunk]
-    else:
-        results = _process_scenes([scene for _, scene in chunk])
+    if not _JOB.tile:
+        scenes = [scene for _, scene in chunk]
+        images = [_image_of(scene) for scene in scenes]  # before the block: a reference may fill in a size
+        outcomes, table = _process_block(SceneBlock.from_scenes(scenes), images)
+        return [(pos, res) for (pos, _), res in zip(chunk, outcomes, strict=True)], table
     outcomes: list[tuple[int, Done | Reject]] = []
     rows: list[RowInput] = []
     done_keys = _JOB.done_keys
-    for (pos, scene), res in zip(chunk, results, strict=True):
+    for pos, scene in chunk:
+        res = _process_tiled(scene)
         if isinstance(res, Reject):
             outcomes.append((pos, res))
             continue
         all_rows, extra, kept_captions = res
         new = [r for r in all_rows if r.scene.key not in done_keys] if done_keys else all_rows
-        out = scene.num_instances - sum(r.instances for r in extra) if extra else scene.num_instances
+        out = scene.num_instances - sum(r.instances for r in extra)
         n_captions = kept_captions + sum(len(r.captions) for r in all_rows)
         outcomes.append((pos, Done(n_captions, [_row_bytes(r) for r in new], extra, out)))
         rows.extend(new)
     return outcomes, (rows_table(rows) if rows else None)
+
+
+def process_block(block: SceneBlock) -> tuple[list[Done | Reject], Any]:
+    """:func:`process_chunk` of untiled scenes given as a block (reference mode: the image records of
+    scenes whose image the reader found missing need no Scene), aligned with the block's scenes."""
+    assert _JOB is not None
+    images = []
+    for k in range(len(block)):
+        if (_JOB.images_mode == "reference" and "image_missing" in block.flags[k]
+                and block.width[k] is not None and block.height[k] is not None):
+            images.append(ImageRecord(None, block.image_path[k].replace("\\", "/"), block.image_format[k], None))
+            continue
+        (scene,) = block.take([k]).scenes()
+        images.append(_image_of(scene))
+        block.width[k], block.height[k] = scene.width, scene.height  # filled in from the image header
+    return _process_block(block, images)
+
+
+def _process_block(block: SceneBlock, images: list[ImageRecord | Reject]) -> tuple[list[Done | Reject], Any]:
+    """The scenes of ``block`` whose image record is ready, captioned in one batch, as rows; per scene a
+    :class:`Done` or the Reject that replaced it. Rows of scenes in the shards a resumed run keeps are left
+    out of the table (their captions still count)."""
+    assert _JOB is not None and _ENGINE is not None
+    out: list[Done | Reject] = list(images)  # type: ignore[arg-type]
+    ready = [k for k, r in enumerate(images) if not isinstance(r, Reject)]
+    part = block.take(ready)
+    captions = _ENGINE.caption_block(part) if ready else []
+    done_keys = _JOB.done_keys
+    rows: list[int] = []
+    counts = part.n.tolist()
+    for j, (k, caps) in enumerate(zip(ready, captions, strict=True)):
+        if isinstance(caps, Exception):
+            prov = block.file[k], block.record[k]
+            out[k] = Reject(*prov, str(caps), "caption_error", counts[j], block.key[k])
+            continue
+        new = not done_keys or block.key[k] not in done_keys
+        data = images[k].bytes  # type: ignore[union-attr]
+        out[k] = Done(len(caps[0]), [row_bytes_of(len(data) if data else 0, counts[j])] if new else [], [], counts[j])
+        if new:
+            rows.append(j)
+    if not rows:
+        return out, None
+    written = part.take(rows)
+    table = block_table(written, [captions[j][0] for j in rows], [captions[j][1] for j in rows],  # type: ignore[index]
+                        [images[ready[j]] for j in rows])  # type: ignore[misc]
+    return out, table
 
 
 def _row_bytes(row: RowInput) -> int:
@@ -129,22 +175,6 @@ def _error_code(exc: Exception) -> str:
 
 
 Processed = tuple[list[RowInput], list[Reject], int]  # rows, rejects, captions of rows already kept
-
-
-def _process_scenes(scenes: list[Scene]) -> list[Processed | Reject]:
-    """Untiled scenes -> each one's shard row, or a Reject naming why it could not be written. The
-    images are looked at scene by scene, then the scenes that passed are captioned in one batch."""
-    assert _JOB is not None and _ENGINE is not None
-    results: list[Processed | Reject | ImageRecord] = [_image_of(scene) for scene in scenes]
-    ready = [k for k, r in enumerate(results) if isinstance(r, ImageRecord)]
-    captions = _ENGINE.caption_many([scenes[k] for k in ready]) if ready else []
-    for k, caps in zip(ready, captions, strict=True):
-        scene = scenes[k]
-        if isinstance(caps, Exception):
-            results[k] = _reject_scene(scene, "caption_error", str(caps))
-        else:
-            results[k] = [RowInput(scene, caps[0], caps[1], results[k])], [], 0  # type: ignore[arg-type]
-    return results  # type: ignore[return-value]
 
 
 def _image_of(scene: Scene) -> ImageRecord | Reject:
@@ -336,60 +366,21 @@ class SceneFacts(NamedTuple):
         return Provenance(self.file, self.record)
 
 
-_SCENE_FIELDS = tuple(f.name for f in dataclasses.fields(Scene) if f.name != "instances")
+def pack_scenes(work: list[tuple[int, Scene]]) -> tuple[list[int], SceneBlock]:
+    """``work`` in the form it is sent to a worker: positions and a :class:`SceneBlock` (pickling Scenes as
+    they are, a small numpy array and several tuples per instance, costs the main process more than the
+    workers save it)."""
+    return [p for p, _ in work], SceneBlock.from_scenes([s for _, s in work])
 
 
-@dataclass(frozen=True)
-class PackedScenes:
-    """A chunk of (position, Scene) in a form that pickles fast: the scenes' fields as tuples and all
-    their instances as a few flat arrays. Pickling Scenes as they are (a small numpy array and several
-    tuples per instance) costs the main process more than the workers save it."""
-
-    positions: list[int]
-    scenes: list[tuple]  # the Scene fields of _SCENE_FIELDS, in order
-    counts: list[int]  # instances per scene
-    names: list[tuple[str, str, bool, str | None]]  # raw_category, category, difficult, record
-    points: np.ndarray  # (P, 2) polygon vertices of all instances
-    sizes: list[int]  # vertices per instance
-    boxes: np.ndarray  # (N, 10): hbb (4), obb (5), area
-
-
-def pack_scenes(work: list[tuple[int, Scene]]) -> PackedScenes:
-    """``work`` as :class:`PackedScenes` (done in the main process, per chunk sent to a worker)."""
-    insts = [i for _, s in work for i in s.instances]
-    polys = [i.polygon for i in insts]
-    return PackedScenes(
-        positions=[p for p, _ in work],
-        scenes=[tuple(getattr(s, f) for f in _SCENE_FIELDS) for _, s in work],
-        counts=[len(s.instances) for _, s in work],
-        names=[(i.raw_category, i.category, i.difficult, i.record) for i in insts],
-        points=np.concatenate(polys) if polys else np.zeros((0, 2)),
-        sizes=[len(p) for p in polys],
-        boxes=np.asarray([(*i.hbb, *i.obb, i.area) for i in insts], dtype=np.float64).reshape(-1, 10),
-    )
-
-
-def unpack_scenes(packed: PackedScenes) -> list[tuple[int, Scene]]:
+def unpack_scenes(packed: tuple[list[int], SceneBlock]) -> list[tuple[int, Scene]]:
     """The chunk :func:`pack_scenes` was given (equal Scenes and Instances, values as Python floats)."""
-    ends = np.cumsum(packed.sizes).tolist()
-    boxes = packed.boxes.tolist()
-    insts: list[Instance] = []
-    start = 0
-    for (raw, cat, difficult, record), end, b in zip(packed.names, ends, boxes, strict=True):
-        insts.append(Instance(raw, cat, packed.points[start:end], (b[0], b[1], b[2], b[3]),
-                              (b[4], b[5], b[6], b[7], b[8]), b[9], difficult, record))
-        start = end
-    out: list[tuple[int, Scene]] = []
-    at = 0
-    for pos, fields, n in zip(packed.positions, packed.scenes, packed.counts, strict=True):
-        scene = Scene(**dict(zip(_SCENE_FIELDS, fields, strict=True)), instances=insts[at : at + n])
-        at += n
-        out.append((pos, scene))
-    return out
+    positions, block = packed
+    return list(zip(positions, block.scenes(), strict=True))
 
 
-def process_packed(packed: PackedScenes) -> tuple[list[tuple[int, Done | Reject]], Any]:
-    """:func:`process_chunk` of a chunk sent to a worker as :class:`PackedScenes`."""
+def process_packed(packed: tuple[list[int], SceneBlock]) -> tuple[list[tuple[int, Done | Reject]], Any]:
+    """:func:`process_chunk` of a chunk sent to a worker by :func:`pack_scenes`."""
     return process_chunk(unpack_scenes(packed))
 
 

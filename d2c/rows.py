@@ -7,12 +7,14 @@ captions can be re-rendered (augmentation) and shards exported back to detection
 from __future__ import annotations
 
 from dataclasses import dataclass
-from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from d2c.model import Instance, Provenance, Scene
+
+if TYPE_CHECKING:
+    from d2c.blocks import SceneBlock
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,43 +115,60 @@ class RowInput:
 
 
 def rows_table(rows: list[RowInput]) -> Any:
-    """The rows :func:`scene_to_row` would give, as one Arrow table in :data:`d2c.schema.SCHEMA`, built
-    column by column: the geometry of all instances goes into Arrow as a few numpy arrays instead of a
-    Python float per coordinate, which is most of the cost of ``Table.from_pylist`` on dict rows."""
+    """The rows :func:`scene_to_row` would give, as one Arrow table in :data:`d2c.schema.SCHEMA`: see
+    :func:`block_table`."""
+    from d2c.blocks import SceneBlock
+
+    return block_table(SceneBlock.from_scenes([r.scene for r in rows]), [r.captions for r in rows],
+                       [r.template_ids for r in rows], [r.image for r in rows],
+                       parent_key=[r.parent_key for r in rows], tile_offset=[r.tile_offset for r in rows])
+
+
+def block_table(
+    block: SceneBlock,
+    captions: list[list[str]],
+    template_ids: list[list[str]],
+    images: list[ImageRecord],
+    *,
+    parent_key: list[str | None] | None = None,
+    tile_offset: list[tuple[int, int] | None] | None = None,
+) -> Any:
+    """The shard rows of the scenes of ``block`` (with each one's captions, template ids and image record,
+    and for tiles their parent key and offset), as one Arrow table in :data:`d2c.schema.SCHEMA` equal to
+    :func:`scene_to_row`'s rows. Built column by column: the geometry of all instances goes into Arrow as
+    a few numpy arrays instead of a Python float per coordinate, which is most of the cost of
+    ``Table.from_pylist`` on dict rows."""
     import pyarrow as pa
 
     from d2c.schema import SCHEMA
 
-    scenes = [r.scene for r in rows]
-    images = [r.image for r in rows]
+    n = len(block)
     string, int32, float64 = pa.string(), pa.int32(), pa.float64()
     str_list = pa.list_(string)
     cols = {
-        "key": _strings([s.key for s in scenes]),
-        "source": _strings([s.source for s in scenes]),
-        "split": _strings([s.split for s in scenes]),
+        "key": _strings(block.key),
+        "source": _strings(block.source),
+        "split": _strings(block.split),
         "image": _struct(SCHEMA.field("image").type, [pa.array([i.bytes for i in images], pa.binary()),
                                                        _strings([i.path for i in images])]),
         "image_format": _strings([i.format for i in images]),
-        "width": pa.array([s.width for s in scenes], int32),
-        "height": pa.array([s.height for s in scenes], int32),
+        "width": pa.array(block.width, int32),
+        "height": pa.array(block.height, int32),
         "image_scale": pa.array([float(i.scale) for i in images], float64),
         "orig_dtype": _strings([i.orig_dtype for i in images]),
         "stretch": _strings([i.stretch for i in images]),
         "sha256": _strings([i.sha256 for i in images]),
-        "flags": pa.array([s.flags for s in scenes], str_list),
-        "captions": pa.array([r.captions for r in rows], str_list),
-        "template_ids": pa.array([r.template_ids for r in rows], str_list),
-        "objects": _objects_column(scenes, SCHEMA.field("objects").type),
-        "counts": _counts_column(scenes, SCHEMA.field("counts").type),
-        "gsd": pa.array([s.gsd for s in scenes], float64),
-        "image_source": _strings([s.image_source for s in scenes]),
-        "provenance": _struct(SCHEMA.field("provenance").type,
-                              [_strings([s.provenance.file for s in scenes]),
-                               _strings([s.provenance.record for s in scenes])]),
-        "parent_key": _strings([r.parent_key for r in rows]),
-        "tile_offset": pa.array([list(r.tile_offset) if r.tile_offset is not None else None for r in rows],
-                                SCHEMA.field("tile_offset").type),
+        "flags": pa.array(block.flags, str_list),
+        "captions": pa.array(captions, str_list),
+        "template_ids": pa.array(template_ids, str_list),
+        "objects": _objects_column(block, SCHEMA.field("objects").type),
+        "counts": _counts_column(block, SCHEMA.field("counts").type),
+        "gsd": pa.array(block.gsd, float64),
+        "image_source": _strings(block.image_source),
+        "provenance": _struct(SCHEMA.field("provenance").type, [_strings(block.file), _strings(block.record)]),
+        "parent_key": _strings(parent_key if parent_key is not None else [None] * n),
+        "tile_offset": pa.array([list(t) if t is not None else None for t in tile_offset]
+                                if tile_offset is not None else [None] * n, SCHEMA.field("tile_offset").type),
     }
     return pa.Table.from_arrays([cols[name] for name in SCHEMA.names], schema=SCHEMA)
 
@@ -177,32 +196,19 @@ def _lists(values: np.ndarray, lengths: list[int] | np.ndarray) -> Any:
     return pa.ListArray.from_arrays(_offsets(lengths), pa.array(values, pa.float64()))
 
 
-_POLYGON, _CATEGORY, _RAW_CATEGORY = attrgetter("polygon"), attrgetter("category"), attrgetter("raw_category")
-_HBB, _OBB, _DIFFICULT = attrgetter("hbb"), attrgetter("obb"), attrgetter("difficult")
-
-
-def _objects_column(scenes: list[Scene], list_type: Any) -> Any:
-    """``objects`` (a list of object structs per scene) from the concatenated instances of ``scenes``."""
+def _objects_column(block: SceneBlock, list_type: Any) -> Any:
+    """``objects`` (a list of object structs per scene) from the block's instance columns."""
     import pyarrow as pa
 
-    insts = [i for s in scenes for i in s.instances]
-    polys = list(map(_POLYGON, insts))  # (K, 2) float64 arrays (Instance guarantees it)
-    flat = np.concatenate(polys, axis=None) if polys else np.zeros(0)
     values = _struct(list_type.value_type, [
-        _strings(list(map(_CATEGORY, insts))),
-        _strings(list(map(_RAW_CATEGORY, insts))),
-        _lists(flat, [2 * len(p) for p in polys]),
-        _fixed_lists(list(map(_HBB, insts)), 4),
-        _fixed_lists(list(map(_OBB, insts)), 5),
-        pa.array(list(map(_DIFFICULT, insts)), pa.bool_()),
+        _strings(block.category),
+        _strings(block.raw_category),
+        _lists(block.points.reshape(-1), 2 * block.sizes),
+        _lists(block.hbb.reshape(-1), np.full(block.num_instances, 4)),
+        _lists(block.obb.reshape(-1), np.full(block.num_instances, 5)),
+        pa.array(block.difficult, pa.bool_()),
     ])
-    return pa.ListArray.from_arrays(_offsets([len(s.instances) for s in scenes]), values, type=list_type)
-
-
-def _fixed_lists(rows: list[tuple[float, ...]], width: int) -> Any:
-    """A list<float64> array of ``width`` values per row (hbb, obb)."""
-    flat = np.asarray(rows, dtype=np.float64).reshape(-1)
-    return _lists(flat, np.full(len(rows), width))
+    return pa.ListArray.from_arrays(_offsets(block.n), values, type=list_type)
 
 
 def _offsets(lengths: list[int] | np.ndarray) -> Any:
@@ -213,28 +219,18 @@ def _offsets(lengths: list[int] | np.ndarray) -> Any:
     return pa.array(offsets)
 
 
-def _counts_column(scenes: list[Scene], list_type: Any) -> Any:
-    """``counts`` (instances per category, sorted by name: :meth:`Scene.counts`) without a dict per scene:
-    scenes with at most one category, most of a detection dataset, need no counting."""
+def _counts_column(block: SceneBlock, list_type: Any) -> Any:
+    """``counts`` (instances per category, sorted by name: :meth:`Scene.counts`), counted for all scenes
+    at once."""
     import pyarrow as pa
 
-    names: list[str] = []
-    numbers: list[int] = []
-    lengths: list[int] = []
-    for s in scenes:
-        insts = s.instances
-        n = len(insts)
-        if n == 0:
-            lengths.append(0)
-            continue
-        if n == 1 or (n == 2 and insts[0].category == insts[1].category):
-            names.append(insts[0].category)
-            numbers.append(n)
-            lengths.append(1)
-            continue
-        counts = s.counts()
-        names.extend(counts)
-        numbers.extend(counts.values())
-        lengths.append(len(counts))
-    values = _struct(list_type.value_type, [_strings(names), pa.array(numbers, pa.int32())])
+    names = sorted(set(block.category))
+    code = {c: k for k, c in enumerate(names)}
+    width = max(len(names), 1)
+    sid = np.repeat(np.arange(len(block), dtype=np.int64), block.n)
+    cls = np.fromiter(map(code.__getitem__, block.category), np.int64, block.num_instances)
+    pairs, count = np.unique(sid * width + cls, return_counts=True)  # by scene, then by name
+    values = _struct(list_type.value_type, [_strings(np.asarray(names, dtype=object)[pairs % width].tolist()),
+                                            pa.array(count, pa.int32())])
+    lengths = np.bincount(pairs // width, minlength=len(block))
     return pa.ListArray.from_arrays(_offsets(lengths), values, type=list_type)

@@ -32,12 +32,11 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import chain
-from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from d2c.blocks import SceneBlock
 from d2c.model import Scene
 
 SIZE_THRESHOLDS = (("tiny", 0.001), ("small", 0.01), ("medium", 0.1))  # upper bounds; else "large"
@@ -159,11 +158,12 @@ def compute_many(
 
 @dataclass
 class Batch:
-    """Instances of ``scenes`` flattened in scene order (``sid`` says whose each is), with per-scene sizes;
-    the derived arrays (classes per scene, main class, grid cells, ...) are computed on first use."""
+    """Instances of a block of scenes flattened in scene order (``sid`` says whose each is), with per-scene
+    sizes; the derived arrays (classes per scene, main class, grid cells, ...) are computed on first use."""
 
-    scenes: Sequence[Scene]
+    block: SceneBlock
     sensors: dict[str, str]  # lower-case image_source alias -> sensor display name
+    count: int  # S, the number of scenes
     n: np.ndarray  # (S,) instances per scene
     sid: np.ndarray  # (M,) scene index of each instance
     cls: np.ndarray  # (M,) class code: index into class_names, which are sorted
@@ -176,34 +176,44 @@ class Batch:
     width: np.ndarray  # (S,) float (1.0 where unknown)
     height: np.ndarray  # (S,) float (1.0 where unknown)
     gsd: np.ndarray  # (S,) float (nan where unknown)
+    given: Sequence[Scene] | None = None  # the Scenes, when the batch was made of Scenes
 
     @classmethod
     def of(cls, scenes: Sequence[Scene], sensors: dict[str, str] | None = None) -> Batch:
-        insts = list(chain.from_iterable(map(attrgetter("instances"), scenes)))
-        m = len(insts)
-        categories = list(map(attrgetter("category"), insts))
-        names = sorted(set(categories))
+        return cls.of_block(SceneBlock.from_scenes(scenes), sensors, scenes)
+
+    @classmethod
+    def of_block(cls, block: SceneBlock, sensors: dict[str, str] | None = None,
+                 scenes: Sequence[Scene] | None = None) -> Batch:
+        """The batch of ``block`` (``scenes``: the same scenes as objects, when the caller has them)."""
+        names = sorted(set(block.category))
         code = {c: k for k, c in enumerate(names)}
-        n = np.fromiter(map(len, map(attrgetter("instances"), scenes)), np.int64, len(scenes))
-        width = np.array(list(map(attrgetter("width"), scenes)), dtype=np.float64)  # None -> nan
-        height = np.array(list(map(attrgetter("height"), scenes)), dtype=np.float64)
+        width = np.array(block.width, dtype=np.float64)  # None -> nan
+        height = np.array(block.height, dtype=np.float64)
         framed = ~(np.isnan(width) | np.isnan(height))
         return cls(
-            scenes=scenes,
+            block=block,
             sensors={k.lower(): v for k, v in (sensors or {}).items()},
-            n=n,
-            sid=np.repeat(np.arange(len(scenes)), n),
-            cls=np.fromiter(map(code.__getitem__, categories), np.int64, m),
+            count=len(block),
+            n=block.n,
+            sid=np.repeat(np.arange(len(block)), block.n),
+            cls=np.fromiter(map(code.__getitem__, block.category), np.int64, block.num_instances),
             class_names=names,
-            difficult=np.fromiter(map(attrgetter("difficult"), insts), bool, m),
-            obb=np.fromiter(chain.from_iterable(map(attrgetter("obb"), insts)), np.float64, 5 * m).reshape(m, 5),
-            areas=np.fromiter(map(attrgetter("area"), insts), np.float64, m),
+            difficult=block.difficult,
+            obb=block.obb,
+            areas=block.area,
             framed=framed,
             frame=np.where(framed, width * height, 1.0),  # exact: the product of two integers, rounded once
             width=np.where(framed, width, 1.0),
             height=np.where(framed, height, 1.0),
-            gsd=np.array(list(map(attrgetter("gsd"), scenes)), dtype=np.float64),
+            gsd=np.array(block.gsd, dtype=np.float64),
+            given=scenes,
         )
+
+    @cached_property
+    def scenes(self) -> Sequence[Scene]:
+        """The scenes as objects (built from the block when the batch was made of one)."""
+        return self.given if self.given is not None else self.block.scenes()
 
     def values(self, names: list[str]) -> list[tuple[Any, ...]]:
         """One tuple of the attributes ``names`` per scene."""
@@ -212,7 +222,7 @@ class Batch:
             fn = REGISTRY[name]
             columns.append(fn(self) if name in _BATCH else [fn(f) for f in self.facts])
         if not columns:
-            return [()] * len(self.scenes)
+            return [()] * self.count
         return list(zip(*columns, strict=True))
 
     @cached_property
@@ -252,7 +262,7 @@ class Batch:
     def main_counts(self, codes: np.ndarray, width: int) -> np.ndarray:
         """(S, width) counts of the main-class instances' ``codes`` (one code in [0, width) each) per scene."""
         key = self.sid[self.main_idx] * width + codes
-        return np.bincount(key, minlength=len(self.scenes) * width).reshape(-1, width)
+        return np.bincount(key, minlength=self.count * width).reshape(-1, width)
 
     @cached_property
     def cell_counts(self) -> np.ndarray:
@@ -313,12 +323,12 @@ class _Classes:
         scene, code = keys // width, keys % width
         order = np.lexsort((code, -count, scene))
         scene, code, count, difficult = scene[order], code[order], count[order], difficult[order]
-        per_scene = np.bincount(scene, minlength=len(b.scenes))
+        per_scene = np.bincount(scene, minlength=b.count)
         offsets = np.concatenate(([0], np.cumsum(per_scene)))
         first = offsets[:-1][per_scene > 0]
-        main = np.full(len(b.scenes), -1, dtype=np.int64)
-        n_main = np.zeros(len(b.scenes), dtype=np.int64)
-        d_main = np.zeros(len(b.scenes), dtype=np.int64)
+        main = np.full(b.count, -1, dtype=np.int64)
+        n_main = np.zeros(b.count, dtype=np.int64)
+        d_main = np.zeros(b.count, dtype=np.int64)
         main[scene[first]], n_main[scene[first]], d_main[scene[first]] = code[first], count[first], difficult[first]
         return cls(scene, code, count, difficult, offsets, main, n_main, d_main)
 
@@ -455,9 +465,18 @@ class AttributeCache(Generic[T]):
                     self._signed[keys[k]] = value
         return out
 
+    def get_block(self, block: SceneBlock) -> list[T]:
+        """:meth:`get_many` of the scenes of ``block``."""
+        if len(block) <= SMALL_BATCH and self.by_signature:
+            return self.get_many(block.scenes())
+        return self._derived(Batch.of_block(block, self.sensors))
+
     def _computed(self, scenes: Sequence[Scene]) -> list[T]:
         """:meth:`get_many` through the array computation of every scene's attributes."""
-        batch = Batch.of(scenes, self.sensors)
+        return self._derived(Batch.of(scenes, self.sensors))
+
+    def _derived(self, batch: Batch) -> list[T]:
+        """``derive`` of each scene's attributes, memoised (see the class)."""
         rows = batch.values(self.names)
         out: list[Any] = list(map(self._memo.get, rows))
         shared = batch.shared.tolist()
@@ -530,7 +549,7 @@ def _empty(b: Batch) -> list[bool | None]:
 @batch_attribute("total")
 def _total(b: Batch) -> list[tuple[int, int] | None]:
     """(objects, difficult objects) over all classes."""
-    difficult = np.bincount(b.sid, weights=b.difficult, minlength=len(b.scenes)).astype(np.int64)
+    difficult = np.bincount(b.sid, weights=b.difficult, minlength=b.count).astype(np.int64)
     return [(n, d) if n else None for n, d in zip(b.n.tolist(), difficult.tolist(), strict=True)]
 
 
@@ -610,8 +629,8 @@ def _main_lengths(b: Batch) -> tuple[np.ndarray, np.ndarray]:
     i = b.main_idx[~np.isnan(b.gsd[b.sid[b.main_idx]])]
     s = b.sid[i]
     lengths = b.obb[i, 2] * b.gsd[s]
-    lo = np.full(len(b.scenes), np.inf)
-    hi = np.full(len(b.scenes), -np.inf)
+    lo = np.full(b.count, np.inf)
+    hi = np.full(b.count, -np.inf)
     np.minimum.at(lo, s, lengths)
     np.maximum.at(hi, s, lengths)
     return lo, hi
@@ -622,7 +641,7 @@ def _length_single(b: Batch) -> list[int | None]:
     """Rounded length in metres of the only main-class instance (OBB long side x gsd)."""
     ok = ~np.isnan(b.gsd) & (b.classes.n_main == 1)
     if not ok.any():
-        return [None] * len(b.scenes)
+        return [None] * b.count
     lo, _ = _main_lengths(b)
     return [round_metres(v) if m else None for m, v in zip(ok.tolist(), lo.tolist(), strict=True)]
 
@@ -632,7 +651,7 @@ def _length_range(b: Batch) -> list[tuple[int, int] | None]:
     """(shortest, longest) main-class length in metres, rounded outwards, when they differ."""
     ok = ~np.isnan(b.gsd) & (b.classes.n_main >= 2)
     if not ok.any():
-        return [None] * len(b.scenes)
+        return [None] * b.count
     lo, hi = _main_lengths(b)
     return [metres_range(a, z) if m else None for m, a, z in zip(ok.tolist(), lo.tolist(), hi.tolist(), strict=True)]
 
@@ -696,7 +715,7 @@ class _Arrangement:
 def _arrangement(b: Batch) -> _Arrangement:
     """All arrangement attributes at once: scenes are stacked by main-class count (and by instance count
     for ``isolated``), so each group costs a few array operations."""
-    n_scenes = len(b.scenes)
+    n_scenes = b.count
     out = _Arrangement(*([None] * n_scenes for _ in range(5)))
     n_main = b.classes.n_main
     if not (n_main >= 3).any():  # most small batches: nothing to arrange
@@ -777,8 +796,7 @@ def _sensor(b: Batch) -> list[str | None]:
     """Display name of the sensor named by ``scene.image_source``, when it names a known one."""
     known: dict[str | None, str | None] = {}
     out = []
-    for s in b.scenes:
-        src = s.image_source
+    for src in b.block.image_source:
         if src not in known:
             key = (src or "").strip().lower()
             known[src] = b.sensors.get(key) if key else None

@@ -23,6 +23,7 @@ import jinja2
 import numpy as np
 from jinja2.sandbox import SecurityError
 
+from d2c.blocks import SceneBlock
 from d2c.captions import attributes
 from d2c.captions.choice import DRAWS, Choices, Entry, Texts, scene_uniforms
 from d2c.captions.sandbox import (
@@ -149,24 +150,39 @@ class CaptionEngine:
         is the same whatever batch it comes in, and all scenes of a batch take each step together."""
         return self._caption_batch(scenes)
 
-    def _caption_batch(self, scenes: Sequence[Scene]) -> list[tuple[list[str], list[str]] | Exception]:
-        """:meth:`caption_many`: attributes of all scenes at once, then the choice rounds (as array operations
-        for a batch, scene by scene in plain Python over the same tables and draws for a few scenes)."""
+    def caption_block(self, block: SceneBlock) -> list[tuple[list[str], list[str]] | Exception]:
+        """:meth:`caption_many` of the scenes of ``block`` (the same results), from its columns."""
         if self._choices.cells + self._texts.cells > _TABLE_LIMIT:
             self._forget()
-        entries = self._entries_of(scenes)
+        try:
+            entries: list[Entry | Exception] = self._attr_cache.get_block(block)  # type: ignore[assignment]
+        except (D2CError, ValueError):
+            return self._caption_batch(block.scenes())  # tells which scene failed
+        return self._caption_entries(entries, block.key)
+
+    def _caption_batch(self, scenes: Sequence[Scene]) -> list[tuple[list[str], list[str]] | Exception]:
+        """:meth:`caption_many`: attributes of all scenes at once, then :meth:`_caption_entries`."""
+        if self._choices.cells + self._texts.cells > _TABLE_LIMIT:
+            self._forget()
+        return self._caption_entries(self._entries_of(scenes), [s.key for s in scenes])
+
+    def _caption_entries(self, entries: list[Entry | Exception], keys: list[str]
+                         ) -> list[tuple[list[str], list[str]] | Exception]:
+        """The choice rounds of scenes with attribute ``entries`` (or the error computing them) and scene
+        ``keys``: as array operations for a batch, scene by scene in plain Python over the same tables and
+        draws for a few scenes."""
         out: list[Any] = list(entries)
         ok = [k for k, e in enumerate(entries) if isinstance(e, Entry)]
         if not ok:
             return out
-        seeds = np.fromiter((scene_seed(self.seed, scenes[k].key) for k in ok), np.uint64, len(ok))
+        seeds = np.fromiter((scene_seed(self.seed, keys[k]) for k in ok), np.uint64, len(ok))
         if len(ok) <= SMALL_BATCH:
             draws = scene_uniforms(seeds, 0, DRAWS * (self.captions_per_image + 1)).tolist()
             for j, k in enumerate(ok):
-                out[k] = self._choose_one(entries[k], seeds[j : j + 1], draws[j])
+                out[k] = self._choose_one(entries[k], seeds[j : j + 1], draws[j])  # type: ignore[arg-type]
             return out
-        eid = np.fromiter((entries[k].id for k in ok), np.int64, len(ok))
-        first = np.fromiter((entries[k].first for k in ok), np.int64, len(ok))
+        eid = np.fromiter((entries[k].id for k in ok), np.int64, len(ok))  # type: ignore[union-attr]
+        first = np.fromiter((entries[k].first for k in ok), np.int64, len(ok))  # type: ignore[union-attr]
         for k, result in zip(ok, self._choose(eid, first, seeds), strict=True):
             out[k] = result
         return out
