@@ -25,6 +25,10 @@ from d2c.model import Instance, Provenance, Scene
 _SCENE_COLUMNS = ("key", "source", "image_path", "root", "width", "height", "gsd", "image_source", "split",
                   "flags", "image_format", "clipped")
 
+_EMPTY_ARRAYS = {"n": np.zeros(0, np.int64), "points": np.zeros((0, 2)), "sizes": np.zeros(0, np.int64),
+                 "hbb": np.zeros((0, 4)), "obb": np.zeros((0, 5)), "area": np.zeros(0), "difficult": np.zeros(0, bool)}
+_LIST_FIELDS = (*_SCENE_COLUMNS, "file", "record", "raw_category", "category", "instance_record")
+
 
 @dataclass(eq=False)
 class SceneBlock:
@@ -159,3 +163,14 @@ def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     if total == 0:
         return np.zeros(0, dtype=np.int64)
     return np.arange(total, dtype=np.int64) + np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+
+
+def concat(blocks: Sequence[SceneBlock]) -> SceneBlock:
+    """The scenes of ``blocks``, in order, as one block."""
+    if len(blocks) == 1:
+        return blocks[0]
+    lists = {f.name: list(chain.from_iterable(getattr(b, f.name) for b in blocks))
+             for f in dataclasses.fields(SceneBlock) if f.name in _LIST_FIELDS}
+    arrays = {name: np.concatenate([getattr(b, name) for b in blocks]) if blocks else empty
+              for name, empty in _EMPTY_ARRAYS.items()}
+    return SceneBlock(**lists, **arrays)

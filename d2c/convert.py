@@ -243,8 +243,10 @@ def convert(
         "max_pixels": max_pixels}
     # workers read the input themselves when the reader can split it (not when resuming: which items
     # to skip depends on their positions, known only in order)
+    # (and, on one worker, annotation-only runs read the plan as blocks of scenes)
     units = plan_reading(input, format=format, **read_args) \
-        if workers > 1 and not plan.done_keys and worker.can_read_in_workers() else None
+        if (workers > 1 and not plan.done_keys and worker.can_read_in_workers()) or \
+        (workers <= 1 and worker.uses_blocks(job)) else None
 
     def items() -> Iterator[Entry]:
         for pos, item in enumerate(read(input, format=format, **read_args)):
@@ -255,7 +257,7 @@ def convert(
     tally = _Tally()
     sink = _Sink(out, run, plan, shard_rows, max_bytes, source)
     t0 = time.monotonic()
-    chunks = worker.run_units(units, job, workers) if units is not None else \
+    chunks = worker.run_units(units, job, workers, engine) if units is not None else \
         worker.run_chunks(items(), job, workers, engine)
     with gc_relaxed(), _Progress(progress) as bar:
         for entries, result in chunks:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from d2c.blocks import SceneBlock
+from d2c.blocks import SceneBlock, concat
 from d2c.errors import D2CError
 from d2c.gc_tuning import gc_frozen, relaxed_thresholds
 from d2c.imageio import StretchConfig, load_image_record
@@ -276,11 +276,18 @@ def can_read_in_workers() -> bool:
     return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
-def run_units(plan: ReadPlan, job: Job, workers: int) -> Iterator[tuple[list[Entry], Any]]:
-    """What :func:`run_chunks` yields for the plan's items, but the workers read the items themselves,
-    :func:`chunk_size` units at a time, from the plan they inherit by fork; the main process gets back each
-    item as a Reject or the :class:`SceneFacts` it counts, and the rows. Positions are numbered here, in
-    order, so they are the positions a plain read gives."""
+def uses_blocks(job: Job) -> bool:
+    """Whether a plan is read as :class:`SceneBlock`s for ``job``: annotation-only, untiled conversion,
+    where the images need no work and rows can be built from columns."""
+    return job.images_mode == "reference" and not job.tile and not job.done_keys
+
+
+def run_units(plan: ReadPlan, job: Job, workers: int, engine: Any = None) -> Iterator[tuple[list[Entry], Any]]:
+    """What :func:`run_chunks` yields for the plan's items, but the items are read where they are
+    processed, :func:`chunk_size` units at a time: with ``workers > 1`` by workers forked after planning,
+    which inherit the plan; the main process gets back each item as a Reject or the :class:`SceneFacts`
+    it counts, and the rows. Positions are numbered here, in order, so they are the positions a plain
+    read gives."""
     global _PLAN
     if plan.head:
         yield [(k, rej, False) for k, rej in enumerate(plan.head)], None
@@ -289,9 +296,16 @@ def run_units(plan: ReadPlan, job: Job, workers: int) -> Iterator[tuple[list[Ent
     spans = [(a, min(a + size, plan.units)) for a in range(0, plan.units, size)]
     _PLAN = plan
     try:
-        with gc_frozen():  # before the fork, so the workers share the plan's pages
-            tasks = ((span, (process_units, span)) for span in spans)
-            for _span, (facts, (outcomes, table)) in _in_pool(tasks, job, workers, lambda span: f"unit {span[0]}"):
+        # the plan's objects are frozen: the collector never walks them again (and forked workers share
+        # their pages)
+        with gc_frozen():
+            if workers <= 1:
+                init_worker(job, engine)
+                done: Iterable[tuple[Any, Any]] = ((span, process_units(span)) for span in spans)
+            else:
+                done = _in_pool(((span, (process_units, span)) for span in spans), job, workers,
+                                lambda span: f"unit {span[0]}")
+            for _span, (facts, (outcomes, table)) in done:
                 entries = [(base + k, f, not isinstance(f, Reject)) for k, f in enumerate(facts)]
                 yield entries, ([(base + k, res) for k, res in outcomes], table)
                 base += len(facts)
@@ -300,13 +314,35 @@ def run_units(plan: ReadPlan, job: Job, workers: int) -> Iterator[tuple[list[Ent
 
 
 def process_units(span: tuple[int, int]) -> tuple[list[Reject | SceneFacts], Any]:
-    """A worker's task in :func:`run_units`: read units ``span`` of the inherited plan and process them.
-    Item positions in the result are local to the span."""
-    assert _PLAN is not None
+    """A worker's task in :func:`run_units`: read units ``span`` of the plan and process them. Item
+    positions in the result are local to the span."""
+    assert _PLAN is not None and _JOB is not None
+    if uses_blocks(_JOB):
+        return _process_unit_blocks(list(_PLAN.read_units(*span, blocks=True)))
     items = list(_PLAN.read_units(*span))
     work = [(k, it) for k, it in enumerate(items) if isinstance(it, Scene)]
     result = process_chunk(work) if work else ([], None)
     return [it if isinstance(it, Reject) else SceneFacts.of(it) for it in items], result
+
+
+def _process_unit_blocks(items: list[Scene | Reject | SceneBlock]) -> tuple[list[Reject | SceneFacts], Any]:
+    """:func:`process_units` of items read as blocks: all the scenes, blocks and single Scenes, are
+    processed as one block."""
+    facts: list[Reject | SceneFacts] = []
+    parts: list[SceneBlock] = []
+    positions: list[int] = []
+    for it in items:
+        if isinstance(it, Reject):
+            facts.append(it)
+            continue
+        block = it if isinstance(it, SceneBlock) else SceneBlock.from_scenes([it])
+        positions.extend(range(len(facts), len(facts) + len(block)))
+        facts.extend(SceneFacts.of_block(block))
+        parts.append(block)
+    if not parts:
+        return facts, ([], None)
+    outcomes, table = process_block(concat(parts))
+    return facts, (list(zip(positions, outcomes, strict=True)), table)
 
 
 def _in_pool(tasks: Iterable[tuple[Any, tuple[Any, Any] | None]], job: Job, workers: int,
@@ -360,6 +396,14 @@ class SceneFacts(NamedTuple):
         prov = scene.provenance
         return cls(scene.key, scene.source, scene.root, len(scene.instances), scene.clipped, scene.flags,
                    scene.categories, prov.file, prov.record)
+
+    @classmethod
+    def of_block(cls, block: SceneBlock) -> list[SceneFacts]:
+        """The facts of every scene of ``block``."""
+        bounds = block.offsets.tolist()
+        cats = block.category
+        return list(map(cls, block.key, block.source, block.root, block.n.tolist(), block.clipped, block.flags,
+                        [cats[a:b] for a, b in zip(bounds, bounds[1:], strict=False)], block.file, block.record))
 
     @property
     def provenance(self) -> Provenance:

@@ -187,13 +187,20 @@ class InstanceBatch:
 
     def build(self) -> list[Built]:
         """Every object's :data:`Built`, aligned with the order they were added."""
-        if self._at:
-            w, h = np.asarray(self._w, dtype=np.float64), np.asarray(self._h, dtype=np.float64)
-            built = _quads(_quad_array(self._quads), w, h, self._quads, self._meta)
-            for j, b in zip(self._at, built, strict=True):
-                self.out[j] = b
-            self._at = []
-        return self.out  # type: ignore[return-value]
+        out, columns = self.build_columns()
+        if columns is not None:
+            columns.fill(out, range(len(columns)))
+        return out  # type: ignore[return-value]
+
+    def build_columns(self) -> tuple[list[Built | None], QuadColumns | None]:
+        """:meth:`build`, leaving the 4-point objects as columns: in the list, None at each of them (the
+        ``k``-th None is row ``k`` of the columns), which :meth:`QuadColumns.fill` can turn into Builts."""
+        if not self._at:
+            return self.out, None
+        w, h = np.asarray(self._w, dtype=np.float64), np.asarray(self._h, dtype=np.float64)
+        columns = _quad_columns(_quad_array(self._quads), w, h, self._quads, self._meta, self._at)
+        self._at = []
+        return self.out, columns
 
 
 def _as_points(values: Sequence[Any]) -> np.ndarray:
@@ -217,14 +224,67 @@ def _outside(hbb: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray:
     return (hbb[..., 2] <= 0) | (hbb[..., 3] <= 0) | (hbb[..., 0] >= ww) | (hbb[..., 1] >= hh)
 
 
-def _quads(
-    q: np.ndarray, w: np.ndarray, h: np.ndarray, raw_quads: list[Sequence[Any]], meta: list[tuple[Any, str, Any, str | None]]
-) -> list[Built]:
-    """The vectorised path for (M, 4, 2) quadrilaterals (``raw_quads``: the numbers as read, for messages;
-    ``meta``: each one's raw category, category, difficult flag and record).
+@dataclass(eq=False)
+class QuadColumns:
+    """The vectorised pass over K quadrilaterals (:func:`_quad_columns`): each one's canonical polygon,
+    boxes and area, and whether it passed the Instance constructor's checks (``trusted``: its row can
+    become an Instance as it is) and was clipped to its image. ``at``: where each sits in its batch."""
 
-    Rows that pass the Instance constructor's own checks here, on whole arrays, are built with
-    :meth:`Instance.trusted`; any other row that is kept goes through the validating constructor, which says why.
+    at: list[int]
+    raws: list[str]
+    cats: list[str]
+    difficult: list[Any]
+    records: list[str | None]
+    polys: np.ndarray  # (K, 4, 2)
+    hbb: np.ndarray  # (K, 4)
+    obb: np.ndarray  # (K, 5)
+    area: np.ndarray  # (K,)
+    trusted: np.ndarray  # (K,) bool
+    clipped: np.ndarray  # (K,) bool
+    ok: np.ndarray  # (K,) bool: kept (through the validating constructor when not trusted)
+    finite: np.ndarray
+    area_raw: np.ndarray
+    raw_quads: list[Sequence[Any]]  # the numbers as read, for messages
+    w: np.ndarray
+    h: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.at)
+
+    def fill(self, out: list[Built | None], rows: Sequence[int]) -> None:
+        """Put the :data:`Built` of the quadrilaterals ``rows`` (ascending) at their places in ``out``."""
+        rows = list(rows)
+        keep = self.trusted[rows].tolist()
+        columns = ([self.raws[k] for k in rows], [self.cats[k] for k in rows], self.polys[rows],
+                   map(tuple, self.hbb[rows].tolist()), map(tuple, self.obb[rows].tolist()), self.area[rows].tolist(),
+                   [bool(self.difficult[k]) for k in rows], [self.records[k] for k in rows])
+        insts = map(Instance.trusted, *(compress(c, keep) for c in columns))
+        for k, trusted in zip(rows, keep, strict=True):
+            out[self.at[k]] = next(insts) if trusted else self._untrusted(k)
+            if trusted and self.clipped[k]:
+                out[self.at[k]] = Clipped(out[self.at[k]])  # type: ignore[arg-type]
+
+    def _untrusted(self, k: int) -> Built:
+        """The Built of a row that failed the vectorised checks: the constructor says why, or its Reject."""
+        if self.ok[k]:
+            return _instance(self.raws[k], self.cats[k], self.difficult[k], self.records[k], self.polys[k],
+                             self.hbb[k].tolist(), self.obb[k].tolist(), float(self.area[k]), bool(self.clipped[k]))
+        if not self.finite[k]:
+            return ("non_finite", "polygon has NaN or infinite coordinates")
+        if self.area_raw[k] <= AREA_EPS:
+            return ("zero_area", f"polygon has zero area: {list(self.raw_quads[k])}")
+        return ("outside_image", f"polygon {list(self.raw_quads[k])} lies outside the {self.w[k]:g} x {self.h[k]:g} image")
+
+
+def _quad_columns(
+    q: np.ndarray, w: np.ndarray, h: np.ndarray, raw_quads: list[Sequence[Any]],
+    meta: list[tuple[Any, str, Any, str | None]], at: list[int],
+) -> QuadColumns:
+    """The vectorised path for (K, 4, 2) quadrilaterals (``raw_quads``: the numbers as read, for messages;
+    ``meta``: each one's raw category, category, difficult flag and record; ``at``: its place in the batch).
+
+    Rows that pass the Instance constructor's own checks here, on whole arrays, are ``trusted``; any other
+    row that is kept goes through the validating constructor, which says why.
     """
     finite = np.isfinite(q).all(axis=(1, 2))
     q = np.where(finite[:, None, None], q, 0.0)
@@ -242,27 +302,8 @@ def _quads(
     trusted = ok & valid_instance_rows(polys, obbs, area)
     if not (all(raws) and all(cats)):  # an empty name: the validating constructor refuses it
         trusted &= np.asarray([bool(r and c) for r, c in zip(raws, cats, strict=True)])
-    area_l, hbbs, obbs_l, keep = area.tolist(), geometry.hbb_of(polys).tolist(), obbs.tolist(), trusted.tolist()
-    columns = (raws, cats, polys, map(tuple, hbbs), map(tuple, obbs_l), area_l, map(bool, difficult), records)
-    insts = map(Instance.trusted, *(compress(c, keep) for c in columns))
-    if all(keep):
-        out: list[Built] = list(insts)
-    else:
-        out = [None] * len(keep)  # type: ignore[list-item]
-        for k, inst in zip(np.flatnonzero(trusted).tolist(), insts, strict=True):
-            out[k] = inst
-    for k in np.flatnonzero(~trusted | clipped).tolist():
-        if keep[k]:
-            out[k] = Clipped(out[k])  # type: ignore[arg-type]
-        elif ok[k]:
-            out[k] = _instance(raws[k], cats[k], difficult[k], records[k], polys[k], hbbs[k], obbs_l[k], area_l[k], clipped[k])
-        elif not finite[k]:
-            out[k] = ("non_finite", "polygon has NaN or infinite coordinates")
-        elif area_raw[k] <= AREA_EPS:
-            out[k] = ("zero_area", f"polygon has zero area: {list(raw_quads[k])}")
-        else:
-            out[k] = ("outside_image", f"polygon {list(raw_quads[k])} lies outside the {w[k]:g} x {h[k]:g} image")
-    return out
+    return QuadColumns(at, raws, cats, difficult, records, polys, geometry.hbb_of(polys), obbs, area, trusted,
+                       clipped, ok, finite, area_raw, raw_quads, w, h)
 
 
 def _instance(raw: Any, cat: str, difficult: Any, record: str | None, poly, hbb, obb, area: float, clipped: bool) -> Built:

@@ -12,6 +12,7 @@ missing ``info``/``licenses``, extra keys. Images without annotations are Scenes
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from d2c.blocks import SceneBlock
 from d2c.classes import ClassResolver
 from d2c.gc_tuning import gc_frozen, gc_paused
 from d2c.images import ImageFinder
@@ -29,6 +31,7 @@ from d2c.model import Provenance, Reject, Scene, scene_key
 from d2c.readers.base import (
     ImageInfo,
     InstanceBatch,
+    QuadColumns,
     RawObject,
     ReadOptions,
     locate_image,
@@ -111,17 +114,18 @@ class CocoPlan:
         self.units = len(self.pending)
         self.classes = ClassResolver(options.class_map, options.unknown_classes)
 
-    def read_units(self, start: int, stop: int) -> Iterator[Scene | Reject]:
-        """The Scenes and Rejects of kept images ``start`` .. ``stop - 1``, in order."""
-        return self.read(start, stop, release=False)
+    def read_units(self, start: int, stop: int, *, blocks: bool = False) -> Iterator[Scene | Reject | SceneBlock]:
+        """The Scenes and Rejects of kept images ``start`` .. ``stop - 1``, in order; with ``blocks``, runs of
+        images whose every annotation is a plain valid 4-point one come as :class:`SceneBlock`s."""
+        return self.read(start, stop, release=False, blocks=blocks)
 
-    def read(self, start: int, stop: int, *, release: bool) -> Iterator[Scene | Reject]:
+    def read(self, start: int, stop: int, *, release: bool, blocks: bool = False) -> Iterator[Scene | Reject | SceneBlock]:
         """:meth:`read_units`; with ``release`` each image's pending objects are dropped once built (a
         single pass over the file), so they cannot be read again."""
         at = start
         while at < stop:
             with gc_paused():  # the whole chunk, Scenes included, is allocated here: see gc_paused
-                items, at = _build_chunk(self, at, stop, release)
+                items, at = _build_chunk(self, at, stop, release, blocks)
             yield from items
             del items  # before the next chunk is built: one chunk alive at a time
 
@@ -210,11 +214,13 @@ class _Output:
         self.source, self.root, self.fname = source, root, fname
 
 
-def _build_chunk(plan: CocoPlan, start: int, stop: int, release: bool) -> tuple[list[Scene | Reject], int]:
+def _build_chunk(plan: CocoPlan, start: int, stop: int, release: bool, blocks: bool = False
+                 ) -> tuple[list[Scene | Reject | SceneBlock], int]:
     """Kept images from ``start`` (before ``stop``) until about :data:`CHUNK_OBJECTS` objects: their objects
     built in one vectorised pass, their Scenes and Rejects in order, and where the next chunk starts. An image
     whose key an earlier one has is a Reject (its objects are built all the same: the class resolver's
-    first-seen warnings stay in file order)."""
+    first-seen warnings stay in file order). With ``blocks``, runs of images of plain valid 4-point objects
+    come as one :class:`SceneBlock` each."""
     batch = InstanceBatch(plan.classes)
     taken: list[Pending] = []
     at = start
@@ -226,20 +232,88 @@ def _build_chunk(plan: CocoPlan, start: int, stop: int, release: bool) -> tuple[
         _add_objects(batch, pending[2], plan.categories, pending[1])
         taken.append(pending)
         at += 1
-    built, records = batch.build(), batch.records
+    built, columns = batch.build_columns()
+    bounds = np.cumsum([0] + [len(p[2]) for p in taken]).tolist()
+    in_block = _block_images(taken, bounds, built, columns) if blocks and columns is not None else [False] * len(taken)
+    if columns is not None:  # the Builts of every image that is not in a block
+        mine = [k for k, j in enumerate(columns.at) if not in_block[_image_of_object(bounds, j)]]
+        columns.fill(built, mine)
     out, items = plan.out, []
-    first = 0
-    for iid, info, group, key, duplicate in taken:
-        last = first + len(group)
+    run: list[int] = []
+    for t, (iid, info, group, key, duplicate) in enumerate(taken):
+        if in_block[t]:
+            run.append(t)
+            continue
+        if run:
+            items.append(_block(plan, taken, bounds, run, columns))  # type: ignore[arg-type]
+            run = []
+        first, last = bounds[t], bounds[t + 1]
         if duplicate:
             items.append(Reject(out.fname, f"image {iid}", f"a second image has the key {key}", "duplicate_image", len(group)))
         else:
-            rejects, scene = scene_parts(source=out.source, root=out.root, info=info, built=built[first:last], key=key,
-                                         records=records[first:last], provenance=Provenance(out.fname, f"image {iid}"))
+            rejects, scene = scene_parts(source=out.source, root=out.root, info=info, built=built[first:last],  # type: ignore[arg-type]
+                                         key=key, records=batch.records[first:last],
+                                         provenance=Provenance(out.fname, f"image {iid}"))
             items += rejects
             items.append(scene)
-        first = last
+    if run:
+        items.append(_block(plan, taken, bounds, run, columns))  # type: ignore[arg-type]
     return items, at
+
+
+def _image_of_object(bounds: list[int], j: int) -> int:
+    """The index of the image whose objects include batch object ``j``."""
+    return bisect.bisect_right(bounds, j) - 1
+
+
+def _block_images(taken: list[Pending], bounds: list[int], built: list, columns: QuadColumns) -> list[bool]:
+    """Which images can go into a block: not a duplicate, a size, a key with a source, and every object a
+    4-point one that passed the vectorised checks as it is (so no per-object Reject and no constructor)."""
+    good = np.zeros(len(built), dtype=bool)
+    good[np.asarray(columns.at, dtype=np.int64)] = columns.trusted
+    bad_before = np.concatenate(([0], np.cumsum(~good)))
+    bad = (bad_before[bounds[1:]] - bad_before[bounds[:-1]]).tolist()
+    return [not b and not p[4] and "/" in p[3] and (p[1].width or 0) > 0 and (p[1].height or 0) > 0
+            for p, b in zip(taken, bad, strict=True)]
+
+
+def _block(plan: CocoPlan, taken: list[Pending], bounds: list[int], run: list[int], columns: QuadColumns) -> SceneBlock:
+    """The images ``run`` of ``taken`` (each of them all 4-point objects) as one :class:`SceneBlock`."""
+    out = plan.out
+    first, last = bounds[run[0]], bounds[run[-1] + 1]  # a run is contiguous, and so are its objects,
+    start = bisect.bisect_left(columns.at, first)  # ... all of them quadrilaterals: so are their rows
+    rows = np.arange(start, start + last - first)
+    infos = [taken[t][1] for t in run]
+    n = np.asarray([bounds[t + 1] - bounds[t] for t in run], dtype=np.int64)
+    clipped_before = np.concatenate(([0], np.cumsum(columns.clipped[rows])))
+    ends = np.cumsum(n)
+    rows_l = rows.tolist()
+    return SceneBlock(
+        key=[taken[t][3] for t in run],
+        source=[out.source] * len(run),
+        image_path=[i.rel for i in infos],
+        root=[out.root] * len(run),
+        width=[i.width for i in infos],
+        height=[i.height for i in infos],
+        gsd=[None] * len(run),
+        image_source=[None] * len(run),
+        split=[None] * len(run),
+        flags=[list(i.flags) for i in infos],
+        image_format=[i.fmt for i in infos],
+        clipped=(clipped_before[ends] - clipped_before[ends - n]).tolist(),
+        file=[out.fname] * len(run),
+        record=[f"image {taken[t][0]}" for t in run],
+        n=n,
+        raw_category=[columns.raws[k] for k in rows_l],
+        category=[columns.cats[k] for k in rows_l],
+        points=columns.polys[rows].reshape(-1, 2),
+        sizes=np.full(len(rows), 4, dtype=np.int64),
+        hbb=columns.hbb[rows],
+        obb=columns.obb[rows],
+        area=columns.area[rows],
+        difficult=np.fromiter((bool(columns.difficult[k]) for k in rows_l), bool, len(rows)),
+        instance_record=[columns.records[k] for k in rows_l],
+    )
 
 
 def _add_objects(batch: InstanceBatch, group: list[Entry], categories: dict[Any, str], info: ImageInfo) -> None:

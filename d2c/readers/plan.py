@@ -7,6 +7,8 @@ shipping it to a worker. Workers are forked after planning and read their units 
 The contract: ``head`` (the Rejects found while planning), then ``read_units(0, a)``, ``read_units(a, b)``,
 ... ``read_units(k, units)`` give exactly the items, in the same order, that the reader's ``read`` gives.
 A reader offers a plan through an optional ``plan(path, options)`` method that returns one or None.
+With ``blocks=True`` a plan may give a run of Scenes as one :class:`d2c.blocks.SceneBlock` (the same
+scenes as columns, for annotation-only conversion); plans that cannot ignore it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
+from d2c.blocks import SceneBlock
 from d2c.classes import ClassResolver
 from d2c.images import ImageFinder
 from d2c.model import Reject, Scene
@@ -25,8 +28,8 @@ class ReadPlan(Protocol):
     head: list[Reject]  # found while planning; they come before every unit's items
     units: int  # independent pieces, in reading order (COCO: images; DOTA/VOC: annotation files)
 
-    def read_units(self, start: int, stop: int) -> Iterator[Scene | Reject]:
-        """The items of units ``start`` .. ``stop - 1``, in order."""
+    def read_units(self, start: int, stop: int, *, blocks: bool = False) -> Iterator[Scene | Reject | SceneBlock]:
+        """The items of units ``start`` .. ``stop - 1``, in order (runs of Scenes as blocks, if asked and able)."""
         ...
 
 
@@ -49,7 +52,8 @@ class LayoutPlan:
         self.head: list[Reject] = []
         self.units = len(lay.files)
 
-    def read_units(self, start: int, stop: int) -> Iterator[Scene | Reject]:
+    def read_units(self, start: int, stop: int, *, blocks: bool = False) -> Iterator[Scene | Reject]:
+        """The items of annotation files ``start`` .. ``stop - 1`` (always as Scenes: ``blocks`` is ignored)."""
         for f in self.lay.files[start:stop]:
             fname = rel_to(f, self.lay.root)
             if not f.is_file():  # a pipe or folder named like an annotation file is never opened
