@@ -157,6 +157,18 @@ class _Tally:
         self.flags.update([f for s in scenes for f in s.flags])
         self.captions += n_captions
 
+    def block(self, facts: worker.BlockFacts) -> None:
+        """Scenes read and written together (:class:`d2c.convert_worker.BlockFacts`)."""
+        st = self.stats
+        st.scenes_read += facts.count
+        st.instances_in += facts.instances
+        st.instances_clipped += facts.clipped
+        st.scenes_written += facts.count
+        st.instances_out += facts.instances
+        self.classes.update(facts.categories)
+        self.flags.update(facts.flags)
+        self.captions += facts.captions
+
     def reject(self, rej: Reject, *, counted_in: bool) -> None:
         self.stats.add_reject(rej, already_in=counted_in)
         self.rejects.append(rej)
@@ -322,7 +334,8 @@ class _Sink:
         self.shard_rows, self.max_bytes, self.source = shard_rows, max_bytes, source
         self.writer: ShardWriter | None = None
 
-    def write(self, scene: Scene, table: Any, items: list[int], sizes: list[int]) -> None:
+    def write(self, scene: Scene | worker.SceneFacts | worker.BlockFacts, table: Any, items: list[int],
+              sizes: list[int]) -> None:
         if self.writer is None:
             from d2c import __version__
 
@@ -343,11 +356,21 @@ def _account(entries: list[Entry], result: Any, tally: _Tally, sink: _Sink, fres
     items: list[int] = []
     sizes: list[int] = []
     written: list[Scene] = []
+    first: Any = None  # the first scene (or block of them) written: the shard writer's source and root
     n_captions = n_out = 0
     row = 0
     for pos, item, todo in entries:
         if isinstance(item, Reject):
             tally.reject(item, counted_in=False)
+            continue
+        if type(item) is worker.BlockFacts:  # scenes all written, one row each (never in a resumed run)
+            assert pos >= fresh_from
+            tally.block(item)
+            keep.extend(range(row, row + item.count))
+            items.extend(range(pos, pos + item.count))
+            sizes.extend(item.sizes)
+            first = first or item
+            row += item.count
             continue
         tally.scene(item)
         if not todo:  # written by the run being resumed
@@ -369,6 +392,7 @@ def _account(entries: list[Entry], result: Any, tally: _Tally, sink: _Sink, fres
             items.extend([pos] * n)
             sizes.extend(res.sizes)
             written.append(item)
+            first = first or item
             n_captions += res.captions
             n_out += res.instances_out
         row += n
@@ -377,7 +401,7 @@ def _account(entries: list[Entry], result: Any, tally: _Tally, sink: _Sink, fres
     if keep:
         if len(keep) != table.num_rows:
             table = table.take(keep)
-        sink.write(written[0], table, items, sizes)
+        sink.write(first, table, items, sizes)
 
 
 def _finish(out: Path, tally: _Tally, closed: list, run: dict[str, Any], input: Any, format: str,

@@ -15,6 +15,7 @@ import multiprocessing
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -306,9 +307,10 @@ def run_units(plan: ReadPlan, job: Job, workers: int, engine: Any = None) -> Ite
                 done = _in_pool(((span, (process_units, span)) for span in spans), job, workers,
                                 lambda span: f"unit {span[0]}")
             for _span, (facts, (outcomes, table)) in done:
-                entries = [(base + k, f, not isinstance(f, Reject)) for k, f in enumerate(facts)]
+                where = _positions(facts, base)
+                entries = [(at, f, not isinstance(f, Reject)) for at, f in zip(where, facts, strict=True)]
                 yield entries, ([(base + k, res) for k, res in outcomes], table)
-                base += len(facts)
+                base = where[-1] + _span_of(facts[-1]) if facts else base
     finally:
         _PLAN = None
 
@@ -325,24 +327,70 @@ def process_units(span: tuple[int, int]) -> tuple[list[Reject | SceneFacts], Any
     return [it if isinstance(it, Reject) else SceneFacts.of(it) for it in items], result
 
 
-def _process_unit_blocks(items: list[Scene | Reject | SceneBlock]) -> tuple[list[Reject | SceneFacts], Any]:
+def _process_unit_blocks(items: list[Scene | Reject | SceneBlock]) -> tuple[list[Reject | SceneFacts | BlockFacts], Any]:
     """:func:`process_units` of items read as blocks: all the scenes, blocks and single Scenes, are
-    processed as one block."""
-    facts: list[Reject | SceneFacts] = []
-    parts: list[SceneBlock] = []
-    positions: list[int] = []
+    processed as one block; a block whose scenes were all written comes back as one :class:`BlockFacts`."""
+    parts = [it if isinstance(it, SceneBlock) else SceneBlock.from_scenes([it])
+             for it in items if not isinstance(it, Reject)]
+    if not parts:
+        return items, ([], None)  # type: ignore[return-value]
+    outcomes, table = process_block(concat(parts))
+    facts: list[Reject | SceneFacts | BlockFacts] = []
+    local: list[tuple[int, Done | Reject]] = []  # outcomes not summed up in a BlockFacts, by local position
+    pos = at = 0
     for it in items:
         if isinstance(it, Reject):
             facts.append(it)
+            pos += 1
             continue
-        block = it if isinstance(it, SceneBlock) else SceneBlock.from_scenes([it])
-        positions.extend(range(len(facts), len(facts) + len(block)))
-        facts.extend(SceneFacts.of_block(block))
-        parts.append(block)
-    if not parts:
-        return facts, ([], None)
-    outcomes, table = process_block(concat(parts))
-    return facts, (list(zip(positions, outcomes, strict=True)), table)
+        block = it if isinstance(it, SceneBlock) else None
+        n = len(block) if block is not None else 1
+        mine = outcomes[at : at + n]
+        if block is not None and all(type(d) is Done for d in mine):
+            facts.append(BlockFacts.of(block, mine))  # type: ignore[arg-type]
+        else:
+            facts.extend(SceneFacts.of_block(block) if block is not None else [SceneFacts.of(it)])  # type: ignore[arg-type]
+            local.extend(zip(range(pos, pos + n), mine, strict=True))
+        pos += n
+        at += n
+    return facts, (local, table)
+
+
+def _span_of(fact: Reject | SceneFacts | BlockFacts) -> int:
+    """Input positions an entry stands for."""
+    return fact.count if type(fact) is BlockFacts else 1
+
+
+def _positions(facts: list[Reject | SceneFacts | BlockFacts], base: int) -> list[int]:
+    """The input position of each entry of ``facts``, the first at ``base``."""
+    out = []
+    for f in facts:
+        out.append(base)
+        base += _span_of(f)
+    return out
+
+
+@dataclass(frozen=True)
+class BlockFacts:
+    """``count`` consecutive scenes of one block, each written to one row: what the main process counts
+    and writes for them, summed up (per-scene facts and outcomes cost more to send and count than the
+    scenes' rows themselves)."""
+
+    count: int
+    source: str  # of the first scene (the shard writer's metadata)
+    root: str
+    instances: int  # instances in, all of them written
+    clipped: int
+    categories: list[str]  # of every instance
+    flags: list[str]  # of every scene, one after the other
+    sizes: list[int]  # each row's byte estimate
+    captions: int
+
+    @classmethod
+    def of(cls, block: SceneBlock, done: list[Done]) -> BlockFacts:
+        return cls(len(block), block.source[0], block.root[0], block.num_instances, sum(block.clipped),
+                   block.category, list(chain.from_iterable(block.flags)),
+                   [d.sizes[0] for d in done], sum(d.captions for d in done))
 
 
 def _in_pool(tasks: Iterable[tuple[Any, tuple[Any, Any] | None]], job: Job, workers: int,

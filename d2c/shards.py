@@ -9,11 +9,13 @@ The layout is documented in ``docs/shard-schema.md``.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import logging
 import os
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,6 +126,8 @@ class ShardWriter:
         self.metadata = dict(metadata)
         self.schema = schema
         self.index = start_index
+        self._thread: ThreadPoolExecutor | None = None  # writes row groups (see _in_background)
+        self._queued: collections.deque[Future] = collections.deque()
         self.closed: list[ShardInfo] = []
         self._writer: pq.ParquetWriter | None = None
         self._tmp: Path | None = None
@@ -196,6 +200,9 @@ class ShardWriter:
         """Close the open shard, if any, and return every shard this writer completed."""
         if self._writer is not None:
             self._finish()
+        if self._thread is not None:
+            self._thread.shutdown()
+            self._thread = None
         return list(self.closed)
 
     def _needs_cut_before(self, size: int) -> bool:
@@ -249,14 +256,32 @@ class ShardWriter:
             return
         assert self._writer is not None
         table = self._pieces[0] if len(self._pieces) == 1 else pa.concat_tables(self._pieces)
-        table = table.combine_chunks()  # the same bytes however the rows arrived
-        self._writer.write_table(table, row_group_size=table.num_rows)
+        self._in_background(_write_group, self._writer, table)
         self._pieces, self._group_rows, self._group_bytes = [], 0, 0
         crash_point("mid_shard")
+
+    def _in_background(self, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` on the writer thread, in order, with at most two groups waiting: Arrow encodes
+        and compresses without holding the GIL, so a group is written while the next rows are built (on
+        another core). Inline when a crash test needs each write done at its crash point."""
+        if os.environ.get("D2C_CRASH_AT"):
+            fn(*args)
+            return
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="d2c-shard-writer")
+        self._queued.append(self._thread.submit(fn, *args))
+        while len(self._queued) > 2:
+            self._queued.popleft().result()
+
+    def _wait(self) -> None:
+        """Until every group handed to the writer thread is written (its error, if any, raised here)."""
+        while self._queued:
+            self._queued.popleft().result()
 
     def _finish(self) -> None:
         assert self._writer is not None and self._tmp is not None
         self._flush_group()
+        self._wait()
         span = {"shard_index": self.index, "first_item": self._first_item, "next_item": self._next_item}
         self._writer.add_key_value_metadata({SHARD_KEY: _dumps(span)})
         self._writer.close()
@@ -270,6 +295,12 @@ class ShardWriter:
         log.debug("wrote %s (%d rows)", final.name, self._rows)
         self._writer, self._tmp = None, None
         self.index += 1
+
+
+def _write_group(writer: pq.ParquetWriter, table: pa.Table) -> None:
+    """One row group: its rows in one chunk per column, so the bytes are the same however they arrived."""
+    table = table.combine_chunks()
+    writer.write_table(table, row_group_size=table.num_rows)
 
 
 def _dumps(obj: Any) -> bytes:

@@ -62,13 +62,13 @@ def test_chunk_size_changes_nothing(tmp_path, monkeypatch, chunk):
 def test_first_scene_before_the_rest_is_built(tmp_path, monkeypatch):
     path = _file(tmp_path, n_images=40)
     built: list[int] = []
-    real = coco.InstanceBatch.build_columns
+    real = coco.InstanceBatch.build
 
     def spy(batch):
         built.append(len(batch))
         return real(batch)
 
-    monkeypatch.setattr(coco.InstanceBatch, "build_columns", spy)
+    monkeypatch.setattr(coco.InstanceBatch, "build", spy)
     monkeypatch.setattr(coco, "CHUNK_OBJECTS", 6)
     it = d2c.read(path, format="coco")
     first = next(x for x in it if isinstance(x, Scene))

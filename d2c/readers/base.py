@@ -187,20 +187,13 @@ class InstanceBatch:
 
     def build(self) -> list[Built]:
         """Every object's :data:`Built`, aligned with the order they were added."""
-        out, columns = self.build_columns()
-        if columns is not None:
-            columns.fill(out, range(len(columns)))
-        return out  # type: ignore[return-value]
-
-    def build_columns(self) -> tuple[list[Built | None], QuadColumns | None]:
-        """:meth:`build`, leaving the 4-point objects as columns: in the list, None at each of them (the
-        ``k``-th None is row ``k`` of the columns), which :meth:`QuadColumns.fill` can turn into Builts."""
-        if not self._at:
-            return self.out, None
-        w, h = np.asarray(self._w, dtype=np.float64), np.asarray(self._h, dtype=np.float64)
-        columns = _quad_columns(_quad_array(self._quads), w, h, self._quads, self._meta, self._at)
-        self._at = []
-        return self.out, columns
+        if self._at:
+            w, h = np.asarray(self._w, dtype=np.float64), np.asarray(self._h, dtype=np.float64)
+            raws, cats, difficult, records = (list(c) for c in zip(*self._meta, strict=True))
+            columns = quad_columns(self._quads, w, h, raws, cats, difficult, records, self._at)
+            columns.fill(self.out, range(len(columns)))
+            self._at = []
+        return self.out  # type: ignore[return-value]
 
 
 def _as_points(values: Sequence[Any]) -> np.ndarray:
@@ -226,7 +219,7 @@ def _outside(hbb: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray:
 
 @dataclass(eq=False)
 class QuadColumns:
-    """The vectorised pass over K quadrilaterals (:func:`_quad_columns`): each one's canonical polygon,
+    """The vectorised pass over K quadrilaterals (:func:`quad_columns`): each one's canonical polygon,
     boxes and area, and whether it passed the Instance constructor's checks (``trusted``: its row can
     become an Instance as it is) and was clipped to its image. ``at``: where each sits in its batch."""
 
@@ -276,16 +269,17 @@ class QuadColumns:
         return ("outside_image", f"polygon {list(self.raw_quads[k])} lies outside the {self.w[k]:g} x {self.h[k]:g} image")
 
 
-def _quad_columns(
-    q: np.ndarray, w: np.ndarray, h: np.ndarray, raw_quads: list[Sequence[Any]],
-    meta: list[tuple[Any, str, Any, str | None]], at: list[int],
+def quad_columns(
+    quads: Sequence[Sequence[Any]], w: np.ndarray, h: np.ndarray, raws: Sequence[Any], cats: Sequence[str | None],
+    difficult: Sequence[Any], records: Sequence[str | None], at: list[int],
 ) -> QuadColumns:
-    """The vectorised path for (K, 4, 2) quadrilaterals (``raw_quads``: the numbers as read, for messages;
-    ``meta``: each one's raw category, category, difficult flag and record; ``at``: its place in the batch).
+    """The vectorised pass over K quadrilaterals given as their 8 numbers as read, with each one's image
+    size, raw category, category (None: refused), difficult flag, record and place in its batch.
 
     Rows that pass the Instance constructor's own checks here, on whole arrays, are ``trusted``; any other
     row that is kept goes through the validating constructor, which says why.
     """
+    q = _quad_array(quads)
     finite = np.isfinite(q).all(axis=(1, 2))
     q = np.where(finite[:, None, None], q, 0.0)
     area_raw = np.abs(geometry.signed_area(q))
@@ -297,13 +291,12 @@ def _quad_columns(
     area = np.abs(geometry.signed_area(polys))
     obbs = geometry.min_area_rect_quads(polys)
     ok = finite & (area_raw > AREA_EPS) & ~outside & (area > AREA_EPS)
-    raws, cats, difficult, records = (list(c) for c in zip(*meta, strict=True))
     raws = list(map(str, raws))
     trusted = ok & valid_instance_rows(polys, obbs, area)
     if not (all(raws) and all(cats)):  # an empty name: the validating constructor refuses it
         trusted &= np.asarray([bool(r and c) for r, c in zip(raws, cats, strict=True)])
-    return QuadColumns(at, raws, cats, difficult, records, polys, geometry.hbb_of(polys), obbs, area, trusted,
-                       clipped, ok, finite, area_raw, raw_quads, w, h)
+    return QuadColumns(at, raws, cats, difficult, records, polys, geometry.hbb_of(polys), obbs, area, trusted,  # type: ignore[arg-type]
+                       clipped, ok, finite, area_raw, quads, w, h)
 
 
 def _instance(raw: Any, cat: str, difficult: Any, record: str | None, poly, hbb, obb, area: float, clipped: bool) -> Built:

@@ -12,11 +12,11 @@ missing ``info``/``licenses``, extra keys. Images without annotations are Scenes
 
 from __future__ import annotations
 
-import bisect
 import json
 import logging
 import os
 from collections.abc import Iterator
+from itertools import chain, compress
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from d2c.readers.base import (
     ReadOptions,
     locate_image,
     parse_error_position,
+    quad_columns,
     rel_to,
     scene_parts,
 )
@@ -159,8 +160,8 @@ def _load(json_path: Path) -> tuple[Any, str | None]:
 # tuples of plain values, much smaller than the record they replace; any other one as its record.
 Entry = tuple[Any, str, bool, tuple[Any, ...]] | dict
 # an image waiting to be built: (image id, where its image is, its annotations in file order, its scene key,
-# whether an earlier image has that key: then it is a Reject)
-Pending = tuple[Any, ImageInfo, list[Entry], str, bool]
+# whether an earlier image has that key: then it is a Reject; whether every annotation is a plain tuple)
+Pending = tuple[Any, ImageInfo, list[Entry], str, bool, bool]
 CHUNK_OBJECTS = 4096  # objects built in one vectorised pass: amortises numpy's per-call cost, bounds the working set
 
 
@@ -172,7 +173,7 @@ def _plan(
     :data:`Entry`. Takes the annotation list out of ``data`` and frees each record once read."""
     anns = data.pop("annotations", None)
     ids = [_img_id(img) for img in data["images"]]
-    by_image, orphans = _group(anns if isinstance(anns, list) else [], set(ids) - {None}, categories)
+    by_image, orphans, odd = _group(anns if isinstance(anns, list) else [], set(ids) - {None}, categories)
     del anns
     fname = out.fname
     early: list[Reject] = []
@@ -202,7 +203,7 @@ def _plan(
             early.append(Reject(fname, f"image {iid}", info[1], info[0], len(group)))
             continue
         key = scene_key(out.source, info.key_rel)
-        kept.append((iid, info, group, key, key in keys))
+        kept.append((iid, info, group, key, key in keys, iid not in odd))
         keys.add(key)
     return early, kept
 
@@ -221,70 +222,87 @@ def _build_chunk(plan: CocoPlan, start: int, stop: int, release: bool, blocks: b
     whose key an earlier one has is a Reject (its objects are built all the same: the class resolver's
     first-seen warnings stay in file order). With ``blocks``, runs of images of plain valid 4-point objects
     come as one :class:`SceneBlock` each."""
-    batch = InstanceBatch(plan.classes)
     taken: list[Pending] = []
-    at = start
-    while at < stop and len(batch) < CHUNK_OBJECTS:
+    at, objects = start, 0
+    while at < stop and objects < CHUNK_OBJECTS:
         pending = plan.pending[at]
         assert pending is not None, "a released image is read again"
         if release:
             plan.pending[at] = None
-        _add_objects(batch, pending[2], plan.categories, pending[1])
         taken.append(pending)
+        objects += len(pending[2])
         at += 1
-    built, columns = batch.build_columns()
-    bounds = np.cumsum([0] + [len(p[2]) for p in taken]).tolist()
-    in_block = _block_images(taken, bounds, built, columns) if blocks and columns is not None else [False] * len(taken)
-    if columns is not None:  # the Builts of every image that is not in a block
-        mine = [k for k, j in enumerate(columns.at) if not in_block[_image_of_object(bounds, j)]]
-        columns.fill(built, mine)
-    out, items = plan.out, []
+    if not blocks:
+        return _scene_items(plan, taken), at
+    columns, in_block, first_row = _plain_columns(plan, taken)
+    items: list[Scene | Reject | SceneBlock] = []
     run: list[int] = []
-    for t, (iid, info, group, key, duplicate) in enumerate(taken):
-        if in_block[t]:
+    for t, flag in enumerate(in_block):
+        if flag:
             run.append(t)
             continue
         if run:
-            items.append(_block(plan, taken, bounds, run, columns))  # type: ignore[arg-type]
+            items.append(_block(plan, taken, run, columns, first_row[run[0]]))
             run = []
-        first, last = bounds[t], bounds[t + 1]
-        if duplicate:
-            items.append(Reject(out.fname, f"image {iid}", f"a second image has the key {key}", "duplicate_image", len(group)))
-        else:
-            rejects, scene = scene_parts(source=out.source, root=out.root, info=info, built=built[first:last],  # type: ignore[arg-type]
-                                         key=key, records=batch.records[first:last],
-                                         provenance=Provenance(out.fname, f"image {iid}"))
-            items += rejects
-            items.append(scene)
+        items += _scene_items(plan, taken[t : t + 1])
     if run:
-        items.append(_block(plan, taken, bounds, run, columns))  # type: ignore[arg-type]
+        items.append(_block(plan, taken, run, columns, first_row[run[0]]))
     return items, at
 
 
-def _image_of_object(bounds: list[int], j: int) -> int:
-    """The index of the image whose objects include batch object ``j``."""
-    return bisect.bisect_right(bounds, j) - 1
+def _scene_items(plan: CocoPlan, taken: list[Pending]) -> list[Scene | Reject]:
+    """The Scenes and Rejects of the images ``taken``, their objects built in one vectorised pass."""
+    batch = InstanceBatch(plan.classes)
+    for pending in taken:
+        _add_objects(batch, pending[2], plan.categories, pending[1])
+    built, records = batch.build(), batch.records
+    out, items = plan.out, []
+    first = 0
+    for iid, info, group, key, duplicate, _ in taken:
+        last = first + len(group)
+        if duplicate:
+            items.append(Reject(out.fname, f"image {iid}", f"a second image has the key {key}", "duplicate_image", len(group)))
+        else:
+            rejects, scene = scene_parts(source=out.source, root=out.root, info=info, built=built[first:last], key=key,
+                                         records=records[first:last], provenance=Provenance(out.fname, f"image {iid}"))
+            items += rejects
+            items.append(scene)
+        first = last
+    return items
 
 
-def _block_images(taken: list[Pending], bounds: list[int], built: list, columns: QuadColumns) -> list[bool]:
-    """Which images can go into a block: not a duplicate, a size, a key with a source, and every object a
-    4-point one that passed the vectorised checks as it is (so no per-object Reject and no constructor)."""
-    good = np.zeros(len(built), dtype=bool)
-    good[np.asarray(columns.at, dtype=np.int64)] = columns.trusted
-    bad_before = np.concatenate(([0], np.cumsum(~good)))
-    bad = (bad_before[bounds[1:]] - bad_before[bounds[:-1]]).tolist()
-    return [not b and not p[4] and "/" in p[3] and (p[1].width or 0) > 0 and (p[1].height or 0) > 0
-            for p, b in zip(taken, bad, strict=True)]
+def _plain_columns(plan: CocoPlan, taken: list[Pending]) -> tuple[QuadColumns, list[bool], list[int]]:
+    """The objects of the images of ``taken`` that may go into a block (not a duplicate, a size, a key with
+    a source, every annotation a plain 4-point one), as quad columns, in order; which images do go into
+    one: those whose every object passed the vectorised checks as it is (no per-object Reject, no
+    constructor, a known class); and per image, the row of its first object."""
+    plain = [p[5] and not p[4] and "/" in p[3] and (p[1].width or 0) > 0 and (p[1].height or 0) > 0 for p in taken]
+    groups = list(compress((p[2] for p in taken), plain))
+    entries = list(chain.from_iterable(groups))
+    ann_ids, raws, difficult, quads = zip(*entries, strict=True) if entries else ((), (), (), ())
+    resolve = plan.classes.resolve
+    category = {raw: resolve(raw).category for raw in dict.fromkeys(raws)}
+    n = np.fromiter(map(len, groups), np.int64, len(groups))
+    sizes = [(p[1].width, p[1].height) for p in compress(taken, plain)]
+    w = np.repeat(np.asarray([s[0] for s in sizes], dtype=np.float64), n)
+    h = np.repeat(np.asarray([s[1] for s in sizes], dtype=np.float64), n)
+    columns = quad_columns(quads, w, h, raws, [category[r] for r in raws], difficult,
+                           [f"annotation {a}" for a in ann_ids], list(range(len(entries))))
+    bad_before = np.concatenate(([0], np.cumsum(~columns.trusted)))
+    ends = np.cumsum(n)
+    good = iter((bad_before[ends] == bad_before[ends - n]).tolist())
+    counts = [len(p[2]) if flag else 0 for p, flag in zip(taken, plain, strict=True)]
+    first_row = np.concatenate(([0], np.cumsum(counts)[:-1])).tolist()
+    return columns, [flag and next(good) for flag in plain], first_row
 
 
-def _block(plan: CocoPlan, taken: list[Pending], bounds: list[int], run: list[int], columns: QuadColumns) -> SceneBlock:
-    """The images ``run`` of ``taken`` (each of them all 4-point objects) as one :class:`SceneBlock`."""
+def _block(plan: CocoPlan, taken: list[Pending], run: list[int], columns: QuadColumns, start: int) -> SceneBlock:
+    """The images ``run`` of ``taken`` (consecutive, each in a block) as one :class:`SceneBlock`; their
+    objects are the rows of ``columns`` from ``start`` on."""
     out = plan.out
-    first, last = bounds[run[0]], bounds[run[-1] + 1]  # a run is contiguous, and so are its objects,
-    start = bisect.bisect_left(columns.at, first)  # ... all of them quadrilaterals: so are their rows
-    rows = np.arange(start, start + last - first)
+    n = np.asarray([len(taken[t][2]) for t in run], dtype=np.int64)
+    rows = np.arange(start, start + int(n.sum()))
     infos = [taken[t][1] for t in run]
-    n = np.asarray([bounds[t + 1] - bounds[t] for t in run], dtype=np.int64)
     clipped_before = np.concatenate(([0], np.cumsum(columns.clipped[rows])))
     ends = np.cumsum(n)
     rows_l = rows.tolist()
@@ -359,11 +377,14 @@ def _categories(cats: Any) -> dict[Any, str]:
     return out
 
 
-def _group(anns: list[Any], ids: set[Any], categories: dict[Any, str]) -> tuple[dict[Any, list[Entry]], list[Any]]:
-    """Annotations by image id (one of ``ids``), as :data:`Entry`, and the ones of no image. Empties ``anns``
-    from the end as it goes (after reversing it), so each record is freed once read instead of all at the end."""
+def _group(anns: list[Any], ids: set[Any], categories: dict[Any, str]
+           ) -> tuple[dict[Any, list[Entry]], list[Any], set[Any]]:
+    """Annotations by image id (one of ``ids``), as :data:`Entry`; the ones of no image; and the ids of the
+    images with an annotation that is not a plain tuple. Empties ``anns`` from the end as it goes (after
+    reversing it), so each record is freed once read instead of all at the end."""
     by_image: dict[Any, list[Entry]] = {}
     orphans: list[Any] = []
+    odd: set[Any] = set()
     anns.reverse()
     while anns:
         a = anns.pop()
@@ -372,10 +393,13 @@ def _group(anns: list[Any], ids: set[Any], categories: dict[Any, str]) -> tuple[
             group = by_image.get(iid)
             if group is None:
                 group = by_image[iid] = []
-            group.append(_entry(a, categories))
+            entry = _entry(a, categories)
+            if type(entry) is not tuple:
+                odd.add(iid)
+            group.append(entry)
         else:
             orphans.append(a)
-    return by_image, orphans
+    return by_image, orphans, odd
 
 
 def _raw_object(ann: dict, categories: dict[Any, str], info: ImageInfo) -> RawObject:
