@@ -89,6 +89,7 @@ def _mixed_coco(root: Path) -> Path:
         Image.new("L", (120, 100), 30).save(root / "images" / f"{k:03d}.png")
     images = [{"id": k, "file_name": f"{k:03d}.png", "width": 120, "height": 100} for k in range(1, 13)]
     images.append({"id": 13, "file_name": "sub/../012.png", "width": 120, "height": 100})  # the key of image 12
+    images.append({"id": 14, "file_name": "014.png", "width": 120, "height": 100})
     box = {"bbox": [10, 10, 30, 20], "category_id": 1}
     anns = [{**box, "image_id": 1}, {**box, "image_id": 1, "category_id": 2, "difficult": 1},
             {"image_id": 2, "category_id": 1, "segmentation": [[5, 5, 40, 8, 38, 30, 4, 28]]},
@@ -97,7 +98,7 @@ def _mixed_coco(root: Path) -> Path:
             {**box, "image_id": 6, "iscrowd": 1}, {**box, "image_id": 7, "bbox": [10, 10, 0, 20]},
             {**box, "image_id": 8, "bbox": [500, 500, 10, 10]}, {**box, "image_id": 9, "bbox": [100, 90, 40, 30]},
             {**box, "image_id": 10, "category_id": 9}, {**box, "image_id": 11}, {**box, "image_id": 12},
-            {**box, "image_id": 13}, {**box, "image_id": 99}]
+            {**box, "image_id": 13}, {**box, "image_id": 14, "category_id": 2}, {**box, "image_id": 99}]
     for k, a in enumerate(anns):
         a["id"] = k + 1
     path = root / "ann.json"
@@ -146,3 +147,24 @@ def test_conversion_through_blocks_writes_what_scenes_write(real_samples, tmp_pa
             assert len(data) == 1, (path, name)
     stats = json.loads((tmp_path / "out0-blocks-1" / "stats.json").read_text())
     assert stats["scenes_written"] > 500  # SSDD with its class map: real rows went through blocks
+
+
+def test_blocks_with_rejected_scenes_write_what_scenes_write(tmp_path, monkeypatch):
+    """A template that fails for tanks rejects those scenes (caption_error) inside a block: the block's
+    other scenes are still written, counted as the Scene path counts them."""
+    tpl = tmp_path / "tpl"
+    tpl.mkdir()
+    (tpl / "bad.j2").write_text("{#-\nid: user.bad\nfamily: count\nweight: 1.0\nrequires: [main]\n-#}\n"
+                                "{{ (1 // 0) if main[0] == 'tank' else 'A SAR image of ships.' }}\n")
+    path = _mixed_coco(tmp_path / "mixed")
+    outs = []
+    for mode in ("blocks", "scenes"):
+        if mode == "scenes":
+            monkeypatch.setattr(worker, "uses_blocks", lambda job: False)
+        out = tmp_path / mode
+        convert(path, out=out, format="coco", templates=tpl, include_default_templates=False, progress=False)
+        outs.append(out)
+    rejects = [json.loads(line) for line in (outs[0] / "rejects.jsonl").read_text().splitlines()]
+    assert [r["scene_key"] for r in rejects if r["code"] == "caption_error"] == ["ann/005", "ann/014"]
+    for name in [*(p.name for p in shard_paths(outs[0])), "manifest.json", "stats.json", "rejects.jsonl"]:
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
