@@ -32,7 +32,7 @@ from d2c.tiling import DEFAULT_MIN_VISIBLE, DEFAULT_NEGATIVE_RATE
 # Scenes per task sent to a worker (and per Arrow table built). Annotation-only rows are small, so big
 # chunks amortise the per-task cost; rows with image bytes keep chunks small to bound memory in flight.
 CHUNK = 32
-CHUNK_REFERENCE = 1024
+CHUNK_REFERENCE = 4096
 
 
 @dataclass(frozen=True)
@@ -118,16 +118,17 @@ def process_block(block: SceneBlock) -> tuple[list[Done | Reject], Any]:
     """:func:`process_chunk` of untiled scenes given as a block (reference mode: the image records of
     scenes whose image the reader found missing need no Scene), aligned with the block's scenes."""
     assert _JOB is not None
-    images = []
-    for k in range(len(block)):
-        if (_JOB.images_mode == "reference" and "image_missing" in block.flags[k]
-                and block.width[k] is not None and block.height[k] is not None):
-            images.append(ImageRecord(None, block.image_path[k].replace("\\", "/"), block.image_format[k], None))
-            continue
+    reference = _JOB.images_mode == "reference"
+    images: list[ImageRecord | Reject | None] = [
+        ImageRecord(None, path.replace("\\", "/"), fmt, None)
+        if reference and "image_missing" in flags and w is not None and h is not None else None
+        for path, fmt, flags, w, h in zip(block.image_path, block.image_format, block.flags, block.width,
+                                          block.height, strict=True)]
+    for k in [k for k, r in enumerate(images) if r is None]:
         (scene,) = block.take([k]).scenes()
-        images.append(_image_of(scene))
+        images[k] = _image_of(scene)
         block.width[k], block.height[k] = scene.width, scene.height  # filled in from the image header
-    return _process_block(block, images)
+    return _process_block(block, images)  # type: ignore[arg-type]
 
 
 def _process_block(block: SceneBlock, images: list[ImageRecord | Reject]) -> tuple[list[Done | Reject], Any]:

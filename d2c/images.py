@@ -8,6 +8,7 @@ the bytes over the extension. Every path an annotation names stays inside the da
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,9 @@ class ResolvedImage:
 
 
 NOT_FOUND = ResolvedImage(None, False)
+
+
+_PLAIN_NAME = re.compile(r"[^/\\:\x00]+")  # a name with no folder part, drive or NUL (see ImageFinder.absent)
 
 
 def _split_name(name: str) -> tuple[str, str, str]:
@@ -132,6 +136,21 @@ class ImageFinder:
             if found.path is not None and stem_hit is None:
                 stem_hit = (found, folder)
         return stem_hit or (NOT_FOUND, folders[0])
+
+    def absent(self, folders: list[Path] | list[str], name: str) -> bool:
+        """True when ``name`` is a plain file name (no folder part, drive, ``.`` or ``..``) that none of
+        ``folders`` holds, by name or by stem: what :meth:`find_in` reports as not found, at a fraction of
+        its cost (a reader asks for each of 100,000 images, most of them missing in annotation-only runs)."""
+        if name in (".", "..") or not _PLAIN_NAME.fullmatch(name):
+            return False
+        stem, ext = os.path.splitext(name)
+        if not ext or len(ext) > 5:
+            stem = name
+        for folder in folders:
+            listing = self._list(str(folder))
+            if name in listing.names or stem in listing.stems:
+                return False
+        return True
 
     def find_stem(self, folder: Path | str, stem: str) -> Path | None:
         """The image in ``folder`` whose stem is ``stem`` (preferring .png, .jpg, ... in that order)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -45,6 +46,15 @@ def stable_digest(text: str, nbytes: int = 8) -> int:
 def scene_seed(seed: int, key: str) -> int:
     """The per-scene random seed: a function of (global seed, scene key) alone."""
     return stable_digest(f"{int(seed)}|{key}")
+
+
+def scene_seeds(seed: int, keys: Sequence[str]) -> np.ndarray:
+    """:func:`scene_seed` of every key, as a uint64 array (the digests joined and read at once: this runs
+    for every scene of a conversion)."""
+    prefix = f"{int(seed)}|".encode()
+    blake2b = hashlib.blake2b
+    data = b"".join([blake2b(prefix + k.encode("utf-8"), digest_size=8).digest() for k in keys])
+    return np.frombuffer(data, dtype="<u8").astype(np.uint64)
 
 
 @dataclass(frozen=True, slots=True)

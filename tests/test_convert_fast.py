@@ -111,3 +111,35 @@ def test_caption_repeatable_with_warm_caches(seed):
     for s, caps in list(zip(scenes, first, strict=True))[::7]:
         assert CaptionEngine(seed=seed).caption(s) == caps
     assert all(1 <= len(c) <= 5 for c in first)
+
+
+def test_scene_seeds_equal_scene_seed():
+    from d2c.model import scene_seed, scene_seeds
+
+    keys = ["src/a", "src/b/c", "ünï/cödé", "s/" + "x" * 300, "s/0"]
+    for seed in (0, 7, -3, 2**40):
+        got = scene_seeds(seed, keys)
+        assert got.dtype == np.uint64
+        assert got.tolist() == [scene_seed(seed, k) for k in keys]
+    assert scene_seeds(0, []).shape == (0,)
+
+
+def test_image_finder_absent_agrees_with_find_in(tmp_path):
+    from d2c.images import NOT_FOUND, ImageFinder
+
+    a, b = tmp_path / "images", tmp_path
+    a.mkdir()
+    for name in ("x.png", "y.jpg", "noext"):
+        (a / name).write_bytes(b"\x89PNG\r\n\x1a\n")
+    (b / "z.tif").write_bytes(b"II*\x00")
+    finder = ImageFinder(tmp_path)
+    names = ["x.png", "x.jpg", "y.png", "z.png", "z.tif", "noext", "noext.png", "w.png", "w", "w.longext",
+             "sub/x.png", "..", ".", "a\\b.png", "C:x.png", "q.png.bak"]
+    absent = [n for n in names if finder.absent([a, b], n)]
+    for name in names:  # where find_in finds nothing for a plain name, absent says so; never otherwise
+        if name in ("..", "C:x.png"):  # refused by find_in: absent leaves them to it
+            assert name not in absent
+            continue
+        plain_missing = finder.find_in([a, b], name) == (NOT_FOUND, a) and "/" not in name and "\\" not in name
+        assert (name in absent) == (plain_missing and name != "."), name
+    assert absent == ["noext.png", "w.png", "w", "w.longext", "q.png.bak"]

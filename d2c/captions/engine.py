@@ -44,7 +44,7 @@ from d2c.captions.templates import (
 )
 from d2c.captions.words import Vocabulary
 from d2c.errors import D2CError
-from d2c.model import Scene, scene_seed
+from d2c.model import Scene, scene_seeds
 
 _CACHE_LIMIT = 500_000
 _TABLE_LIMIT = 20_000_000  # cells of the batch path's id tables (int32) before they are dropped and rebuilt
@@ -175,7 +175,7 @@ class CaptionEngine:
         ok = [k for k, e in enumerate(entries) if isinstance(e, Entry)]
         if not ok:
             return out
-        seeds = np.fromiter((scene_seed(self.seed, keys[k]) for k in ok), np.uint64, len(ok))
+        seeds = scene_seeds(self.seed, keys if len(ok) == len(keys) else [keys[k] for k in ok])
         if len(ok) <= SMALL_BATCH:
             draws = scene_uniforms(seeds, 0, DRAWS * (self.captions_per_image + 1)).tolist()
             for j, k in enumerate(ok):

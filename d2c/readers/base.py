@@ -390,7 +390,9 @@ def locate_image(
     """
     folders = images_dir if isinstance(images_dir, list) else [images_dir]
     try:
-        if stem_only:
+        if not stem_only and type(name) is str and finder.absent(folders, name):
+            path, by_stem, images_dir = None, False, folders[0]  # what find_in says, sooner
+        elif stem_only:
             images_dir = folders[0]
             path, by_stem = finder.find_stem(images_dir, name), False
         else:

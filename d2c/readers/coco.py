@@ -162,7 +162,7 @@ Entry = tuple[Any, str, bool, tuple[Any, ...]] | dict
 # an image waiting to be built: (image id, where its image is, its annotations in file order, its scene key,
 # whether an earlier image has that key: then it is a Reject; whether every annotation is a plain tuple)
 Pending = tuple[Any, ImageInfo, list[Entry], str, bool, bool]
-CHUNK_OBJECTS = 4096  # objects built in one vectorised pass: amortises numpy's per-call cost, bounds the working set
+CHUNK_OBJECTS = 16384  # objects built in one vectorised pass: amortises numpy's per-call cost, bounds the working set
 
 
 def _plan(
