@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from typing import Any
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from jinja2.utils import _PassArg
 
 from d2c.captions.words import Vocabulary, capfirst, join_and
 
@@ -103,6 +105,10 @@ class LimitedSandbox(SandboxedEnvironment):
     MAX_BITS = 1 << 16  # an int power may have at most this many bits
     MAX_ITEMS = 10_000  # characters or items a repetition may build
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._own_filters: dict[str, tuple[Callable[..., Any], bool]] = {}
+
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if (
             operator == "**"
@@ -117,6 +123,36 @@ class LimitedSandbox(SandboxedEnvironment):
             if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > self.MAX_ITEMS:
                 raise SecurityError(f"repeating a {type(seq).__name__} {n} times is too large for a template")
         return super().call_binop(context, operator, left, right)
+
+    def add_own_filters(self, filters: dict[str, Callable[..., Any]]) -> None:
+        """Add d2c's filters, noting once whether each takes the context, so that :meth:`call_filter` (how
+        ``map('quantity')`` calls a filter, once per item) need not inspect the function at every call."""
+        self.filters.update(filters)
+        self._own_filters |= {
+            name: (f, _PassArg.from_obj(f) is _PassArg.context)
+            for name, f in filters.items()
+            if _PassArg.from_obj(f) in (None, _PassArg.context)
+        }
+
+    def call_filter(
+        self,
+        name: str,
+        value: Any,
+        args: Any = None,
+        kwargs: Any = None,
+        context: Any = None,
+        eval_ctx: Any = None,
+    ) -> Any:
+        """Jinja2's ``call_filter``, the same call with the kind of argument a filter takes looked up
+        once: for one of :meth:`add_own_filters` still in place (and given a context if it needs one), else
+        Jinja2's own path with its checks and errors."""
+        own = self._own_filters.get(name) if type(name) is str else None
+        if own is None or own[0] is not self.filters.get(name) or (own[1] and context is None):
+            return super().call_filter(name, value, args, kwargs, context, eval_ctx)
+        func, wants_context = own
+        if wants_context:
+            return func(context, value, *(args or ()), **(kwargs or {}))
+        return func(value, *(args or ()), **(kwargs or {}))
 
 
 class SynIndex(int):
@@ -144,29 +180,107 @@ def _congruent(values: range, value: int, moduli: frozenset[Any]) -> list[int]:
     return [v for v in values if all(v % m == value % m for m in moduli)]
 
 
+def _draw(ctx: Any, name: str) -> Any:
+    """``ctx[name]`` (a variable the template set first, else the render's value) without the two method
+    calls of Jinja2's ``Context.__getitem__``; a missing name raises the same KeyError."""
+    assigned = ctx.vars
+    return assigned[name] if name in assigned else ctx.parent[name]
+
+
 def _syn_of(ctx: Any) -> int:
     """The context's synonym index: a :class:`SynIndex` as it is (so it records), else as an int."""
-    syn = ctx["syn"]
+    assigned = ctx.vars
+    syn = assigned["syn"] if "syn" in assigned else ctx.parent["syn"]
     return syn if type(syn) is SynIndex else int(syn)
 
 
+class _Memo(dict):
+    """``fn(key)`` by ``key``, computed on first use; the key's values must be exactly typed, so that equal
+    keys mean equal calls. The vocabulary and threshold behind ``fn`` must not change once the environment
+    is made."""
+
+    LIMIT = 1 << 16  # entries kept before the memo starts over
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def __missing__(self, key: Any) -> Any:
+        value = self.fn(key)
+        if len(self) >= self.LIMIT:
+            self.clear()
+        self[key] = value
+        return value
+
+
+def _recording(fn: Callable[..., str]) -> Callable[[tuple], tuple[str, frozenset[Any]]]:
+    """``fn(syn, *rest)`` as a function of the key ``(syn as an int, *rest)`` for a :class:`_Memo`, giving
+    the text and the moduli ``fn`` reduced a fresh :class:`SynIndex` by (see :func:`_replayed`)."""
+
+    def run(key: tuple) -> tuple[str, frozenset[Any]]:
+        probe = SynIndex(key[0])
+        return fn(probe, *key[1:]), frozenset(probe.moduli)
+
+    return run
+
+
+def _replayed(syn: int, hit: tuple[str, frozenset[Any]]) -> str:
+    """The text of a memoised :func:`_recording` call, after recording its moduli on the caller's ``syn``:
+    a fresh call would have reduced ``syn`` by exactly those."""
+    if hit[1] and type(syn) is SynIndex:
+        syn.moduli.update(hit[1])
+    return hit[0]
+
+
+def _plain_group(group: Any) -> bool:
+    """A (class name, count, difficult) tuple of exact types, as the attributes give it: memoisable."""
+    return (
+        type(group) is tuple
+        and len(group) == 3
+        and type(group[0]) is str
+        and type(group[1]) is int
+        and type(group[2]) in (int, bool)
+    )
+
+
 def make_environment(v: Vocabulary, threshold: int) -> SandboxedEnvironment:
-    """The sandbox every template runs in: StrictUndefined, no autoescape, the wording filters."""
+    """The sandbox every template runs in: StrictUndefined, no autoescape, the wording filters (memoised
+    where they cost more than a look-up; see :class:`_Memo` and :func:`_recording`)."""
     env = LimitedSandbox(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
+    number_memo = _Memo(
+        _recording(lambda syn, n, digits: v.number(n, digits=digits, syn=syn, threshold=threshold))
+    )
+    quantity_memo = _Memo(
+        _recording(
+            lambda syn, group, digits, adjective: v.quantity(
+                group, digits=digits, syn=syn, threshold=threshold, adjective=adjective
+            )
+        )
+    )
+    noun_memo = _Memo(_recording(lambda syn, name, n: v.noun(name, syn, n)))
+    article_memo = _Memo(v.article)
 
     @jinja2.pass_context
     def number(ctx: Any, n: int) -> str:
-        return v.number(int(n), digits=bool(ctx["digits"]), syn=_syn_of(ctx), threshold=threshold)
+        n = int(n)  # int() gives an exact int: a plain key
+        digits = bool(_draw(ctx, "digits"))
+        syn = _syn_of(ctx)
+        return _replayed(syn, number_memo[(int(syn), n, digits)])
 
     @jinja2.pass_context
     def quantity(ctx: Any, group: Any, adjective: str | None = None) -> str:
-        return v.quantity(
-            group, digits=bool(ctx["digits"]), syn=_syn_of(ctx), threshold=threshold, adjective=adjective
-        )
+        digits = bool(_draw(ctx, "digits"))
+        syn = _syn_of(ctx)
+        if _plain_group(group) and (adjective is None or type(adjective) is str):
+            return _replayed(syn, quantity_memo[(int(syn), group, digits, adjective)])
+        return v.quantity(group, digits=digits, syn=syn, threshold=threshold, adjective=adjective)
 
     @jinja2.pass_context
     def noun(ctx: Any, cls_name: str, n: int = 1) -> str:
-        return v.noun(str(cls_name), _syn_of(ctx), int(n))
+        name, syn, n = str(cls_name), _syn_of(ctx), int(n)
+        if type(name) is str:  # str() gives what __str__ returns (a subclass, maybe); int() an exact int
+            return _replayed(syn, noun_memo[(int(syn), name, n)])
+        return v.noun(name, syn, n)
 
     @jinja2.pass_context
     def place(ctx: Any, cell: str) -> str:
@@ -179,16 +293,21 @@ def make_environment(v: Vocabulary, threshold: int) -> SandboxedEnvironment:
     def plural(word: str, n: int = 2) -> str:
         return str(word) if int(n) == 1 else v.plural(str(word))
 
-    env.filters.update(
-        number=number,
-        quantity=quantity,
-        noun=noun,
-        synonym=noun,
-        place=place,
-        metres=metres,
-        plural=plural,
-        article=v.article,
-        join_and=join_and,
-        capfirst=capfirst,
+    def article(phrase: str) -> str:
+        return article_memo[phrase] if type(phrase) is str else v.article(phrase)
+
+    env.add_own_filters(
+        {
+            "number": number,
+            "quantity": quantity,
+            "noun": noun,
+            "synonym": noun,
+            "place": place,
+            "metres": metres,
+            "plural": plural,
+            "article": article,
+            "join_and": join_and,
+            "capfirst": capfirst,
+        }
     )
     return env
