@@ -200,6 +200,7 @@ class ShardWriter:
         """Close the open shard, if any, and return every shard this writer completed."""
         if self._writer is not None:
             self._finish()
+        self._wait()
         if self._thread is not None:
             self._thread.shutdown()
             self._thread = None
@@ -261,9 +262,10 @@ class ShardWriter:
         crash_point("mid_shard")
 
     def _in_background(self, fn: Any, *args: Any) -> None:
-        """Run ``fn(*args)`` on the writer thread, in order, with at most two groups waiting: Arrow encodes
-        and compresses without holding the GIL, so a group is written while the next rows are built (on
-        another core). Inline when a crash test needs each write done at its crash point."""
+        """Run ``fn(*args)`` on the writer thread, in order, with at most two tasks waiting: Arrow encodes
+        and compresses without holding the GIL, and fsync waits for the disk, so a shard is written while
+        the next rows are built (on another core). Inline when a crash test needs each write done at its
+        crash point."""
         if os.environ.get("D2C_CRASH_AT"):
             fn(*args)
             return
@@ -279,22 +281,25 @@ class ShardWriter:
             self._queued.popleft().result()
 
     def _finish(self) -> None:
+        """Close the open shard: its last row group, then (on the writer thread) its footer, fsync, rename
+        to the final name and checksum; the next rows go to a new shard meanwhile."""
         assert self._writer is not None and self._tmp is not None
         self._flush_group()
-        self._wait()
         span = {"shard_index": self.index, "first_item": self._first_item, "next_item": self._next_item}
-        self._writer.add_key_value_metadata({SHARD_KEY: _dumps(span)})
-        self._writer.close()
-        _fsync(self._tmp)
         final = self.out_dir / shard_name(self.prefix, self.index)
-        crash_point("before_rename")
-        os.replace(self._tmp, final)
-        info = ShardInfo(final, self._rows, final.stat().st_size, file_sha256(final), self._first_item,
-                         self._next_item)
-        self.closed.append(info)
-        log.debug("wrote %s (%d rows)", final.name, self._rows)
+        self._in_background(self._close_shard, self._writer, self._tmp, final, self._rows, span)
         self._writer, self._tmp = None, None
         self.index += 1
+
+    def _close_shard(self, writer: pq.ParquetWriter, tmp: Path, final: Path, rows: int, span: dict[str, Any]) -> None:
+        writer.add_key_value_metadata({SHARD_KEY: _dumps(span)})
+        writer.close()
+        _fsync(tmp)
+        crash_point("before_rename")
+        os.replace(tmp, final)
+        self.closed.append(ShardInfo(final, rows, final.stat().st_size, file_sha256(final), span["first_item"],
+                                     span["next_item"]))
+        log.debug("wrote %s (%d rows)", final.name, rows)
 
 
 def _write_group(writer: pq.ParquetWriter, table: pa.Table) -> None:
