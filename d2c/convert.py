@@ -271,11 +271,16 @@ def convert(
     t0 = time.monotonic()
     chunks = worker.run_units(units, job, workers, engine) if units is not None else \
         worker.run_chunks(items(), job, workers, engine)
-    with gc_relaxed(), _Progress(progress) as bar:
-        for entries, result in chunks:
-            _account(entries, result, tally, sink, fresh_from, captions_per_image)
-            bar.update(tally)
-    closed = sink.writer.close() if sink.writer is not None else []
+    try:
+        with gc_relaxed(), _Progress(progress) as bar:
+            for entries, result in chunks:
+                _account(entries, result, tally, sink, fresh_from, captions_per_image)
+                bar.update(tally)
+        closed = sink.writer.close() if sink.writer is not None else []
+    except BaseException:
+        if sink.writer is not None:
+            sink.writer.abort()
+        raise
     return _finish(out, tally, closed, run, input, format, strict, time.monotonic() - t0)
 
 

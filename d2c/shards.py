@@ -128,6 +128,7 @@ class ShardWriter:
         self.index = start_index
         self._thread: ThreadPoolExecutor | None = None  # writes row groups (see _in_background)
         self._queued: collections.deque[Future] = collections.deque()
+        self._failed: BaseException | None = None  # the first error on the writer thread
         self.closed: list[ShardInfo] = []
         self._writer: pq.ParquetWriter | None = None
         self._tmp: Path | None = None
@@ -206,6 +207,13 @@ class ShardWriter:
             self._thread = None
         return list(self.closed)
 
+    def abort(self) -> None:
+        """Stop after a failure elsewhere: the writes and closes already queued finish (complete shards
+        reach their final names), the open shard stays under its temporary name."""
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None
+
     def _needs_cut_before(self, size: int) -> bool:
         """The byte budget is a ceiling: close before a row that would pass it (unless the shard is empty)."""
         return self._writer is not None and self._rows > 0 and self._bytes + size > self.max_bytes
@@ -271,9 +279,20 @@ class ShardWriter:
             return
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="d2c-shard-writer")
-        self._queued.append(self._thread.submit(fn, *args))
+        self._queued.append(self._thread.submit(self._unless_failed, fn, *args))
         while len(self._queued) > 2:
             self._queued.popleft().result()
+
+    def _unless_failed(self, fn: Any, *args: Any) -> None:
+        """``fn(*args)``, unless a task before it failed: after a failed write (a full disk) the shard must
+        not be closed and renamed to its final name, nor anything after it written."""
+        if self._failed is not None:
+            raise self._failed
+        try:
+            fn(*args)
+        except BaseException as exc:
+            self._failed = exc
+            raise
 
     def _wait(self) -> None:
         """Until every group handed to the writer thread is written (its error, if any, raised here)."""
