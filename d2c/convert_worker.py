@@ -9,7 +9,6 @@ scene, what became of it.
 from __future__ import annotations
 
 import collections
-import contextlib
 import gc
 import multiprocessing
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from d2c.blocks import SceneBlock, concat
-from d2c.errors import D2CError
+from d2c.errors import D2CError, error_code
 from d2c.gc_tuning import gc_frozen, relaxed_thresholds
 from d2c.imageio import StretchConfig, load_image_record
 from d2c.model import Provenance, Reject, Scene
@@ -167,15 +166,6 @@ def _row_bytes(row: RowInput) -> int:
     return row_bytes_of(len(data) if data else 0, len(row.scene.instances))
 
 
-def _reject_scene(scene: Scene, code: str, reason: str) -> Reject:
-    prov = scene.provenance
-    return Reject(prov.file, prov.record, reason, code, scene.num_instances, scene.key)
-
-
-def _error_code(exc: Exception) -> str:
-    return type(exc).__name__.removesuffix("Error").lower() or "image"
-
-
 Processed = tuple[list[RowInput], list[Reject], int]  # rows, rejects, captions of rows already kept
 
 
@@ -187,50 +177,30 @@ def _image_of(scene: Scene) -> ImageRecord | Reject:
         image = load_image_record(scene, mode=job.images_mode, max_side=job.max_side, stretch=job.stretch,
                                   max_pixels=job.max_pixels)
     except D2CError as exc:
-        return _reject_scene(scene, _error_code(exc), str(exc))
+        return Reject.of_scene(scene, error_code(exc), str(exc))
     except OSError as exc:
-        return _reject_scene(scene, "image_unreadable", f"{scene.image_path}: {exc}")
+        return Reject.of_scene(scene, "image_unreadable", f"{scene.image_path}: {exc}")
     if job.images_mode == "embed" and image.bytes is None:
-        return _reject_scene(scene, "image_missing", f"image {scene.image_path!r} not found (needed in embed mode)")
+        return Reject.of_scene(scene, "image_missing", f"image {scene.image_path!r} not found (needed in embed mode)")
     if scene.width is None or scene.height is None:
-        return _reject_scene(scene, "no_size", f"image {scene.image_path!r}: no image and no size in the annotation")
+        return Reject.of_scene(scene, "no_size", f"image {scene.image_path!r}: no image and no size in the annotation")
     return image
 
 
 def _process_tiled(scene: Scene) -> Processed | Reject:
-    """A large scene -> one row per kept tile (pixels read one window at a time), plus the Rejects of
-    parent objects no tile holds. Any failure rejects the whole scene, so accounting stays exact."""
-    from d2c.imageio import image_path_of
-    from d2c.tiling import WindowReader, tile_image_record, tile_scene
+    """A large scene -> one row per kept tile, plus the Rejects of parent objects no tile holds
+    (:func:`d2c.tiling.tile_rows`); tiles already in kept shards count their captions as written."""
+    from d2c.tiling import tile_rows
 
-    assert _JOB is not None
+    assert _JOB is not None and _ENGINE is not None
     job = _JOB
-    try:
-        path = image_path_of(scene)
-        if job.images_mode == "embed" and not path.is_file():
-            return _reject_scene(scene, "image_missing", f"image {scene.image_path!r} not found (needed in embed mode)")
-        tiled = tile_scene(scene, tile=job.tile, overlap=job.overlap, min_visible=job.tile_min_visible,
-                           below=job.tile_below, negative_rate=job.tile_negative_rate, seed=job.seed)
-        todo, kept = [], 0
-        opener = WindowReader(path) if path.is_file() else contextlib.nullcontext(None)
-        with opener as reader:
-            for tile, window in tiled:
-                if tile.key in job.done_keys:  # in a shard kept by --resume (its captions were written)
-                    kept += job.captions_per_image
-                    continue
-                record = tile_image_record(tile, window, reader, mode=job.images_mode, max_side=job.max_side,
-                                           stretch=job.stretch)
-                todo.append((tile, record, window.offset))
-        rows = []
-        for (tile, record, offset), caps in zip(todo, _ENGINE.caption_many([t for t, _, _ in todo]), strict=True):
-            if isinstance(caps, Exception):
-                raise caps
-            rows.append(RowInput(tile, caps[0], caps[1], record, parent_key=scene.key, tile_offset=offset))
-    except D2CError as exc:
-        return _reject_scene(scene, _error_code(exc), str(exc))
-    except (OSError, ValueError) as exc:
-        return _reject_scene(scene, "tile_error", f"{scene.image_path}: {exc}")
-    return rows, tiled.rejects, kept
+    res = tile_rows(scene, _ENGINE.caption_many, tile=job.tile, overlap=job.overlap,  # type: ignore[arg-type]
+                    min_visible=job.tile_min_visible, below=job.tile_below, negative_rate=job.tile_negative_rate,
+                    seed=job.seed, mode=job.images_mode, max_side=job.max_side, stretch=job.stretch,
+                    skip=job.done_keys)
+    if isinstance(res, Reject):
+        return res
+    return res.rows, res.rejects, res.skipped * job.captions_per_image
 
 
 def chunk_size(job: Job) -> int:

@@ -21,3 +21,9 @@ class UnsafePathError(D2CError):
 
 class ImageTooLargeError(D2CError):
     """An image's declared size exceeds the pixel cap (a decompression bomb is refused before decoding)."""
+
+
+def error_code(exc: Exception) -> str:
+    """A Reject code from an error's class: ``ImageReadError`` -> ``imageread``, ``UnsafePathError`` ->
+    ``unsafepath``."""
+    return type(exc).__name__.removesuffix("Error").lower() or "image"

@@ -86,6 +86,12 @@ class Reject:
         where = f"{self.file}:{self.record}" if self.record else self.file
         return f"{where}: {self.reason}"
 
+    @classmethod
+    def of_scene(cls, scene: Scene, code: str, reason: str) -> Reject:
+        """The Reject of a whole scene (all its instances), where its provenance says."""
+        prov = scene.provenance
+        return cls(prov.file, prov.record, reason, code, len(scene.instances), scene.key)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "file": self.file,

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from d2c.errors import D2CError, UsageError
+from d2c.errors import D2CError, UsageError, error_code
 from d2c.model import Instance, Reject, Scene, scene_seed
 from d2c.rows import ImageRecord
 
@@ -404,6 +404,70 @@ def tile_image_record(
                        stretch=stretch_json, scale=scale)
 
 
+@dataclass
+class TiledRows:
+    """One scene cut into tiles for ``convert --tile``: the rows of its kept tiles (row-major, captioned,
+    ``parent_key`` and ``tile_offset`` set), the Rejects of parent objects no tile holds, and how many
+    tiles were left out because their rows are already written (``skip``)."""
+
+    rows: list[Any]  # d2c.rows.RowInput
+    rejects: list[Reject]
+    skipped: int = 0
+
+
+def tile_rows(
+    scene: Scene,
+    caption_many: Callable[[list[Scene]], list[Any]],
+    *,
+    tile: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    min_visible: float = DEFAULT_MIN_VISIBLE,
+    below: str = "difficult",
+    negative_rate: float = DEFAULT_NEGATIVE_RATE,
+    seed: int = 0,
+    mode: str = "reference",
+    max_side: int | None = None,
+    stretch: Any = None,
+    skip: frozenset[str] = frozenset(),
+) -> TiledRows | Reject:
+    """What ``convert --tile`` writes for one scene, or the Reject of the whole scene (all its objects)
+    when its image cannot be read, a tile fails or a caption fails: accounting stays exact. Pixels are
+    read one window at a time; the kept tiles are captioned in one ``caption_many`` call (per scene
+    ``(texts, template ids)`` or the exception: ``CaptionEngine.caption_many``). Tiles whose key is in
+    ``skip`` (rows a resumed run keeps) are neither read nor captioned."""
+    import contextlib
+
+    from d2c.imageio import image_path_of
+    from d2c.rows import RowInput
+
+    try:
+        path = image_path_of(scene)
+        if mode == "embed" and not path.is_file():
+            return Reject.of_scene(scene, "image_missing", f"image {scene.image_path!r} not found (needed in embed mode)")
+        tiled = tile_scene(scene, tile=tile, overlap=overlap, min_visible=min_visible, below=below,
+                           negative_rate=negative_rate, seed=seed)
+        todo, skipped = [], 0
+        with WindowReader(path) if path.is_file() else contextlib.nullcontext(None) as reader:
+            for tile_sc, window in tiled:
+                if tile_sc.key in skip:
+                    skipped += 1
+                    continue
+                record = tile_image_record(tile_sc, window, reader, mode=mode, max_side=max_side, stretch=stretch)
+                todo.append((tile_sc, record, window.offset))
+        rows = []
+        for (tile_sc, record, offset), caps in zip(todo, caption_many([t for t, _, _ in todo]), strict=True):
+            if isinstance(caps, Exception):
+                raise caps
+            rows.append(RowInput(tile_sc, caps[0], caps[1], record, parent_key=scene.key, tile_offset=offset))
+    except UsageError:
+        raise
+    except D2CError as exc:
+        return Reject.of_scene(scene, error_code(exc), str(exc))
+    except (OSError, ValueError) as exc:
+        return Reject.of_scene(scene, "tile_error", f"{scene.image_path}: {exc}")
+    return TiledRows(rows, tiled.rejects, skipped)
+
+
 def tiled_rows(
     scene: Scene,
     caption: Callable[[Scene], list[Any]],
@@ -418,43 +482,22 @@ def tiled_rows(
     max_side: int | None = None,
     stretch: Any = None,
 ) -> tuple[list[dict[str, Any]], list[Reject]]:
-    """Everything ``convert --tile`` needs for one scene: the shard rows of its kept tiles (row-major
-    order; ``parent_key`` and ``tile_offset`` filled) and the Rejects (objects no tile holds; or the whole
-    scene, all its objects, when its image is needed and cannot be read or a caption fails).
-
-    ``caption(tile_scene)`` returns objects with ``text`` and ``template_id`` (``CaptionEngine.caption``).
-    """
-    from d2c.imageio import image_path_of
+    """:func:`tile_rows` as shard rows (dicts) and Rejects, captioning one tile at a time with
+    ``caption(tile_scene)``, which returns objects with ``text`` and ``template_id``
+    (``CaptionEngine.caption``)."""
     from d2c.rows import scene_to_row
 
-    def whole(code: str, reason: str) -> tuple[list[dict[str, Any]], list[Reject]]:
-        prov = scene.provenance
-        return [], [Reject(prov.file, prov.record, reason, code, scene.num_instances, scene.key)]
+    def caption_many(scenes: list[Scene]) -> list[Any]:
+        out: list[Any] = []
+        for sc in scenes:
+            caps = caption(sc)
+            out.append(([c.text for c in caps], [c.template_id for c in caps]))
+        return out
 
-    try:
-        path = image_path_of(scene)
-    except D2CError as exc:
-        return whole("unsafe_path", str(exc))
-    if not path.is_file() and (mode == "embed" or scene.width is None or scene.height is None):
-        return whole("image_missing", f"image {scene.image_path!r} not found (tiling needs its pixels or size)")
-    try:
-        tiled = tile_scene(scene, tile=tile, overlap=overlap, min_visible=min_visible, below=below,
-                           negative_rate=negative_rate, seed=seed)
-        reader = WindowReader(path) if path.is_file() else None
-    except UsageError:
-        raise
-    except D2CError as exc:
-        return whole("image_unreadable", str(exc))
-    rows: list[dict[str, Any]] = []
-    try:
-        for tile_sc, win in tiled:
-            image = tile_image_record(tile_sc, win, reader, mode=mode, max_side=max_side, stretch=stretch)
-            caps = caption(tile_sc)
-            rows.append(scene_to_row(tile_sc, [c.text for c in caps], [c.template_id for c in caps], image,
-                                     parent_key=scene.key, tile_offset=win.offset))
-    except (D2CError, ValueError, OSError) as exc:
-        return whole("tile_error", f"{scene.key}: {exc}")
-    finally:
-        if reader is not None:
-            reader.close()
-    return rows, tiled.rejects
+    res = tile_rows(scene, caption_many, tile=tile, overlap=overlap, min_visible=min_visible, below=below,
+                    negative_rate=negative_rate, seed=seed, mode=mode, max_side=max_side, stretch=stretch)
+    if isinstance(res, Reject):
+        return [], [res]
+    rows = [scene_to_row(r.scene, r.captions, r.template_ids, r.image, parent_key=r.parent_key,
+                         tile_offset=r.tile_offset) for r in res.rows]
+    return rows, res.rejects

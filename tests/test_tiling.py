@@ -277,3 +277,36 @@ def test_tiled_rows_give_convert_one_captioned_row_per_tile(tmp_path):
     gone = make_scene(ships, width=1500, height=1500, root=str(tmp_path / "nothing"))
     rows, rejects = tiled_rows(gone, engine.caption, tile=1024, mode="embed")
     assert rows == [] and [(r.code, r.instances) for r in rejects] == [("image_missing", 5)]
+
+
+def test_tiled_rows_are_the_rows_convert_writes(tmp_path):
+    """One tiling path: ``tiled_rows`` of a scene gives exactly the rows ``convert --tile`` writes for it."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import d2c
+    from d2c.captions import CaptionEngine
+    from d2c.convert import convert
+    from d2c.schema import SCHEMA
+    from d2c.shards import shard_paths
+    from d2c.tiling import tiled_rows
+
+    root = tmp_path / "big"
+    (root / "images").mkdir(parents=True)
+    (root / "labelTxt").mkdir()
+    write_pattern_tiff(root / "images" / "s1.tif", 1500)
+    lines = [f"{20 + 40 * i} 20 {50 + 40 * i} 20 {50 + 40 * i} 35 {20 + 40 * i} 35 ship 0" for i in range(5)]
+    (root / "labelTxt" / "s1.txt").write_text("\n".join([*lines, "20 700 1470 700 1470 760 20 760 ship 1"]) + "\n")
+    out = tmp_path / "out"
+    convert(root, out=out, format="dota", tile=1024, overlap=200, seed=3, captions_per_image=2, tile_below="drop",
+            progress=False)
+    written = pa.concat_tables([pq.read_table(p) for p in shard_paths(out)])
+    (scene,) = [s for s in d2c.read(root, format="dota") if isinstance(s, Scene)]
+    rows, rejects = tiled_rows(scene, CaptionEngine(captions_per_image=2, seed=3).caption, tile=1024, overlap=200,
+                               below="drop", seed=3)
+    assert len(rows) == written.num_rows >= 1
+    assert pa.Table.from_pylist(rows, schema=SCHEMA).equals(written.cast(SCHEMA))
+    logged = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert [r.to_dict() for r in rejects] == logged and [r["code"] for r in logged] == ["tile_dropped"]
