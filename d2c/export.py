@@ -7,7 +7,8 @@ own trainer reads a CSV (``--dataset-type csv``) or WebDataset tars. Every expor
   (``images/`` for COCO and DOTA, ``JPEGImages/`` for VOC); reference-mode rows keep naming the original
   image files (not copied). Coordinates are original pixels, so a row
   stored reduced (``--max-side``, ``image_scale`` < 1) is exported with its original-size annotations and
-  a warning.
+  a warning. The files are written into a hidden staging folder and moved into ``OUT`` once complete, so
+  an export that fails part way leaves nothing behind.
 - ``openclip-csv``: ``OUT/captions.csv``, **tab-separated** (open_clip's ``--csv-separator`` default is a
   tab) with columns ``filepath`` (absolute path) and ``title``, one line per caption; embedded images are
   written to ``OUT/images/``, referenced ones point at the dataset root recorded in the shards.
@@ -20,8 +21,11 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import re
+import shutil
 import tarfile
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -81,6 +85,21 @@ def _reference_tile(row: dict[str, Any]) -> bool:
 
 
 def _detection(shards: Path | str, to: str, out: Path, root: str) -> dict[str, Any]:
+    """A detection export written into a hidden staging folder inside ``out`` and moved into place when
+    complete: an export that fails part way leaves none of its files behind."""
+    staging = Path(tempfile.mkdtemp(prefix=".export-partial-", dir=out))
+    try:
+        counts = _detection_into(shards, to, staging, root)
+        for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+            target = out / path.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return counts
+
+
+def _detection_into(shards: Path | str, to: str, out: Path, root: str) -> dict[str, Any]:
     from d2c.writers import write_coco, write_dota, write_voc
 
     image_dir = out / ("JPEGImages" if to == "voc" else "images")

@@ -216,3 +216,29 @@ def test_same_file_name_in_two_folders_does_not_overwrite(tmp_path):
     files = sorted((tmp_path / "out" / "images").iterdir())
     assert [p.name for p in files] == ["b_x.png", "x.png"]
     assert {p.read_bytes() for p in files} == set(data.values())
+
+
+@pytest.mark.parametrize("fmt", ["coco", "dota"])
+def test_failed_detection_export_leaves_nothing(shards, tmp_path, monkeypatch, fmt):
+    """An export that fails part way (here: a row that cannot be turned into a scene, after images were
+    written) leaves no file of its own in the output folder; what was there before stays."""
+    import d2c.export as export_mod
+
+    out = tmp_path / fmt
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    real, seen = export_mod.scene_from_row, []
+
+    def failing(row, root=""):
+        seen.append(row["key"])
+        if len(seen) == 4:
+            raise OSError("disk went away")
+        return real(row, root=root)
+
+    monkeypatch.setattr(export_mod, "scene_from_row", failing)
+    with pytest.raises(OSError, match="disk went away"):
+        export_mod.export(shards, fmt, out)
+    assert sorted(p.name for p in out.rglob("*")) == ["notes.txt"]
+    monkeypatch.undo()
+    export_mod.export(shards, fmt, out)  # the same folder, complete this time
+    assert (out / "images" / "P001.png").is_file() and not list(out.glob(".export-partial-*"))
