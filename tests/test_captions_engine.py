@@ -353,3 +353,102 @@ def test_scalar_discretisation_equals_the_array_helpers():
     long = short * rng.choice([1.0, 1.2, np.nextafter(1.2, 0), 3.0], len(angle)) + (short == 0)
     got = [A.orientation_code(a, lo, s) for a, lo, s in zip(angle, long, short, strict=True)]
     assert got == A.orientation_codes(angle, long, short).tolist()
+
+
+def test_synonym_siblings_of_a_render_are_one_slice_of_its_row():
+    """The synonym indices that share a render's text (congruent to its index modulo every modulus the
+    filters reduced it by) are evenly spaced, so the text table sets them with one slice: checked for
+    every index and every set of up to three moduli a filter could record."""
+    import itertools
+
+    from d2c.captions.choice import _wordings
+    from d2c.captions.sandbox import SYN_RANGE, SynIndex
+
+    row = list(range(3 * SYN_RANGE * 2))  # (modality, syn, digits) cells of one context
+    for count in range(4):
+        for moduli in itertools.combinations(range(1, 2 * SYN_RANGE + 1), count):
+            for value in range(SYN_RANGE):
+                syn = SynIndex(value)
+                for m in moduli:
+                    syn % m  # noqa: B018 - what a filter does
+                same = syn.congruent(range(SYN_RANGE))
+                for base in (0, 1, 2 * SYN_RANGE + 1, 4 * SYN_RANGE):
+                    assert row[_wordings(base, same)] == [base + 2 * v for v in same]
+
+
+def test_choice_steps_pick_by_the_rule_with_shared_tables():
+    """Every step's pick (array and plain) and next step follow the rule worked out afresh from the templates
+    left and the families used in the round, though steps with the same candidates share one table."""
+    import random
+
+    import numpy as np
+
+    from d2c.captions.choice import Choices
+
+    templates = CaptionEngine().templates
+    family = [t.family for t in templates]
+
+    def first_above(weights: list[float], u: float) -> int:
+        target, acc = u * sum(weights), 0.0
+        for k, w in enumerate(weights):
+            acc += w
+            if acc > target:
+                return k
+        return len(weights) - 1
+
+    def rule(left: list[int], used: set[str], u_family: float, u_member: float) -> int:
+        candidates = [i for i in left if family[i] not in used] or left
+        names = sorted({family[i] for i in candidates})
+        members = [[i for i in candidates if family[i] == f] for f in names]
+        chosen = members[first_above([sum(templates[i].weight for i in m) for m in members], u_family)]
+        return chosen[first_above([templates[i].weight for i in chosen], u_member)]
+
+    choices = Choices(templates)
+    rng = random.Random(4)
+    steps = 0
+    for _ in range(300):
+        left = sorted(rng.sample(range(len(templates)), rng.randint(0, len(templates))))
+        used: set[str] = set()
+        step = choices.first(sum(1 << i for i in left))
+        while True:
+            assert choices.live_one(step) == bool(left) == bool(choices.live(np.array([step]))[0])
+            if not left:
+                break
+            u_family, u_member = rng.random(), rng.random()
+            idx = rule(left, used, u_family, u_member)
+            assert choices.pick_one(step, u_family, u_member) == idx
+            assert choices.pick(np.array([step]), np.array([u_family]), np.array([u_member]))[0] == idx
+            new_round = all(family[i] in used for i in left)
+            left.remove(idx)
+            used = (set() if new_round else used) | {family[idx]}
+            step, before = choices.after_one(step, idx), step
+            assert choices.after(np.array([before]), np.array([idx]))[0] == step
+            steps += 1
+    assert steps > 3000
+
+
+def test_attribute_cache_by_discrete_facts_gives_each_scene_its_own_attributes():
+    """Blocks looked up by their discrete facts (class and source ids shared across blocks of different
+    classes and widths) give every scene exactly the attributes computed for it alone, and derive each
+    distinct set of a shared scene's values once."""
+    from d2c.blocks import SceneBlock
+    from d2c.captions import attributes as A
+
+    engine = CaptionEngine()
+    names = engine._needed
+    calls: list[dict] = []
+    cache = A.AttributeCache(names, engine.vocab.sensors, derive=lambda attrs: calls.append(attrs) or attrs)
+    scenes = _varied(400, 8) + _varied(300, 9) + SCENES
+    assert cache.by_signature
+    got = []
+    for lo, hi in ((0, 120), (120, 121), (121, 400), (400, len(scenes))):  # one class only in some blocks
+        got += cache.get_block(SceneBlock.from_scenes(scenes[lo:hi]))
+    first = len(calls)
+    got += cache.get_block(SceneBlock.from_scenes(scenes[::-1]))[::-1]  # all met before
+    sensors = engine.vocab.sensors
+    want = [A.compute(s, names, sensors) for s in scenes]
+    assert got == want + want
+    shared = A.Batch.of(scenes, sensors).shared.tolist()
+    distinct = {tuple(w.values()) for w, s in zip(want, shared, strict=True) if s}
+    assert first <= len(distinct) + shared.count(False) < len(scenes)
+    assert 0 < len(calls) - first <= shared.count(False)  # only scenes that read geometry are derived again

@@ -55,6 +55,7 @@ CELL_NAMES = (
 _CELLS = tuple(c for row in CELL_NAMES for c in row)  # by cell code row * 3 + col
 _CENTRE = 4
 SHARED_MAX_MAIN = 3  # from this many main-class instances on, the arrangement attributes read geometry
+FACTS_HEAD = 4 + 3 * (SHARED_MAX_MAIN - 1)  # columns of Batch.discrete_facts before the classes' facts
 
 AttributeFn = Callable[["Facts"], Any]
 BatchFn = Callable[["Batch"], list[Any]]
@@ -265,25 +266,59 @@ class Batch:
         return np.bincount(key, minlength=self.count * width).reshape(-1, width)
 
     @cached_property
-    def cell_counts(self) -> np.ndarray:
-        """(S, 9) main-class instances per grid cell (zero for scenes without a frame)."""
+    def main_cells(self) -> np.ndarray:
+        """Grid cell code of each main-class instance (:attr:`main_idx` order; no meaning without a frame)."""
         i = self.main_idx
         s = self.sid[i]
-        codes = cell_codes(self.obb[i, 0], self.obb[i, 1], self.width[s], self.height[s])
-        return self.main_counts(codes, 9) * self.framed[:, None]
+        return cell_codes(self.obb[i, 0], self.obb[i, 1], self.width[s], self.height[s])
+
+    @cached_property
+    def main_sizes(self) -> np.ndarray:
+        """Size bucket code of each main-class instance (no meaning without a frame)."""
+        i = self.main_idx
+        return size_codes(self.areas[i] / self.frame[self.sid[i]])
+
+    @cached_property
+    def main_orientations(self) -> np.ndarray:
+        """Orientation code of each main-class instance (see :data:`ORIENTATION_NAMES`)."""
+        o = self.obb[self.main_idx]
+        return orientation_codes(o[:, 4], o[:, 2], o[:, 3])
+
+    @cached_property
+    def cell_counts(self) -> np.ndarray:
+        """(S, 9) main-class instances per grid cell (zero for scenes without a frame)."""
+        return self.main_counts(self.main_cells, 9) * self.framed[:, None]
 
     @cached_property
     def size_counts(self) -> np.ndarray:
         """(S, 4) main-class instances per size bucket (zero for scenes without a frame)."""
-        i = self.main_idx
-        codes = size_codes(self.areas[i] / self.frame[self.sid[i]])
-        return self.main_counts(codes, 4) * self.framed[:, None]
+        return self.main_counts(self.main_sizes, 4) * self.framed[:, None]
 
     @cached_property
     def orientation_counts(self) -> np.ndarray:
         """(S, 4) main-class instances per orientation code (see :data:`ORIENTATION_NAMES`)."""
-        o = self.obb[self.main_idx]
-        return self.main_counts(orientation_codes(o[:, 4], o[:, 2], o[:, 3]), 4)
+        return self.main_counts(self.main_orientations, 4)
+
+    def discrete_facts(self, class_ids: np.ndarray, source_ids: np.ndarray) -> np.ndarray:
+        """For every scene one int row of what the attributes of a :attr:`shared` scene read: [framed,
+        image source id, main-class count, number of classes, (cell, size, orientation) code of its first
+        two main-class instances in instance order, (class id, count, difficult count) of each class in
+        :class:`_Classes` order], padded with -1 (the two counts say how much of the row is used).
+        ``class_ids`` maps this batch's class codes and ``source_ids`` its scenes to ids that mean the
+        same thing in every batch. Shared scenes with equal rows have equal :data:`SIGNATURE_SAFE`
+        attributes (the facts :func:`signature` keys on, as codes); rows of other scenes mean nothing."""
+        c = self.classes
+        rows = np.full((self.count, FACTS_HEAD + 3 * int(c.per_scene.max(initial=0))), -1, np.int64)
+        rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3] = self.framed, source_ids, c.n_main, c.per_scene
+        s = self.sid[self.main_idx]
+        rank = np.arange(len(s)) - np.searchsorted(s, s)  # the main-class instances of a scene are consecutive
+        first = rank < SHARED_MAX_MAIN - 1  # all of a shared scene's
+        for j, codes in enumerate((self.main_cells, self.main_sizes, self.main_orientations)):
+            rows[s[first], 4 + 3 * rank[first] + j] = codes[first]
+        rank = np.arange(len(c.pair_scene)) - c.offsets[c.pair_scene]
+        for j, values in enumerate((class_ids[c.pair_class], c.pair_count, c.pair_difficult)):
+            rows[c.pair_scene, FACTS_HEAD + 3 * rank + j] = values
+        return rows
 
     def where(self, mask: np.ndarray, values: Sequence[Any]) -> list[Any]:
         """``values[k]`` where ``mask[k]``, else None."""
@@ -423,6 +458,15 @@ SIGNATURE_SAFE = frozenset({
 SMALL_BATCH = 16  # up to this many scenes, AttributeCache.get_many looks scenes up by signature first
 
 
+def _row_keys(rows: np.ndarray, used: np.ndarray) -> list[bytes]:
+    """The first ``used[k]`` values of each row ``k`` as bytes: hashable keys, equal when the values are."""
+    rows = np.ascontiguousarray(rows)
+    raw = rows.tobytes()
+    starts = np.arange(len(rows)) * (rows.shape[1] * rows.itemsize)
+    ends = starts + used * rows.itemsize
+    return [raw[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+
+
 class AttributeCache(Generic[T]):
     """``derive(attributes)`` memoised by the attribute values themselves (so exact), for one set of names
     and sensor table. Most scenes of a large dataset share their values with many others, so what the
@@ -430,10 +474,13 @@ class AttributeCache(Generic[T]):
     continuous geometry (see :attr:`Batch.shared`) rarely share them and are derived every time, so they
     do not fill the memo. Cleared when it holds ``limit`` entries.
 
-    A small batch (one scene captioned at a time) would pay the fixed cost of the array computation for
-    each scene, so it first looks each scene up by :func:`signature` (plain Python, a few microseconds),
-    which determines every :data:`SIGNATURE_SAFE` attribute: only the scenes met for the first time are
-    computed."""
+    When every name is in :data:`SIGNATURE_SAFE`, the shared scenes are first looked up by their
+    :meth:`Batch.discrete_facts` (a few array operations for the whole batch, then one bytes key per
+    scene), which determine those attributes: only the scenes whose facts are new, and the scenes that are
+    not shared, have their attribute values computed (as a sub-batch), which costs most of the Python time
+    per scene otherwise. A small batch (one scene captioned at a time) would pay the fixed cost of the array
+    computations for each scene, so it first looks each scene up by :func:`signature` (plain Python, a few
+    microseconds), the same facts as a tuple."""
 
     def __init__(self, names: list[str], sensors: dict[str, str] | None = None, *,
                  derive: Callable[[dict[str, Any]], T], limit: int = 200_000) -> None:
@@ -444,6 +491,8 @@ class AttributeCache(Generic[T]):
         self.by_signature = set(self.names) <= SIGNATURE_SAFE
         self._memo: dict[tuple, T] = {}
         self._signed: dict[tuple, T] = {}
+        self._by_facts: dict[bytes, T] = {}
+        self._ids: dict[Any, int] = {}  # class name or image source -> its id in discrete_facts rows
 
     def get(self, scene: Scene) -> T:
         """The derived attributes of ``scene`` (shared between scenes: callers must not mutate them)."""
@@ -477,23 +526,72 @@ class AttributeCache(Generic[T]):
 
     def _derived(self, batch: Batch) -> list[T]:
         """``derive`` of each scene's attributes, memoised (see the class)."""
+        if not self.by_signature:
+            return self._from_values(batch)
+        shared = np.flatnonzero(batch.shared)
+        keys = self._fact_keys(batch, shared)
+        found = list(map(self._by_facts.get, keys))
+        missing = [j for j, hit in enumerate(found) if hit is None]
+        new: dict[bytes, int] = {}  # each new key -> its first scene
+        for j in missing:
+            new.setdefault(keys[j], shared.item(j))
+        others = np.flatnonzero(~batch.shared).tolist()
+        out: list[Any] = [None] * batch.count
+        todo = sorted([*new.values(), *others])
+        if todo:
+            sub = Batch.of_block(batch.block.take(todo), self.sensors)
+            computed = dict(zip(todo, self._from_values(sub), strict=True))
+            for k in others:
+                out[k] = computed[k]
+            if len(self._by_facts) + len(new) > self.limit:
+                self._by_facts.clear()
+            for key, k in new.items():
+                self._by_facts[key] = computed[k]
+            for j in missing:
+                found[j] = computed[new[keys[j]]]
+        for k, hit in zip(shared.tolist(), found, strict=True):
+            out[k] = hit
+        return out
+
+    def _fact_keys(self, batch: Batch, scenes: np.ndarray) -> list[bytes]:
+        """The key of each of the shared ``scenes`` of ``batch``: its :meth:`Batch.discrete_facts` row."""
+        sources = batch.block.image_source
+        local = {src: self._id(("source", src)) for src in set(sources)}
+        facts = batch.discrete_facts(
+            np.array([self._id(("class", name)) for name in batch.class_names], np.int64),
+            np.fromiter(map(local.__getitem__, sources), np.int64, batch.count),
+        )[scenes]
+        return _row_keys(facts, FACTS_HEAD + 3 * facts[:, 3])
+
+    def _id(self, key: tuple) -> int:
+        """The id of a class name or image source in :meth:`Batch.discrete_facts` rows (the same for the
+        cache's lifetime)."""
+        hit = self._ids.get(key)
+        if hit is None:
+            hit = self._ids[key] = len(self._ids)
+        return hit
+
+    def _from_values(self, batch: Batch) -> list[T]:
+        """``derive`` of each scene's attribute values, memoised by them (see the class)."""
         rows = batch.values(self.names)
         out: list[Any] = list(map(self._memo.get, rows))
-        shared = batch.shared.tolist()
-        for k, hit in enumerate(out):
+        shared = batch.shared
+        for k in [k for k, hit in enumerate(out) if hit is None]:
+            share = shared.item(k)
+            hit = self._memo.get(rows[k]) if share else None  # an earlier scene of this batch may add it
             if hit is None:
-                out[k] = self._memo.get(rows[k]) if shared[k] else None
-            if out[k] is None:
-                out[k] = self.derive(dict(zip(self.names, rows[k], strict=True)))
-                if shared[k]:
+                hit = self.derive(dict(zip(self.names, rows[k], strict=True)))
+                if share:
                     if len(self._memo) >= self.limit:
                         self._memo.clear()
-                    self._memo[rows[k]] = out[k]
+                    self._memo[rows[k]] = hit
+            out[k] = hit
         return out
 
     def clear(self) -> None:
         self._memo.clear()
         self._signed.clear()
+        self._by_facts.clear()
 
 
 def signature(scene: Scene) -> tuple | None:
@@ -570,10 +668,16 @@ def _multi(b: Batch) -> list[tuple[tuple[str, int, int], ...] | None]:
     """((class, count, difficult), ...) by count then name, when two or more classes are present."""
     c = b.classes
     names = b.class_names
-    pairs = [(names[k], n, d) for k, n, d in zip(c.pair_class.tolist(), c.pair_count.tolist(),
-                                                   c.pair_difficult.tolist(), strict=True)]
-    o = c.offsets.tolist()
-    return [tuple(pairs[lo:hi]) if hi - lo >= 2 else None for lo, hi in zip(o[:-1], o[1:], strict=True)]
+    multi = c.per_scene >= 2
+    keep = multi[c.pair_scene]  # the pairs of those scenes only: tuples for the others would be dropped
+    pairs = [(names[k], n, d) for k, n, d in zip(c.pair_class[keep].tolist(), c.pair_count[keep].tolist(),
+                                                   c.pair_difficult[keep].tolist(), strict=True)]
+    out: list[Any] = [None] * b.count
+    lo = 0
+    for s, hi in zip(np.flatnonzero(multi).tolist(), np.cumsum(c.per_scene[multi]).tolist(), strict=True):
+        out[s] = tuple(pairs[lo:hi])
+        lo = hi
+    return out
 
 
 # ---- position ----
@@ -728,7 +832,7 @@ def _arrangement(b: Batch) -> _Arrangement:
         _main_arrangement(b, group.tolist(), idx, out)
     for n in np.unique(b.n[n_main >= 3]).tolist():
         group = np.flatnonzero((n_main >= 3) & (b.n == n))
-        idx = np.flatnonzero(np.isin(b.sid, group)).reshape(len(group), n)
+        idx = b.block.offsets[group][:, None] + np.arange(n)  # each scene's instances are consecutive
         sizes = component_sizes(component_labels(b.obb[idx, :2], b.obb[idx, 2], LINK_FACTOR))
         is_main = b.cls[idx] == b.classes.main[group][:, None]
         alone = ((sizes == 1) & is_main).sum(1)
@@ -751,11 +855,12 @@ def _main_arrangement(b: Batch, group: list[int], idx: np.ndarray, out: _Arrange
     c = centres - centres.mean(axis=1, keepdims=True)
     _, _, vt = np.linalg.svd(c, full_matrices=False)
     tolerance = ROW_TOLERANCE * np.median(short, axis=1)
-    for k, s in enumerate(group):
-        out.dense[s] = True if m >= 4 and dense[k] else None
-        out.clusters[s] = int(clusters[k]) if clusters[k] >= 1 else None
-        out.scattered[s] = True if scattered[k] else None
-        out.row[s] = True if np.abs(c[k] @ vt[k, 1]).max() <= float(tolerance[k]) else None
+    facts = zip(group, dense.tolist(), clusters.tolist(), scattered.tolist(), tolerance.tolist(), strict=True)
+    for k, (s, one, n_clusters, apart, tol) in enumerate(facts):
+        out.dense[s] = True if m >= 4 and one else None
+        out.clusters[s] = n_clusters if n_clusters >= 1 else None
+        out.scattered[s] = True if apart else None
+        out.row[s] = True if np.abs(c[k] @ vt[k, 1]).max() <= tol else None
 
 
 @batch_attribute("dense")
@@ -795,10 +900,7 @@ def _row(b: Batch) -> list[bool | None]:
 def _sensor(b: Batch) -> list[str | None]:
     """Display name of the sensor named by ``scene.image_source``, when it names a known one."""
     known: dict[str | None, str | None] = {}
-    out = []
-    for src in b.block.image_source:
-        if src not in known:
-            key = (src or "").strip().lower()
-            known[src] = b.sensors.get(key) if key else None
-        out.append(known[src])
-    return out
+    for src in set(b.block.image_source):  # a few distinct sources: each looked up once
+        key = (src or "").strip().lower()
+        known[src] = b.sensors.get(key) if key else None
+    return list(map(known.__getitem__, b.block.image_source))

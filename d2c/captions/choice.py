@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import bisect
 import math
+import operator
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,12 +50,13 @@ class Entry:
 
 
 class _Rows:
-    """A float table filled row by row while a batch runs and read as one array: rows wait in a list until
-    the array is read, then go in as one block (the capacity doubles)."""
+    """A table filled row by row while a batch runs and read as one array: rows wait in a list until the
+    array is read, then go in as one block (the capacity doubles)."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, dtype: type = np.float64) -> None:
         self.width = width
-        self._a = np.empty((0, width))
+        self.dtype = dtype
+        self._a = np.empty((0, width), dtype)
         self._n = 0
         self._pending: list[list[float]] = []
 
@@ -69,9 +71,9 @@ class _Rows:
     @property
     def a(self) -> np.ndarray:
         if self._pending:
-            block = np.array(self._pending, dtype=np.float64)
+            block = np.array(self._pending, dtype=self.dtype)
             if self._n + len(block) > len(self._a):
-                grown = np.empty((max(2 * len(self._a), self._n + len(block), 64), self.width))
+                grown = np.empty((max(2 * len(self._a), self._n + len(block), 64), self.width), self.dtype)
                 grown[: self._n] = self._a[: self._n]
                 self._a = grown
             self._a[self._n : self._n + len(block)] = block
@@ -80,15 +82,24 @@ class _Rows:
         return self._a
 
 
+def _bits(mask: int) -> list[int]:
+    """The indices of the set bits of ``mask``, ascending."""
+    return [i for i in range(mask.bit_length()) if mask >> i & 1]
+
+
 class Choices:
     """The choice tables of every step met so far, as arrays, so a batch picks with a few array operations.
 
-    A step is (templates left, families used this round). Its family table holds the families not used yet
-    (all of them, starting a new round, when every remaining template's family was used) in name order with
-    their summed weights; each family's member table holds its remaining templates in template order with
-    their weights. A pick is the first running sum above ``u * total`` (the sums are done once per table,
-    in the same order as summing at every draw). Step rows are [families, total, running sums, member
-    table rows]; member rows are [templates, total, running sums, template indices] (padded: inf, 0).
+    A step is (templates left, families used this round), both bit masks (template ``i`` is bit ``i``, a
+    family its index in name order), so that finding a step and the next one costs a few integer
+    operations. What a step chooses from, its candidates, are the templates left of the families not used
+    yet (all templates left, starting a new round, when every remaining template's family was used); steps
+    with the same candidates (reached through different templates or rounds) share one family table,
+    made once. A family table holds the candidates' families in name order with their summed weights; each
+    family's member table holds its candidates in template order with their weights. A pick is the first
+    running sum above ``u * total`` (the sums are done once per table, in the same order as summing at every
+    draw). Family table rows are [families, total, running sums, member table rows]; member rows are
+    [templates, total, running sums, template indices] (padded: inf, 0).
 
     Each table is also kept as a plain :class:`_Table` made from the same lists, for a small batch to walk
     scene by scene in Python (:meth:`pick_one`, :meth:`after_one`) with no per-step array overhead."""
@@ -98,47 +109,68 @@ class Choices:
         self.weight = [t.weight for t in templates]
         self.n_fam = len(FAMILIES)
         self.width = max(Counter(self.family).values())
+        names = sorted(set(self.family))
+        self._family_bit = [1 << names.index(f) for f in self.family]
+        self._family_templates = [sum(1 << i for i, f in enumerate(self.family) if f == n) for n in names]
         self.clear()
 
     def clear(self) -> None:
-        self._ids: dict[tuple[tuple[int, ...], frozenset[str]], int] = {}
-        self._state: list[tuple[tuple[int, ...], frozenset[str], bool]] = []
+        self._ids: dict[tuple[int, int], int] = {}  # (templates left, families used) -> step id
+        self._state: list[tuple[int, int, bool, int]] = []  # step id -> (left, used, new round, table id)
+        self._step_table = _Rows(1, np.int64)  # step id -> family table id, as an array
         self._after = _Memo(len(self.family), self._next)
-        self._steps = _Rows(2 + 2 * self.n_fam)
+        self._covered: dict[int, int] = {}  # families used -> their templates
+        self._table_ids: dict[int, int] = {}  # candidates -> family table id
+        self._tables = _Rows(2 + 2 * self.n_fam)
+        self._plain: list[_Table] = []  # by family table id
         self._member_ids: dict[tuple[int, ...], int] = {}
         self._members = _Rows(2 + 2 * self.width)
-        self.plain: list[_Table] = []  # by step id
         self._plain_members: list[_Table] = []  # by member table row
 
     @property
     def cells(self) -> int:
         return self._after.cells
 
-    def step(self, pool: tuple[int, ...], used: frozenset[str]) -> int:
-        """The id of step (pool, used), building its tables the first time."""
-        key = (pool, used)
+    def first(self, pool: int) -> int:
+        """The id of the first step of a scene whose eligible templates are ``pool`` (a bit mask)."""
+        return self.step(pool, 0)
+
+    def step(self, left: int, used: int) -> int:
+        """The id of step (templates ``left``, families ``used``: bit masks), made the first time."""
+        key = (left, used)
         hit = self._ids.get(key)
         if hit is not None:
             return hit
-        family, weight = self.family, self.weight
-        fresh = [i for i in pool if family[i] not in used]
-        reset = not fresh
+        covered = self._covered.get(used)
+        if covered is None:
+            covered = sum(m for k, m in enumerate(self._family_templates) if used >> k & 1)
+            self._covered[used] = covered
+        fresh = left & ~covered
+        table = self._table(fresh or left)
+        self._state.append((left, used, not fresh, table))
+        self._step_table.add([table])
+        hit = self._ids[key] = len(self._state) - 1
+        return hit
+
+    def _table(self, candidates: int) -> int:
+        """The id of the family table of ``candidates`` (a bit mask of templates), made the first time."""
+        hit = self._table_ids.get(candidates)
+        if hit is not None:
+            return hit
         members: dict[str, list[int]] = {}
         fam_w: dict[str, float] = {}
-        for i in fresh or pool:
-            f = family[i]
+        for i in _bits(candidates):
+            f = self.family[i]
             if f in members:
                 members[f].append(i)
-                fam_w[f] += weight[i]
+                fam_w[f] += self.weight[i]
             else:
                 members[f] = [i]
-                fam_w[f] = 0.0 + weight[i]
+                fam_w[f] = 0.0 + self.weight[i]
         fams = sorted(fam_w)
         table = _Table.of([fam_w[f] for f in fams], [self._member_row(members[f]) for f in fams])
-        self._steps.add(table.row(self.n_fam))
-        self.plain.append(table)
-        self._state.append((pool, used, reset))
-        hit = self._ids[key] = len(self._state) - 1
+        self._plain.append(table)
+        hit = self._table_ids[candidates] = self._tables.add(table.row(self.n_fam))
         return hit
 
     def _member_row(self, members: list[int]) -> int:
@@ -152,13 +184,13 @@ class Choices:
 
     def live(self, steps: np.ndarray) -> np.ndarray:
         """Whether each step has templates left."""
-        return self._steps.a[steps, 0] > 0
+        return self._tables.a[self._step_table.a[steps, 0], 0] > 0
 
     def pick(self, steps: np.ndarray, u_family: np.ndarray, u_member: np.ndarray) -> np.ndarray:
         """The template each (live) step chooses with its two draws."""
         at = np.arange(len(steps))
         f = self.n_fam
-        t = self._steps.a[steps]
+        t = self._tables.a[self._step_table.a[steps, 0]]
         fam = _first_above(t[:, 1], t[:, 2 : 2 + f], u_family, t[:, 0])
         m = self._members.a[t[at, 2 + f + fam].astype(np.int64)]
         w = self.width
@@ -171,11 +203,11 @@ class Choices:
 
     def live_one(self, step: int) -> bool:
         """:meth:`live` of one step."""
-        return bool(self.plain[step].items)
+        return bool(self._plain[self._state[step][3]].items)
 
     def pick_one(self, step: int, u_family: float, u_member: float) -> int:
         """:meth:`pick` of one step, in plain Python."""
-        families = self.plain[step]
+        families = self._plain[self._state[step][3]]
         members = self._plain_members[families.items[families.pick(u_family)]]
         return members.items[members.pick(u_member)]
 
@@ -184,8 +216,8 @@ class Choices:
         return self._after.get_one(step, idx)
 
     def _next(self, step: int, idx: int) -> int:
-        pool, used, reset = self._state[step]
-        return self.step(tuple(i for i in pool if i != idx), (frozenset() if reset else used) | {self.family[idx]})
+        left, used, new_round, _ = self._state[step]
+        return self.step(left & ~(1 << idx), (0 if new_round else used) | self._family_bit[idx])
 
 
 _NONE = np.iinfo(np.int32).min  # no id yet: ids are >= 0, failures small negative numbers
@@ -214,12 +246,12 @@ class _Memo:
         self._grow(int(rows.max(initial=-1)) + 1)
         got = self.a[rows, cols]
         miss = np.flatnonzero(got == _NONE)
-        for j, r, c in zip(miss.tolist(), rows[miss].tolist(), cols[miss].tolist(), strict=True):
-            value = self.a.item(r, c)  # an earlier ``make`` may have filled it
-            if value == _NONE:
-                value = self.make(r, c)
-                self.a[r, c] = value
-            got[j] = value
+        if len(miss):
+            rows, cols = rows[miss], cols[miss]
+            for key in dict.fromkeys(zip(rows.tolist(), cols.tolist(), strict=True)):  # each once, in order
+                if self.a.item(key) == _NONE:  # an earlier ``make`` may have filled it
+                    self.a[key] = self.make(*key)
+            got[miss] = self.a[rows, cols]
         return got
 
     def get_one(self, row: int, col: int) -> int:
@@ -232,7 +264,7 @@ class _Memo:
             self.a[row, col] = value
         return value
 
-    def put(self, row: int, cols: list[int], value: int) -> None:
+    def put(self, row: int, cols: slice, value: int) -> None:
         """Set cells of a row that exists (``make`` filling siblings of the cell it makes)."""
         self.a[row, cols] = value
 
@@ -279,6 +311,20 @@ def _first_above(total: np.ndarray, running: np.ndarray, u: np.ndarray, n: np.nd
     return np.minimum((target[:, None] >= running).sum(1), n.astype(np.int64) - 1)
 
 
+def _wordings(base: int, same: list[int]) -> slice:
+    """The wording cells ``base + 2 * v`` of the synonym indices ``same`` (ascending), as a slice. Those are
+    the indices congruent to one index modulo each modulus the filters reduced it by, i.e. modulo their
+    least common multiple: evenly spaced (and never empty), so one slice write sets them all."""
+    step = same[1] - same[0] if len(same) > 1 else SYN_RANGE
+    return slice(base + 2 * same[0], base + 2 * same[-1] + 1, 2 * step)
+
+
+def _values_of(names: Sequence[str]) -> Callable[[dict[str, Any]], Any]:
+    """A function giving the values of ``names`` in a dict, as a key (one C call: the value itself for one
+    name, a tuple for several, ``()`` for none)."""
+    return operator.itemgetter(*names) if names else lambda _: ()
+
+
 class Texts:
     """Rendered texts by (template, its context, the wording draws it reads), as integer keys so a batch
     looks them up with array gathers (see :class:`_Memo`): an entry's context for a template (the values of its ``requires``) is
@@ -290,7 +336,12 @@ class Texts:
         self.use = np.array([engine._style_use[t.id] for t in engine.templates], dtype=np.int64).reshape(-1, 3)
         self._use = self.use.tolist()
         self.n_modality = len(engine._modality)
-        self.syn_named = [engine._syn_named[t.id] for t in engine.templates]
+        # a text of a template that reads ``syn`` only through the wording filters serves every synonym
+        # index those filters cannot tell apart (see _render)
+        self._syn_shared = [
+            u[1] and not engine._syn_named[t.id] for u, t in zip(self._use, self.templates, strict=True)
+        ]
+        self._requires = [_values_of(t.requires) for t in self.templates]
         self.template_ids = np.array([t.id for t in engine.templates], dtype=object)
         self.clear()
 
@@ -298,8 +349,8 @@ class Texts:
         self.rendered = 0
         self._entries: list[dict[str, Any]] = []
         self._context_of = _Memo(len(self.templates), self._context)  # (entry, template) -> context id
-        self._context_ids: dict[tuple[int, tuple], int] = {}
-        self._contexts: list[tuple[int, tuple]] = []  # context id -> (template, values of its requires)
+        self._context_ids: dict[tuple[int, Any], int] = {}
+        self._contexts: list[tuple[int, dict[str, Any]]] = []  # context id -> (template, requires: values)
         self._keys = _Memo(self.n_modality * SYN_RANGE * 2, self._render)  # (context, wording) -> text id
         self._ids: dict[str, int] = {"": 0}
         self._texts = np.array([""] * 64, dtype=object)  # by text id (capacity doubles)
@@ -341,11 +392,11 @@ class Texts:
 
     def _context(self, eid: int, idx: int) -> int:
         attrs = self._entries[eid]
-        key = (idx, tuple(attrs[r] for r in self.templates[idx].requires))
+        key = (idx, self._requires[idx](attrs))
         hit = self._context_ids.get(key)
         if hit is None:
             hit = self._context_ids[key] = len(self._contexts)
-            self._contexts.append(key)
+            self._contexts.append((idx, {r: attrs[r] for r in self.templates[idx].requires}))
         return hit
 
     def _render(self, context: int, wording: int) -> int:
@@ -353,11 +404,10 @@ class Texts:
         that would give the same text (see :class:`SynIndex`) get its id too."""
         modality, rest = divmod(wording, SYN_RANGE * 2)
         idx, values = self._contexts[context]
-        info = self.templates[idx]
         syn = SynIndex(rest // 2)
         style = (self.engine._modality[modality], syn, bool(rest % 2))
         try:
-            text = self.engine._render_text(info.id, dict(zip(info.requires, values, strict=True)), style)
+            text = self.engine._render_text(self.templates[idx].id, values, style)
         except TemplateError as exc:
             self._failures.append(exc)
             return -len(self._failures)
@@ -368,9 +418,8 @@ class Texts:
             if hit == len(self._texts):
                 self._texts = np.concatenate([self._texts, np.empty(len(self._texts), dtype=object)])
             self._texts[hit] = text
-        if self.use[idx, 1] and not self.syn_named[idx]:
-            base = wording - 2 * syn
-            self._keys.put(context, [base + 2 * other for other in syn.congruent(range(SYN_RANGE))], hit)
+        if self._syn_shared[idx]:
+            self._keys.put(context, _wordings(wording - 2 * syn, syn.congruent(range(SYN_RANGE))), hit)
         return hit
 
     def results(self, kept: np.ndarray, chosen: np.ndarray, count: np.ndarray, failure: np.ndarray) -> list[Any]:

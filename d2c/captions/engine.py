@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from d2c.model import Scene, scene_seeds
 
 _CACHE_LIMIT = 500_000
 _TABLE_LIMIT = 20_000_000  # cells of the batch path's id tables (int32) before they are dropped and rebuilt
+_ID, _FIRST = attrgetter("id"), attrgetter("first")  # of an Entry
 SMALL_BATCH = attributes.SMALL_BATCH  # up to this many scenes, the choice steps run scene by scene in Python
 
 
@@ -116,7 +118,7 @@ class CaptionEngine:
         self._cache: dict[tuple, str] = {}
         self._globals: dict[str, dict[str, Any]] = {}
         self._modality = self.vocab.modality or [STYLE_DEFAULT[0]]
-        self._pools: dict[tuple, tuple[int, ...]] = {}
+        self._pools: dict[tuple, int] = {}
         self._choices = Choices(self.templates)
         self._texts = Texts(self)
         self._attr_cache = attributes.AttributeCache(self._needed, self.vocab.sensors, derive=self._entry)
@@ -181,8 +183,9 @@ class CaptionEngine:
             for j, k in enumerate(ok):
                 out[k] = self._choose_one(entries[k], seeds[j : j + 1], draws[j])  # type: ignore[arg-type]
             return out
-        eid = np.fromiter((entries[k].id for k in ok), np.int64, len(ok))  # type: ignore[union-attr]
-        first = np.fromiter((entries[k].first for k in ok), np.int64, len(ok))  # type: ignore[union-attr]
+        got = entries if len(ok) == len(entries) else [entries[k] for k in ok]
+        eid = np.fromiter(map(_ID, got), np.int64, len(ok))
+        first = np.fromiter(map(_FIRST, got), np.int64, len(ok))
         for k, result in zip(ok, self._choose(eid, first, seeds), strict=True):
             out[k] = result
         return out
@@ -259,7 +262,7 @@ class CaptionEngine:
 
     def _entry(self, attrs: dict[str, Any]) -> Entry:
         pool = self._eligible_pool(attrs)
-        return Entry(self._texts.add_entry(attrs), attrs, self._choices.step(pool, frozenset()))
+        return Entry(self._texts.add_entry(attrs), attrs, self._choices.first(pool))
 
     def _forget(self) -> None:
         """Drop the memoised entries, choice tables and text keys (their ids refer to one another)."""
@@ -267,14 +270,15 @@ class CaptionEngine:
         self._choices.clear()
         self._texts.clear()
 
-    def _eligible_pool(self, attrs: dict[str, Any]) -> tuple[int, ...]:
-        """Indices of :meth:`eligible` templates, memoised by which attributes are set."""
+    def _eligible_pool(self, attrs: dict[str, Any]) -> int:
+        """The :meth:`eligible` templates as a bit mask (template ``i`` is bit ``i``, as in
+        :class:`Choices`), memoised by which attributes are set."""
         met_key = tuple(v is not None for v in attrs.values())
         key = (tuple(attrs), met_key)
         hit = self._pools.get(key)
         if hit is None:
             ids = {t.id for t in self.eligible(attrs)}
-            hit = self._pools[key] = tuple(i for i, t in enumerate(self.templates) if t.id in ids)
+            hit = self._pools[key] = sum(1 << i for i, t in enumerate(self.templates) if t.id in ids)
         return hit
 
     def render(self, template_id: str, context: dict[str, Any], style: tuple[str, int, bool]) -> str:
@@ -297,10 +301,8 @@ class CaptionEngine:
         """The normalised text of one render (not cached); any failure becomes a :class:`TemplateError`
         naming the template."""
         info = self._by_id[template_id]
-        ctx = dict(context)
-        ctx.update(zip(STYLE_NAMES, style, strict=True))
         try:
-            raw = self._render_raw(template_id, ctx)
+            raw = self._render_raw(template_id, context, style)
         except SecurityError as exc:
             raise TemplateError(
                 f"{info.path}: template {template_id!r}: blocked by the sandbox: {exc}"
@@ -316,15 +318,18 @@ class CaptionEngine:
             ) from None
         return truncate_words(normalise(raw), self.max_words) if raw.strip() else ""
 
-    def _render_raw(self, template_id: str, ctx: dict[str, Any]) -> str:
-        """What ``Template.render(ctx)`` returns, without its per-call walk over the template's globals
-        ChainMap (a third of a render's cost): the globals are merged into a plain dict once per template.
+    def _render_raw(self, template_id: str, context: dict[str, Any], style: tuple[str, int, bool]) -> str:
+        """What ``Template.render`` of ``context`` and the wording draws ``style`` returns, without its
+        per-call walk over the template's globals ChainMap (a third of a render's cost): the globals are
+        merged into a plain dict once per template, and the render's variables are made in one dict.
         Errors propagate as they are raised (``render`` only re-raises them with a rewritten traceback)."""
         tmpl = self._compiled[template_id]
         glob = self._globals.get(template_id)
         if glob is None:
             glob = self._globals[template_id] = dict(tmpl.globals)
-        context = self.env.context_class(self.env, {**glob, **ctx}, tmpl.name, tmpl.blocks, globals=glob)
+        variables = {**glob, **context}
+        variables.update(zip(STYLE_NAMES, style, strict=True))
+        context = self.env.context_class(self.env, variables, tmpl.name, tmpl.blocks, globals=glob)
         return self.env.concat(tmpl.root_render_func(context))  # type: ignore[attr-defined]
 
     @property
