@@ -44,6 +44,19 @@ def gc_frozen() -> Iterator[None]:
         gc.unfreeze()
 
 
+def age_young_objects() -> None:
+    """Move every object the collector tracks into its oldest generation, without walking them.
+
+    Why: a plan of a large file is a million young containers (two tuples per annotation, a few objects
+    per image), and the first collection after the collector is re-enabled would walk them all and the
+    numbers they hold: a sixth of planning (0.25 s of 1.5 s CPU on a 116k-image COCO file). They are
+    acyclic and live as long as the plan; a full collection still sees them. Skipped when objects are
+    frozen already: unfreezing would give back someone else's."""
+    if not gc.get_freeze_count():
+        gc.freeze()
+        gc.unfreeze()  # the frozen objects go back to the oldest generation
+
+
 GC_THRESHOLDS = (20_000, 50, 50)  # Python's defaults are (700, 10, 10)
 
 

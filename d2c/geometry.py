@@ -16,6 +16,7 @@ shapely.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -45,7 +46,7 @@ def canonical_quads(quads: np.ndarray) -> np.ndarray:
     q = np.where(flip[:, None, None], q[:, ::-1, :], q)
     # start at the top-most vertex, the left-most of those on a tie
     ys = q[..., 1]
-    is_top = ys == ys.min(axis=1, keepdims=True)
+    is_top = ys == _min4(_split4(ys))[:, None]
     start = np.argmin(np.where(is_top, q[..., 0], np.inf), axis=1)
     idx = (np.arange(4)[None, :] + start[:, None]) % 4
     return np.take_along_axis(q, idx[:, :, None], axis=1)
@@ -59,51 +60,57 @@ def _fold_angle(angle_deg: np.ndarray, square: np.ndarray) -> np.ndarray:
     return np.where(square, a_sq, a)
 
 
+# The six pairs of four points: the four edges of a quadrilateral and its two diagonals.
+_PAIR_A = np.array([0, 1, 2, 3, 0, 1])
+_PAIR_B = np.array([1, 2, 3, 0, 2, 3])
+
+
 def min_area_rect_quads(quads: np.ndarray) -> np.ndarray:
     """Minimum-area oriented boxes ``(M, 5)`` of ``(M, 4, 2)`` point sets, in the d2c convention.
 
     A minimum-area rectangle has one side along an edge of the convex hull; every hull edge of four points
     joins two of them, so trying the six pairwise directions is exact.
+
+    Written on ``(6, M)`` and ``(M,)`` rows, element by element: numpy's broadcasts and reductions over
+    axes of length 2 to 6 cost several times more (per-row inner loops), for the same floating-point
+    results (each value comes from the same operations in the same order).
     """
     q = np.asarray(quads, dtype=np.float64).reshape(-1, 4, 2)
-    pairs = np.array([(0, 1), (1, 2), (2, 3), (3, 0), (0, 2), (1, 3)])
-    d = q[:, pairs[:, 1], :] - q[:, pairs[:, 0], :]  # (M, 6, 2)
-    norm = np.linalg.norm(d, axis=-1)
-    norm = np.where(norm == 0, 1.0, norm)
-    u = d / norm[..., None]  # unit direction
-    v = np.stack([-u[..., 1], u[..., 0]], axis=-1)  # perpendicular
-    # projections (M, 6, 4) and their extremes, written out element-wise: numpy's reductions over an
-    # axis of length 4 and einsum cost several times more here, for the same floating-point results
-    qx, qy = q[:, None, :, 0], q[:, None, :, 1]
-    pu = u[..., 0:1] * qx + u[..., 1:2] * qy
-    pv = v[..., 0:1] * qx + v[..., 1:2] * qy
+    xs, ys = q[:, :, 0].T, q[:, :, 1].T  # (4, M) each
+    dx, dy = xs[_PAIR_B] - xs[_PAIR_A], ys[_PAIR_B] - ys[_PAIR_A]  # (6, M): each pair's direction
+    norm = np.sqrt(dx * dx + dy * dy)
+    norm[norm == 0] = 1.0
+    ux, uy = dx / norm, dy / norm  # unit direction u; its perpendicular v is (-uy, ux)
+    vx = -uy
+    pu = [ux * xs[k] + uy * ys[k] for k in range(4)]  # each point's projections on u and v, (6, M)
+    pv = [vx * xs[k] + ux * ys[k] for k in range(4)]
     pu_max, pu_min, pv_max, pv_min = _max4(pu), _min4(pu), _max4(pv), _min4(pv)
     lu = pu_max - pu_min
     lv = pv_max - pv_min
-    area = lu * lv
-    best = np.argmin(area, axis=1)
-    m = np.arange(q.shape[0])
-    lu_b, lv_b = lu[m, best], lv[m, best]
-    u_b, v_b = u[m, best], v[m, best]
-    cu = 0.5 * (pu_max[m, best] + pu_min[m, best])
-    cv = 0.5 * (pv_max[m, best] + pv_min[m, best])
-    centre = u_b * cu[:, None] + v_b * cv[:, None]
+    best = np.argmin((lu * lv).T, axis=1)  # the smallest area; the first pair on a tie
+    pick = (best, np.arange(q.shape[0]))
+    lu_b, lv_b, ux_b, uy_b, vx_b = lu[pick], lv[pick], ux[pick], uy[pick], vx[pick]
+    cu = 0.5 * (pu_max[pick] + pu_min[pick])
+    cv = 0.5 * (pv_max[pick] + pv_min[pick])
+    cx = ux_b * cu + vx_b * cv
+    cy = uy_b * cu + ux_b * cv
     long_is_u = lu_b >= lv_b
     w = np.where(long_is_u, lu_b, lv_b)
     h = np.where(long_is_u, lv_b, lu_b)
-    long_dir = np.where(long_is_u[:, None], u_b, v_b)
-    angle = np.degrees(np.arctan2(long_dir[:, 1], long_dir[:, 0]))
+    angle = np.degrees(np.arctan2(np.where(long_is_u, uy_b, ux_b), np.where(long_is_u, ux_b, vx_b)))
     square = np.isclose(w, h, rtol=1e-9, atol=1e-9)
     angle = _fold_angle(angle, square)
-    return np.stack([centre[:, 0], centre[:, 1], w, h, angle], axis=1)
+    return np.stack([cx, cy, w, h, angle], axis=1)
 
 
-def _max4(a: np.ndarray) -> np.ndarray:
-    return np.maximum(np.maximum(a[..., 0], a[..., 1]), np.maximum(a[..., 2], a[..., 3]))
+def _max4(a: Sequence[np.ndarray]) -> np.ndarray:
+    """The largest of four arrays, element by element (the same values as a reduction over them)."""
+    return np.maximum(np.maximum(a[0], a[1]), np.maximum(a[2], a[3]))
 
 
-def _min4(a: np.ndarray) -> np.ndarray:
-    return np.minimum(np.minimum(a[..., 0], a[..., 1]), np.minimum(a[..., 2], a[..., 3]))
+def _min4(a: Sequence[np.ndarray]) -> np.ndarray:
+    """The smallest of four arrays, element by element (the same values as a reduction over them)."""
+    return np.minimum(np.minimum(a[0], a[1]), np.minimum(a[2], a[3]))
 
 
 def min_area_rect(points: np.ndarray) -> tuple[float, float, float, float, float]:
@@ -140,7 +147,15 @@ def obbs_to_polygons(obbs: np.ndarray) -> np.ndarray:
 def hbb_of(polygons: np.ndarray) -> np.ndarray:
     """Axis-aligned boxes ``(..., 4)`` as ``(x_min, y_min, x_max, y_max)``."""
     p = np.asarray(polygons, dtype=np.float64)
+    if p.ndim >= 2 and p.shape[-2] == 4:  # quadrilaterals, the common case: element by element (see min_area_rect_quads)
+        xs, ys = _split4(p[..., 0]), _split4(p[..., 1])
+        return np.stack([_min4(xs), _min4(ys), _max4(xs), _max4(ys)], axis=-1)
     return np.concatenate([p.min(axis=-2), p.max(axis=-2)], axis=-1)
+
+
+def _split4(a: np.ndarray) -> list[np.ndarray]:
+    """The four columns of the last axis of ``a`` (length 4)."""
+    return [a[..., 0], a[..., 1], a[..., 2], a[..., 3]]
 
 
 def rotated_rect_from_radians(cx: float, cy: float, w: float, h: float, theta: float) -> np.ndarray:

@@ -58,10 +58,13 @@ _PLAIN_NAME = re.compile(r"[^/\\:\x00]+")  # a name with no folder part, drive o
 def _split_name(name: str) -> tuple[str, str, str]:
     """A checked relative name as (its folder part, its file name, the stem to look up by)."""
     sub, _, base = _clean_rel(name).rpartition("/")
+    return sub, base, _stem(base)
+
+
+def _stem(base: str) -> str:
+    """The stem a file name is looked up by: without its extension, if it has a plausible one."""
     stem, ext = os.path.splitext(base)
-    if not ext or len(ext) > 5:
-        stem = base
-    return sub, base, stem
+    return stem if ext and len(ext) <= 5 else base
 
 
 @dataclass(slots=True)
@@ -143,12 +146,10 @@ class ImageFinder:
         its cost (a reader asks for each of 100,000 images, most of them missing in annotation-only runs)."""
         if name in (".", "..") or not _PLAIN_NAME.fullmatch(name):
             return False
-        stem, ext = os.path.splitext(name)
-        if not ext or len(ext) > 5:
-            stem = name
         for folder in folders:
             listing = self._list(str(folder))
-            if name in listing.names or stem in listing.stems:
+            # the stem only where the folder holds images: in annotation-only runs none does
+            if name in listing.names or (listing.stems and _stem(name) in listing.stems):
                 return False
         return True
 

@@ -205,3 +205,25 @@ def test_plugin_reader_from_entry_point(tmp_path, monkeypatch):
     (s,) = list(d2c.read(tmp_path / "a.fake"))
     assert s.key == "fake/x"
     sys.modules.pop("d2c_fake_plugin", None)
+
+
+def test_polygon_parts_given_as_point_pairs(tmp_path):
+    """A part written as [x, y] pairs is a polygon (not 8 numbers), beside flat quads in the same file; a
+    flat quad holding a list is rejected as non-finite, and the rest is read."""
+    import json
+
+    import d2c
+    from d2c.model import Reject, Scene
+
+    pairs = [[10, 10], [40, 10], [40, 30], [10, 30], [10, 10], [40, 10], [40, 30], [10, 30]]
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [pairs]},
+            {"id": 2, "image_id": 1, "category_id": 1, "segmentation": [[50, 50, 90, 50, 90, 70, 50, 70]]},
+            {"id": 3, "image_id": 1, "category_id": 1, "segmentation": [[50, 50, 90, [50], 90, 70, 50, 70]]}]
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 100}],
+                                "annotations": anns, "categories": [{"id": 1, "name": "ship"}]}))
+    items = list(d2c.read(path, format="coco"))
+    (scene,) = [i for i in items if isinstance(i, Scene)]
+    assert [i.hbb for i in scene.instances] == [(10.0, 10.0, 40.0, 30.0), (50.0, 50.0, 90.0, 70.0)]
+    assert [i.area for i in scene.instances] == [600.0, 800.0]
+    assert [(r.code, r.record) for r in items if isinstance(r, Reject)] == [("non_finite", "annotation 3")]

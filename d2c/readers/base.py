@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import compress
+from itertools import chain, compress
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -203,12 +203,29 @@ def _as_points(values: Sequence[Any]) -> np.ndarray:
         return np.full((max(len(values) // 2, 1), 2), np.nan)
 
 
-def _quad_array(quads: list[Sequence[Any]]) -> np.ndarray:
-    """(M, 4, 2) from lists of 8 numbers; a list with a non-number becomes NaN (rejected as non-finite)."""
+def _quad_array(quads: Sequence[Sequence[Any]]) -> np.ndarray:
+    """(M, 4, 2) from lists of 8 numbers; a list with a non-number becomes NaN (rejected as non-finite).
+    The numbers are first read as one flat stream: np.fromiter converts each number as np.asarray does,
+    at half its cost on a list of lists; anything else (a list in a list) takes the general path."""
+    if set(map(len, quads)) <= {8}:
+        try:
+            return np.fromiter(chain.from_iterable(quads), np.float64, 8 * len(quads)).reshape(-1, 4, 2)
+        except (TypeError, ValueError):
+            pass
     try:
-        return np.asarray(quads, dtype=np.float64).reshape(-1, 4, 2)
+        flat = np.asarray(quads, dtype=np.float64)
+        if flat.shape == (len(quads), 8):  # not lists of pairs, say, which would reshape into other rows
+            return flat.reshape(-1, 4, 2)
     except (TypeError, ValueError):
-        return np.stack([_as_points(q) if len(q) == 8 else np.full((4, 2), np.nan) for q in quads])
+        pass
+    return np.stack([_quad_points(q) for q in quads]) if quads else np.zeros((0, 4, 2))
+
+
+def _quad_points(values: Sequence[Any]) -> np.ndarray:
+    """One quadrilateral's (4, 2) points from its 8 numbers; NaN (rejected as non-finite) when they are not
+    8 numbers."""
+    points = _as_points(values) if len(values) == 8 else None
+    return points if points is not None and points.shape == (4, 2) else np.full((4, 2), np.nan)
 
 
 def _outside(hbb: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray:

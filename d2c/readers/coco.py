@@ -25,7 +25,7 @@ import orjson
 
 from d2c.blocks import SceneBlock
 from d2c.classes import ClassResolver
-from d2c.gc_tuning import gc_frozen, gc_paused
+from d2c.gc_tuning import age_young_objects, gc_frozen, gc_paused
 from d2c.images import ImageFinder
 from d2c.model import Provenance, Reject, Scene, scene_key
 from d2c.readers.base import (
@@ -110,6 +110,7 @@ class CocoPlan:
         self.out = _Output(options.source or json_path.stem, os.path.abspath(root), fname)
         with gc_paused():
             error, self.categories, self.head, self.pending = _parse_and_plan(json_path, self.out, root, folders, options)
+            age_young_objects()  # the plan's million containers: never walked by the next collection
         if error is not None:
             self.head = [Reject(fname, None, error, "parse_error")]
         self.units = len(self.pending)
@@ -298,14 +299,13 @@ def _plain_columns(plan: CocoPlan, taken: list[Pending]) -> tuple[QuadColumns, l
 
 def _block(plan: CocoPlan, taken: list[Pending], run: list[int], columns: QuadColumns, start: int) -> SceneBlock:
     """The images ``run`` of ``taken`` (consecutive, each in a block) as one :class:`SceneBlock`; their
-    objects are the rows of ``columns`` from ``start`` on."""
+    objects are the rows of ``columns`` from ``start`` on (consecutive too: slices, not gathers)."""
     out = plan.out
     n = np.asarray([len(taken[t][2]) for t in run], dtype=np.int64)
-    rows = np.arange(start, start + int(n.sum()))
+    stop = start + int(n.sum())
     infos = [taken[t][1] for t in run]
-    clipped_before = np.concatenate(([0], np.cumsum(columns.clipped[rows])))
+    clipped_before = np.concatenate(([0], np.cumsum(columns.clipped[start:stop])))
     ends = np.cumsum(n)
-    rows_l = rows.tolist()
     return SceneBlock(
         key=[taken[t][3] for t in run],
         source=[out.source] * len(run),
@@ -322,15 +322,15 @@ def _block(plan: CocoPlan, taken: list[Pending], run: list[int], columns: QuadCo
         file=[out.fname] * len(run),
         record=[f"image {taken[t][0]}" for t in run],
         n=n,
-        raw_category=[columns.raws[k] for k in rows_l],
-        category=[columns.cats[k] for k in rows_l],
-        points=columns.polys[rows].reshape(-1, 2),
-        sizes=np.full(len(rows), 4, dtype=np.int64),
-        hbb=columns.hbb[rows],
-        obb=columns.obb[rows],
-        area=columns.area[rows],
-        difficult=np.fromiter((bool(columns.difficult[k]) for k in rows_l), bool, len(rows)),
-        instance_record=[columns.records[k] for k in rows_l],
+        raw_category=columns.raws[start:stop],
+        category=columns.cats[start:stop],
+        points=columns.polys[start:stop].reshape(-1, 2).copy(),
+        sizes=np.full(stop - start, 4, dtype=np.int64),
+        hbb=columns.hbb[start:stop].copy(),
+        obb=columns.obb[start:stop].copy(),
+        area=columns.area[start:stop].copy(),
+        difficult=np.fromiter(map(bool, columns.difficult[start:stop]), bool, stop - start),
+        instance_record=columns.records[start:stop],
     )
 
 
@@ -456,10 +456,11 @@ def _entry(ann: dict, categories: dict[Any, str]) -> Entry:
 
 
 def _quad_of(seg: list) -> list | None:
-    """A non-empty polygon segmentation that is one 4-point part (nested or flat): its 8 numbers, else None."""
+    """A non-empty polygon segmentation that is one 4-point part (nested or flat): its 8 numbers, else None
+    (a part written as [x, y] pairs is a general polygon)."""
     first = seg[0]
     if isinstance(first, list):
-        return first if len(seg) == 1 and len(first) == 8 else None
+        return first if len(seg) == 1 and len(first) == 8 and not isinstance(first[0], list) else None
     return seg if len(seg) == 8 else None
 
 
