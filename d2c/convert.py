@@ -412,7 +412,7 @@ def _account(entries: list[Entry], result: Any, tally: _Tally, sink: _Sink, fres
 def _finish(out: Path, tally: _Tally, closed: list, run: dict[str, Any], input: Any, format: str,
             strict: bool, seconds: float) -> ConvertResult:
     """Write the manifest, rejects.jsonl and stats.json (each atomically), then report."""
-    manifest = write_manifest(out)
+    manifest = write_manifest(out, closed)
     lines = [json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in tally.rejects]
     rejects_path = out / REJECTS
     atomic_write_bytes(rejects_path, "".join(lines).encode("utf-8"))

@@ -277,7 +277,10 @@ def run_units(plan: ReadPlan, job: Job, workers: int, engine: Any = None) -> Ite
             else:
                 done = _in_pool(((span, (process_units, span)) for span in spans), job, workers,
                                 lambda span: f"unit {span[0]}")
-            for _span, (facts, (outcomes, table)) in done:
+            release = getattr(plan, "release_units", None)
+            for span, (facts, (outcomes, table)) in done:
+                if release is not None:
+                    release(*span)  # freed here, while the workers work, not all at the end
                 where = _positions(facts, base)
                 entries = [(at, f, not isinstance(f, Reject)) for at, f in zip(where, facts, strict=True)]
                 yield entries, ([(base + k, res) for k, res in outcomes], table)

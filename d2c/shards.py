@@ -35,6 +35,7 @@ COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3
 ROW_GROUP_ROWS = 1024  # rows per row group: few enough to stream, enough to compress well and write fast
 ROW_GROUP_BYTES = 32 << 20  # ... or fewer rows when the images are large
+QUEUED_TASKS = 6  # row groups (<= ROW_GROUP_BYTES each) and shard closes waiting for the writer thread
 DICT_COLUMNS = ("source", "split", "image_format", "orig_dtype", "image_source", "label")
 
 _crash_counts: dict[str, int] = {}
@@ -270,7 +271,7 @@ class ShardWriter:
         crash_point("mid_shard")
 
     def _in_background(self, fn: Any, *args: Any) -> None:
-        """Run ``fn(*args)`` on the writer thread, in order, with at most two tasks waiting: Arrow encodes
+        """Run ``fn(*args)`` on the writer thread, in order, with at most :data:`QUEUED_TASKS` waiting: Arrow encodes
         and compresses without holding the GIL, and fsync waits for the disk, so a shard is written while
         the next rows are built (on another core). Inline when a crash test needs each write done at its
         crash point."""
@@ -280,7 +281,7 @@ class ShardWriter:
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="d2c-shard-writer")
         self._queued.append(self._thread.submit(self._unless_failed, fn, *args))
-        while len(self._queued) > 2:
+        while len(self._queued) > QUEUED_TASKS:
             self._queued.popleft().result()
 
     def _unless_failed(self, fn: Any, *args: Any) -> None:
@@ -381,11 +382,17 @@ def read_metadata(shard_path: Path | str) -> dict[str, Any]:
     return out
 
 
-def write_manifest(out_dir: Path | str) -> dict[str, Any]:
-    """(Re)write ``manifest.json`` from the shards present: rows, bytes and sha256 of each."""
+def write_manifest(out_dir: Path | str, known: list[ShardInfo] | None = None) -> dict[str, Any]:
+    """(Re)write ``manifest.json`` from the shards present: rows, bytes and sha256 of each. ``known``:
+    shards whose figures a writer has just worked out (they are not read again when unchanged on disk)."""
     out = Path(out_dir)
+    by_name = {info.path.name: info for info in known or []}
     shards = []
     for p in shard_paths(out):
+        info = by_name.get(p.name)
+        if info is not None and info.path.resolve() == p.resolve() and info.bytes == p.stat().st_size:
+            shards.append({"file": p.name, "rows": info.rows, "bytes": info.bytes, "sha256": info.sha256})
+            continue
         shards.append({
             "file": p.name,
             "rows": pq.ParquetFile(p).metadata.num_rows,

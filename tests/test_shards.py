@@ -171,3 +171,16 @@ def test_write_table_runs_match_row_by_row(tmp_path, monkeypatch):
             [(i.rows, i.first_item, i.next_item, i.sha256) for i in b], seed
         groups += [pq.ParquetFile(i.path).metadata.num_row_groups for i in b]
     assert max(groups) > 1  # row-group boundaries were exercised too
+
+
+def test_manifest_from_the_writer_equals_the_manifest_from_disk(tmp_path):
+    import dataclasses
+
+    from d2c.shards import write_manifest
+
+    infos = _write(tmp_path, 10)
+    from_disk = write_manifest(tmp_path)
+    assert write_manifest(tmp_path, infos) == from_disk
+    stale = [dataclasses.replace(infos[0], sha256="0" * 64, bytes=infos[0].bytes + 1), *infos[1:]]
+    assert write_manifest(tmp_path, stale) == from_disk  # a size that does not match is read again
+    assert from_disk["rows"] == 10 and [s["rows"] for s in from_disk["shards"]] == [4, 4, 2]

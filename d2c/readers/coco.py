@@ -121,6 +121,11 @@ class CocoPlan:
         images whose every annotation is a plain valid 4-point one come as :class:`SceneBlock`s."""
         return self.read(start, stop, release=False, blocks=blocks)
 
+    def release_units(self, start: int, stop: int) -> None:
+        """Drop the pending objects of images ``start`` .. ``stop - 1`` (read for the last time): the
+        process that planned frees a span as soon as it is done with it, instead of all at the end."""
+        self.pending[start:stop] = [None] * (min(stop, len(self.pending)) - start)
+
     def read(self, start: int, stop: int, *, release: bool, blocks: bool = False) -> Iterator[Scene | Reject | SceneBlock]:
         """:meth:`read_units`; with ``release`` each image's pending objects are dropped once built (a
         single pass over the file), so they cannot be read again."""
