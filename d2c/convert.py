@@ -255,10 +255,12 @@ def convert(
         "max_pixels": max_pixels}
     # workers read the input themselves when the reader can split it (not when resuming: which items
     # to skip depends on their positions, known only in order)
-    # (and, on one worker, annotation-only runs read the plan as blocks of scenes)
+    # (and, on one worker, annotation-only runs read the plan as blocks of scenes when it gives them)
     units = plan_reading(input, format=format, **read_args) \
         if (workers > 1 and not plan.done_keys and worker.can_read_in_workers()) or \
         (workers <= 1 and worker.uses_blocks(job)) else None
+    if workers <= 1 and units is not None and not worker.uses_blocks(job, units):
+        units = None  # read in order, as a stream
 
     def items() -> Iterator[Entry]:
         for pos, item in enumerate(read(input, format=format, **read_args)):

@@ -31,7 +31,8 @@ from d2c.tiling import DEFAULT_MIN_VISIBLE, DEFAULT_NEGATIVE_RATE
 # Scenes per task sent to a worker (and per Arrow table built). Annotation-only rows are small, so big
 # chunks amortise the per-task cost; rows with image bytes keep chunks small to bound memory in flight.
 CHUNK = 32
-CHUNK_REFERENCE = 4096
+CHUNK_REFERENCE = 1024
+CHUNK_BLOCKS = 4096  # ... and when they come as blocks (columns: a bigger chunk amortises each numpy step)
 
 
 @dataclass(frozen=True)
@@ -113,9 +114,9 @@ def process_chunk(chunk: list[tuple[int, Scene]]) -> tuple[list[tuple[int, Done 
     return outcomes, (rows_table(rows) if rows else None)
 
 
-def process_block(block: SceneBlock) -> tuple[list[Done | Reject], Any]:
-    """:func:`process_chunk` of untiled scenes given as a block (reference mode: the image records of
-    scenes whose image the reader found missing need no Scene), aligned with the block's scenes."""
+def block_images(block: SceneBlock) -> list[ImageRecord | Reject]:
+    """The image record of each scene of ``block`` (or the Reject of its image), filling in sizes read from
+    image headers. Reference mode: a scene whose image the reader found missing needs no Scene."""
     assert _JOB is not None
     reference = _JOB.images_mode == "reference"
     images: list[ImageRecord | Reject | None] = [
@@ -127,7 +128,7 @@ def process_block(block: SceneBlock) -> tuple[list[Done | Reject], Any]:
         (scene,) = block.take([k]).scenes()
         images[k] = _image_of(scene)
         block.width[k], block.height[k] = scene.width, scene.height  # filled in from the image header
-    return _process_block(block, images)  # type: ignore[arg-type]
+    return images  # type: ignore[return-value]
 
 
 def _process_block(block: SceneBlock, images: list[ImageRecord | Reject]) -> tuple[list[Done | Reject], Any]:
@@ -203,8 +204,11 @@ def _process_tiled(scene: Scene) -> Processed | Reject:
     return res.rows, res.rejects, res.skipped * job.captions_per_image
 
 
-def chunk_size(job: Job) -> int:
-    """Entries per chunk: :data:`CHUNK_REFERENCE` when no image bytes are stored, else :data:`CHUNK`."""
+def chunk_size(job: Job, blocks: bool = False) -> int:
+    """Entries per chunk: :data:`CHUNK_BLOCKS` when read as blocks, :data:`CHUNK_REFERENCE` when no image
+    bytes are stored, else :data:`CHUNK`."""
+    if blocks:
+        return CHUNK_BLOCKS
     return CHUNK_REFERENCE if job.images_mode == "reference" else CHUNK
 
 
@@ -248,10 +252,11 @@ def can_read_in_workers() -> bool:
     return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
-def uses_blocks(job: Job) -> bool:
-    """Whether a plan is read as :class:`SceneBlock`s for ``job``: annotation-only, untiled conversion,
-    where the images need no work and rows can be built from columns."""
-    return job.images_mode == "reference" and not job.tile and not job.done_keys
+def uses_blocks(job: Job, plan: ReadPlan | None = None) -> bool:
+    """Whether ``plan`` is read as :class:`SceneBlock`s for ``job``: annotation-only, untiled conversion
+    (the images need no work and rows can be built from columns), by a plan that gives blocks."""
+    return (job.images_mode == "reference" and not job.tile and not job.done_keys
+            and (plan is None or getattr(plan, "gives_blocks", False)))
 
 
 def run_units(plan: ReadPlan, job: Job, workers: int, engine: Any = None) -> Iterator[tuple[list[Entry], Any]]:
@@ -264,7 +269,7 @@ def run_units(plan: ReadPlan, job: Job, workers: int, engine: Any = None) -> Ite
     if plan.head:
         yield [(k, rej, False) for k, rej in enumerate(plan.head)], None
     base = len(plan.head)
-    size = chunk_size(job)
+    size = chunk_size(job, uses_blocks(job, plan))
     spans = [(a, min(a + size, plan.units)) for a in range(0, plan.units, size)]
     _PLAN = plan
     try:
@@ -293,7 +298,7 @@ def process_units(span: tuple[int, int]) -> tuple[list[Reject | SceneFacts], Any
     """A worker's task in :func:`run_units`: read units ``span`` of the plan and process them. Item
     positions in the result are local to the span."""
     assert _PLAN is not None and _JOB is not None
-    if uses_blocks(_JOB):
+    if uses_blocks(_JOB, _PLAN):
         return _process_unit_blocks(list(_PLAN.read_units(*span, blocks=True)))
     items = list(_PLAN.read_units(*span))
     work = [(k, it) for k, it in enumerate(items) if isinstance(it, Scene)]
@@ -304,11 +309,18 @@ def process_units(span: tuple[int, int]) -> tuple[list[Reject | SceneFacts], Any
 def _process_unit_blocks(items: list[Scene | Reject | SceneBlock]) -> tuple[list[Reject | SceneFacts | BlockFacts], Any]:
     """:func:`process_units` of items read as blocks: all the scenes, blocks and single Scenes, are
     processed as one block; a block whose scenes were all written comes back as one :class:`BlockFacts`."""
-    parts = [it if isinstance(it, SceneBlock) else SceneBlock.from_scenes([it])
-             for it in items if not isinstance(it, Reject)]
+    parts: list[SceneBlock] = []
+    images: list[ImageRecord | Reject] = []
+    for it in items:
+        if isinstance(it, SceneBlock):
+            parts.append(it)
+            images += block_images(it)
+        elif isinstance(it, Scene):
+            images.append(_image_of(it))  # before the block: a reference may fill in a size
+            parts.append(SceneBlock.from_scenes([it]))
     if not parts:
         return items, ([], None)  # type: ignore[return-value]
-    outcomes, table = process_block(concat(parts))
+    outcomes, table = _process_block(concat(parts), images)
     facts: list[Reject | SceneFacts | BlockFacts] = []
     local: list[tuple[int, Done | Reject]] = []  # outcomes not summed up in a BlockFacts, by local position
     pos = at = 0

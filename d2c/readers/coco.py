@@ -116,6 +116,8 @@ class CocoPlan:
         self.units = len(self.pending)
         self.classes = ClassResolver(options.class_map, options.unknown_classes)
 
+    gives_blocks = True  # read_units(..., blocks=True) gives runs of plain images as SceneBlocks
+
     def read_units(self, start: int, stop: int, *, blocks: bool = False) -> Iterator[Scene | Reject | SceneBlock]:
         """The Scenes and Rejects of kept images ``start`` .. ``stop - 1``, in order; with ``blocks``, runs of
         images whose every annotation is a plain valid 4-point one come as :class:`SceneBlock`s."""

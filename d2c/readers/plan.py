@@ -7,8 +7,9 @@ shipping it to a worker. Workers are forked after planning and read their units 
 The contract: ``head`` (the Rejects found while planning), then ``read_units(0, a)``, ``read_units(a, b)``,
 ... ``read_units(k, units)`` give exactly the items, in the same order, that the reader's ``read`` gives.
 A reader offers a plan through an optional ``plan(path, options)`` method that returns one or None.
-With ``blocks=True`` a plan may give a run of Scenes as one :class:`d2c.blocks.SceneBlock` (the same
-scenes as columns, for annotation-only conversion); plans that cannot ignore it. A plan may also offer ``release_units(start, stop)``: units that will not be
+With ``blocks=True`` a plan whose ``gives_blocks`` is true may give a run of Scenes as one
+:class:`d2c.blocks.SceneBlock` (the same scenes as columns, for annotation-only conversion); plans that
+cannot ignore it. A plan may also offer ``release_units(start, stop)``: units that will not be
 read again, whose memory the planning process may free.
 """
 
