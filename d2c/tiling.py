@@ -468,23 +468,12 @@ def tile_rows(
     return TiledRows(rows, tiled.rejects, skipped)
 
 
-def tiled_rows(
-    scene: Scene,
-    caption: Callable[[Scene], list[Any]],
-    *,
-    tile: int = DEFAULT_TILE,
-    overlap: int = DEFAULT_OVERLAP,
-    min_visible: float = DEFAULT_MIN_VISIBLE,
-    below: str = "difficult",
-    negative_rate: float = DEFAULT_NEGATIVE_RATE,
-    seed: int = 0,
-    mode: str = "reference",
-    max_side: int | None = None,
-    stretch: Any = None,
-) -> tuple[list[dict[str, Any]], list[Reject]]:
+def tiled_rows(scene: Scene, caption: Callable[[Scene], list[Any]], **settings: Any
+               ) -> tuple[list[dict[str, Any]], list[Reject]]:
     """:func:`tile_rows` as shard rows (dicts) and Rejects, captioning one tile at a time with
     ``caption(tile_scene)``, which returns objects with ``text`` and ``template_id``
-    (``CaptionEngine.caption``)."""
+    (``CaptionEngine.caption``). ``settings``: :func:`tile_rows`'s keyword arguments (tile, overlap,
+    min_visible, below, negative_rate, seed, mode, max_side, stretch)."""
     from d2c.rows import scene_to_row
 
     def caption_many(scenes: list[Scene]) -> list[Any]:
@@ -494,8 +483,7 @@ def tiled_rows(
             out.append(([c.text for c in caps], [c.template_id for c in caps]))
         return out
 
-    res = tile_rows(scene, caption_many, tile=tile, overlap=overlap, min_visible=min_visible, below=below,
-                    negative_rate=negative_rate, seed=seed, mode=mode, max_side=max_side, stretch=stretch)
+    res = tile_rows(scene, caption_many, **settings)
     if isinstance(res, Reject):
         return [], [res]
     rows = [scene_to_row(r.scene, r.captions, r.template_ids, r.image, parent_key=r.parent_key,
