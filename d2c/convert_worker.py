@@ -114,7 +114,7 @@ def process_chunk(chunk: list[tuple[int, Scene]]) -> tuple[list[tuple[int, Done 
     return outcomes, (rows_table(rows) if rows else None)
 
 
-def block_images(block: SceneBlock) -> list[ImageRecord | Reject]:
+def _block_images(block: SceneBlock) -> list[ImageRecord | Reject]:
     """The image record of each scene of ``block`` (or the Reject of its image), filling in sizes read from
     image headers. Reference mode: a scene whose image the reader found missing needs no Scene."""
     assert _JOB is not None
@@ -314,7 +314,7 @@ def _process_unit_blocks(items: list[Scene | Reject | SceneBlock]) -> tuple[list
     for it in items:
         if isinstance(it, SceneBlock):
             parts.append(it)
-            images += block_images(it)
+            images += _block_images(it)
         elif isinstance(it, Scene):
             images.append(_image_of(it))  # before the block: a reference may fill in a size
             parts.append(SceneBlock.from_scenes([it]))
