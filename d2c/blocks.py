@@ -11,7 +11,6 @@ form in which scenes travel to worker processes (a few arrays pickle much faster
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -139,8 +138,7 @@ class SceneBlock:
         inst = _ranges(self.offsets[:-1][rows], self.offsets[1:][rows])
         pts = _ranges(self.point_offsets[:-1][inst], self.point_offsets[1:][inst])
         inst_l = inst.tolist()
-        per_scene = {f.name: [getattr(self, f.name)[s] for s in rows] for f in dataclasses.fields(self)
-                     if f.name in (*_SCENE_COLUMNS, "file", "record")}
+        per_scene = {name: [getattr(self, name)[s] for s in rows] for name in (*_SCENE_COLUMNS, "file", "record")}
         return SceneBlock(
             **per_scene,
             n=self.n[rows],
@@ -169,8 +167,7 @@ def concat(blocks: Sequence[SceneBlock]) -> SceneBlock:
     """The scenes of ``blocks``, in order, as one block."""
     if len(blocks) == 1:
         return blocks[0]
-    lists = {f.name: list(chain.from_iterable(getattr(b, f.name) for b in blocks))
-             for f in dataclasses.fields(SceneBlock) if f.name in _LIST_FIELDS}
+    lists = {name: list(chain.from_iterable(getattr(b, name) for b in blocks)) for name in _LIST_FIELDS}
     arrays = {name: np.concatenate([getattr(b, name) for b in blocks]) if blocks else empty
               for name, empty in _EMPTY_ARRAYS.items()}
     return SceneBlock(**lists, **arrays)

@@ -203,9 +203,7 @@ class ShardWriter:
         if self._writer is not None:
             self._finish()
         self._wait()
-        if self._thread is not None:
-            self._thread.shutdown()
-            self._thread = None
+        self.abort()  # nothing is queued any more: this only stops the thread
         return list(self.closed)
 
     def abort(self) -> None:

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from itertools import chain, compress
+from itertools import chain, compress, groupby
 from pathlib import Path
 from typing import Any
 
@@ -229,7 +229,8 @@ def _build_chunk(plan: CocoPlan, start: int, stop: int, release: bool, blocks: b
     built in one vectorised pass, their Scenes and Rejects in order, and where the next chunk starts. An image
     whose key an earlier one has is a Reject (its objects are built all the same: the class resolver's
     first-seen warnings stay in file order). With ``blocks``, runs of images of plain valid 4-point objects
-    come as one :class:`SceneBlock` each."""
+    come as one :class:`SceneBlock` each (their classes are resolved first, so a first-seen warning may
+    come earlier than in file order)."""
     taken: list[Pending] = []
     at, objects = start, 0
     while at < stop and objects < CHUNK_OBJECTS:
@@ -244,17 +245,12 @@ def _build_chunk(plan: CocoPlan, start: int, stop: int, release: bool, blocks: b
         return _scene_items(plan, taken), at
     columns, in_block, first_row = _plain_columns(plan, taken)
     items: list[Scene | Reject | SceneBlock] = []
-    run: list[int] = []
-    for t, flag in enumerate(in_block):
+    for flag, group in groupby(range(len(taken)), key=in_block.__getitem__):
+        run = list(group)  # consecutive images that all go into a block, or all not
         if flag:
-            run.append(t)
-            continue
-        if run:
             items.append(_block(plan, taken, run, columns, first_row[run[0]]))
-            run = []
-        items += _scene_items(plan, taken[t : t + 1])
-    if run:
-        items.append(_block(plan, taken, run, columns, first_row[run[0]]))
+        else:
+            items += _scene_items(plan, taken[run[0] : run[-1] + 1])
     return items, at
 
 
