@@ -264,7 +264,13 @@ def run_units(plan: ReadPlan, job: Job, workers: int, engine: Any = None) -> Ite
     processed, :func:`chunk_size` units at a time: with ``workers > 1`` by workers forked after planning,
     which inherit the plan; the main process gets back each item as a Reject or the :class:`SceneFacts`
     it counts, and the rows. Positions are numbered here, in order, so they are the positions a plain
-    read gives."""
+    read gives.
+
+    A plan whose units depend on the keys of earlier ones (``keys_across_units``: COCO rejects an image
+    whose scene key an earlier image has) is read span by span as if nothing came before; each span comes
+    back with the keys it located, checked here in order against all earlier spans' keys. A span that
+    meets one again is read again, here, with those keys taken (rare: the same answer a reading in order
+    gives, whatever the number of workers)."""
     global _PLAN
     if plan.head:
         yield [(k, rej, False) for k, rej in enumerate(plan.head)], None
@@ -272,18 +278,22 @@ def run_units(plan: ReadPlan, job: Job, workers: int, engine: Any = None) -> Ite
     size = chunk_size(job, uses_blocks(job, plan))
     spans = [(a, min(a + size, plan.units)) for a in range(0, plan.units, size)]
     _PLAN = plan
+    seen: set[str] = set()  # the keys located by the spans so far
     try:
         # the plan's objects are frozen: the collector never walks them again (and forked workers share
         # their pages)
         with gc_frozen():
+            init_worker(job, engine)  # (forked workers make their own engine; this one reads spans again)
             if workers <= 1:
-                init_worker(job, engine)
                 done: Iterable[tuple[Any, Any]] = ((span, process_units(span)) for span in spans)
             else:
                 done = _in_pool(((span, (process_units, span)) for span in spans), job, workers,
                                 lambda span: f"unit {span[0]}")
             release = getattr(plan, "release_units", None)
-            for span, (facts, (outcomes, table)) in done:
+            for span, (facts, (outcomes, table), located) in done:
+                if located and not seen.isdisjoint(located):
+                    facts, (outcomes, table), located = process_units(span, seen.intersection(located))
+                seen.update(located)
                 if release is not None:
                     release(*span)  # freed here, while the workers work, not all at the end
                 where = _positions(facts, base)
@@ -294,16 +304,22 @@ def run_units(plan: ReadPlan, job: Job, workers: int, engine: Any = None) -> Ite
         _PLAN = None
 
 
-def process_units(span: tuple[int, int]) -> tuple[list[Reject | SceneFacts], Any]:
-    """A worker's task in :func:`run_units`: read units ``span`` of the plan and process them. Item
-    positions in the result are local to the span."""
+def process_units(span: tuple[int, int], taken: Iterable[str] = ()
+                  ) -> tuple[list[Reject | SceneFacts | BlockFacts], Any, list[str]]:
+    """A worker's task in :func:`run_units`: read units ``span`` of the plan and process them, with the
+    keys ``taken`` by earlier units (see :func:`run_units`). Item positions in the result are local to
+    the span; the keys the span located come last (none for a plan whose units are independent)."""
     assert _PLAN is not None and _JOB is not None
+    across = getattr(_PLAN, "keys_across_units", False)
+    keys: dict[str, int] = dict.fromkeys(taken, -1)
+    read = _PLAN.read_units(*span, blocks=uses_blocks(_JOB, _PLAN), **({"taken": keys} if across else {}))
+    items = list(read)
+    located = [k for k, unit in keys.items() if unit >= 0]
     if uses_blocks(_JOB, _PLAN):
-        return _process_unit_blocks(list(_PLAN.read_units(*span, blocks=True)))
-    items = list(_PLAN.read_units(*span))
+        return (*_process_unit_blocks(items), located)
     work = [(k, it) for k, it in enumerate(items) if isinstance(it, Scene)]
     result = process_chunk(work) if work else ([], None)
-    return [it if isinstance(it, Reject) else SceneFacts.of(it) for it in items], result
+    return [it if isinstance(it, Reject) else SceneFacts.of(it) for it in items], result, located
 
 
 def _process_unit_blocks(items: list[Scene | Reject | SceneBlock]) -> tuple[list[Reject | SceneFacts | BlockFacts], Any]:

@@ -74,3 +74,38 @@ def test_reading_in_workers_gives_identical_output(real_samples, tmp_path):
         for name in ("manifest.json", "stats.json", "rejects.jsonl"):
             assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), (path, name)
     assert planned >= 4  # DOTA, VOC and COCO inputs really went through the workers' reading
+
+
+def _coco_with_repeated_keys(path: Path) -> None:
+    """Twelve images; images 7 and 10 name the files of images 2 and 5 again (same scene keys, other ids),
+    and image 4 the file of image 3 (the same span of three units)."""
+    import json
+
+    names = [f"img{i}.png" for i in range(12)]
+    names[7], names[10], names[4] = names[2], names[5], names[3]
+    images = [{"id": 100 + i, "file_name": n, "width": 64, "height": 64} for i, n in enumerate(names)]
+    anns = [{"id": k, "image_id": 100 + k % 12, "category_id": 1, "bbox": [1 + k, 2, 10, 12]} for k in range(30)]
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "ship"}]}))
+
+
+@pytest.mark.parametrize("span", [3, 5])
+def test_repeated_keys_across_spans_are_rejected_whatever_the_workers(tmp_path, monkeypatch, span):
+    from d2c import convert_worker
+
+    path = tmp_path / "dup.json"
+    _coco_with_repeated_keys(path)
+    expected = [r for r in d2c.read(path, format="coco") if getattr(r, "code", None) == "duplicate_image"]
+    assert [r.record for r in expected] == ["image 104", "image 107", "image 110"]
+    monkeypatch.setattr(convert_worker, "CHUNK_BLOCKS", span)  # spans of a few units: the repeats cross spans
+    monkeypatch.setattr(convert_worker, "CHUNK_REFERENCE", span)
+    outs = []
+    for w in (1, 2):
+        out = tmp_path / f"out{w}"
+        convert(path, out=out, format="coco", workers=w, shard_rows=4, progress=False)
+        outs.append(out)
+        rejects = [line for line in (out / "rejects.jsonl").read_text().splitlines() if "duplicate_image" in line]
+        assert len(rejects) == 3 and all("a second image has the key dup/img" in r for r in rejects)
+    for name in ("manifest.json", "stats.json", "rejects.jsonl"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+    a, b = shard_paths(outs[0]), shard_paths(outs[1])
+    assert len(a) == 3 and all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b, strict=True))

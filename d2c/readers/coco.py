@@ -1,9 +1,10 @@
 """COCO JSON: parsed once with orjson, annotations grouped by image id, instances built as the scenes are read.
 
-Streams: before the first Scene the annotations are grouped by image (plain 4-point ones as small tuples,
-each record freed once read) and each image is located, and the parsed document is freed; instances are
-then built a chunk of images at a time (4-point geometry vectorised over the chunk), so memory is the
-parsed file plus a bounded working set, not every Instance of the file at once.
+Streams: before the first Scene the file is parsed and indexed (which annotations belong to which image,
+a few passes over the parsed lists); images are then located and their instances built a chunk of images
+at a time (4-point geometry vectorised over the chunk), each record freed once read, so memory is the parsed
+file plus a bounded working set, not every Instance of the file at once. Chunks of images can be read out of
+order, by forked workers (:class:`CocoPlan`).
 
 Handles polygon segmentations (several parts: the polygon of their union, oriented box of the union), RLE
 masks (pycocotools), ``iscrowd``, category ids from 0, integer or string names, image ids of any kind,
@@ -84,11 +85,10 @@ def _looks_like_json(path: Path) -> bool:
 def read_coco_file(json_path: Path, options: ReadOptions) -> Iterator[Scene | Reject]:
     """All Scenes and Rejects of one COCO file, in the file's image order.
 
-    The file is parsed once and planned (:class:`CocoPlan`) before the first Scene; the parsed document is
-    freed then. Instances are built a chunk of images at a time as the iterator is consumed, and each
-    image's pending objects are dropped once built, so memory stays near the parsed JSON.
-    """
-    with gc_paused():  # the parsed document dies in here: the collector never walks its millions of objects
+    The file is parsed and indexed (:class:`CocoPlan`) before the first Scene; images are then located and
+    their instances built a chunk at a time as the iterator is consumed, and each image's records are
+    dropped once built, so memory stays near the parsed JSON."""
+    with gc_paused():  # the parsed document is made in here: the collector never walks its millions of objects
         plan = CocoPlan(json_path, options)
     with gc_frozen():
         yield from plan.head
@@ -96,8 +96,19 @@ def read_coco_file(json_path: Path, options: ReadOptions) -> Iterator[Scene | Re
 
 
 class CocoPlan:
-    """One COCO file, parsed and planned (a :class:`d2c.readers.plan.ReadPlan`): ``head`` holds the Rejects
-    found while planning (or the one for a file that cannot be parsed), and each kept image is a unit."""
+    """One COCO file, parsed and indexed (a :class:`d2c.readers.plan.ReadPlan`): ``head`` holds the Rejects
+    found by the index (annotations of no image, duplicate image ids, image records without an id or a file
+    name; or the one Reject of a file that cannot be parsed), and every other image is a unit.
+
+    Why an index and not a full plan: locating images and reading annotations is two thirds of the work
+    before the first Scene, and it splits by image, so it is done when units are read (by forked workers,
+    in parallel). What cannot split, image ids and which annotations belong to which image, is indexed here,
+    in a few passes over the parsed lists. One thing still crosses units: an image whose scene key an
+    earlier image has is a Reject. The plan remembers the first unit of each key it located, which is right
+    for any reading that has read every earlier unit first; a worker reading a span out of order passes
+    ``taken`` instead, and the caller checks the keys it comes back with."""
+
+    keys_across_units = True  # see read_units' ``taken``
 
     def __init__(self, json_path: Path, options: ReadOptions) -> None:
         json_path = Path(os.path.abspath(json_path))
@@ -106,50 +117,52 @@ class CocoPlan:
         folders = [str(root)] if options.images else [str(root), str(root / "images")]
         if not options.images and (root / "images").is_dir():
             folders.reverse()  # a missing image is expected in images/
+        self.root, self.folders, self.options = root, folders, options
         fname = rel_to(json_path, root)
         self.out = _Output(options.source or json_path.stem, os.path.abspath(root), fname)
         with gc_paused():
-            error, self.categories, self.head, self.pending = _parse_and_plan(json_path, self.out, root, folders, options)
-            age_young_objects()  # the plan's million containers: never walked by the next collection
-        if error is not None:
-            self.head = [Reject(fname, None, error, "parse_error")]
-        self.units = len(self.pending)
+            data, error = _load(json_path)
+            if error is None and (not isinstance(data, dict) or not isinstance(data.get("images"), list)):
+                error = "not a COCO file: expected an object with an 'images' list"
+            self.categories = _categories(data.get("categories")) if error is None else {}
+            self.index = _Index.of(data, fname) if error is None else _Index.of({"images": []}, fname)
+            del data
+            age_young_objects()  # the parsed document's million containers: never walked by the next collection
+        self.head = self.index.head if error is None else [Reject(fname, None, error, "parse_error")]
+        self.units = len(self.index.units)
+        self.finder = ImageFinder(root)
+        self.finder.prime(folders)  # listed once here, not once in every forked worker
         self.classes = ClassResolver(options.class_map, options.unknown_classes)
+        self.first_units: dict[str, int] = {}  # scene key -> the first unit located with it
 
     gives_blocks = True  # read_units(..., blocks=True) gives runs of plain images as SceneBlocks
 
-    def read_units(self, start: int, stop: int, *, blocks: bool = False) -> Iterator[Scene | Reject | SceneBlock]:
-        """The Scenes and Rejects of kept images ``start`` .. ``stop - 1``, in order; with ``blocks``, runs of
-        images whose every annotation is a plain valid 4-point one come as :class:`SceneBlock`s."""
-        return self.read(start, stop, release=False, blocks=blocks)
+    def read_units(self, start: int, stop: int, *, blocks: bool = False, taken: dict[str, int] | None = None
+                   ) -> Iterator[Scene | Reject | SceneBlock]:
+        """The Scenes and Rejects of units ``start`` .. ``stop - 1``, in order; with ``blocks``, runs of
+        images whose every annotation is a plain valid 4-point one come as :class:`SceneBlock`s.
+
+        ``taken``: scene key -> the first unit located with it (-1: before ``start``); an image whose key
+        an earlier unit has is a Reject. The span's located keys are added to it. Without it, the plan's
+        :attr:`first_units` is used: right once every unit before ``start`` has been read."""
+        return self.read(start, stop, release=False, blocks=blocks, taken=taken)
 
     def release_units(self, start: int, stop: int) -> None:
-        """Drop the pending objects of images ``start`` .. ``stop - 1`` (read for the last time): the
-        process that planned frees a span as soon as it is done with it, instead of all at the end."""
-        self.pending[start:stop] = [None] * (min(stop, len(self.pending)) - start)
+        """Drop the records of units ``start`` .. ``stop - 1`` (read for the last time): the process that
+        parsed frees a span as soon as it is done with it, instead of all at the end."""
+        self.index.release(start, stop)
 
-    def read(self, start: int, stop: int, *, release: bool, blocks: bool = False) -> Iterator[Scene | Reject | SceneBlock]:
-        """:meth:`read_units`; with ``release`` each image's pending objects are dropped once built (a
-        single pass over the file), so they cannot be read again."""
+    def read(self, start: int, stop: int, *, release: bool, blocks: bool = False,
+             taken: dict[str, int] | None = None) -> Iterator[Scene | Reject | SceneBlock]:
+        """:meth:`read_units`; with ``release`` each image's records are dropped once built (a single pass
+        over the file), so they cannot be read again."""
+        taken = self.first_units if taken is None else taken
         at = start
         while at < stop:
             with gc_paused():  # the whole chunk, Scenes included, is allocated here: see gc_paused
-                items, at = _build_chunk(self, at, stop, release, blocks)
+                items, at = _build_chunk(self, at, stop, release, blocks, taken)
             yield from items
             del items  # before the next chunk is built: one chunk alive at a time
-
-
-def _parse_and_plan(
-    json_path: Path, out: _Output, root: Path, folders: list[str], options: ReadOptions
-) -> tuple[str | None, dict[Any, str], list[Reject], list[Pending | None]]:
-    """(parse error or None, categories, early rejects, kept images): see :func:`_plan`."""
-    data, error = _load(json_path)
-    if error is None and (not isinstance(data, dict) or not isinstance(data.get("images"), list)):
-        error = "not a COCO file: expected an object with an 'images' list"
-    if error is not None:
-        return error, {}, [], []
-    categories = _categories(data.get("categories"))
-    return None, categories, *_plan(data, categories, out, root, folders, options)
 
 
 def _load(json_path: Path) -> tuple[Any, str | None]:
@@ -173,47 +186,72 @@ Pending = tuple[Any, ImageInfo, list[Entry], str, bool, bool]
 CHUNK_OBJECTS = 16384  # objects built in one vectorised pass: amortises numpy's per-call cost, bounds the working set
 
 
-def _plan(
-    data: dict, categories: dict[Any, str], out: _Output, root: Path, folders: list[str], options: ReadOptions
-) -> tuple[list[Reject], list[Pending | None]]:
-    """Everything before the first Scene: rejects found on the way (annotations of no image, bad or duplicate
-    image records, images that cannot be located), and the kept images with their annotations as
-    :data:`Entry`. Takes the annotation list out of ``data`` and frees each record once read."""
-    anns = data.pop("annotations", None)
-    ids = [_img_id(img) for img in data["images"]]
-    by_image, orphans, odd = _group(anns if isinstance(anns, list) else [], set(ids) - {None}, categories)
-    del anns
-    fname = out.fname
-    early: list[Reject] = []
-    for ann in orphans:
-        rec = f"annotation {ann.get('id') if isinstance(ann, dict) else '?'}"
-        early.append(
-            Reject(fname, rec, "annotation refers to no image in 'images' (or is not an object)", "unknown_image_id", 1)
-        )
-    del orphans
-    finder = ImageFinder(root)
-    kept: list[Pending | None] = []
-    seen: set[Any] = set()
-    keys: set[str] = set()
-    for n, (img, iid) in enumerate(zip(data["images"], ids, strict=True)):
-        if iid is not None and iid in seen:  # an id's annotations go with its first entry, valid or not
-            early.append(Reject(fname, f"image {iid}", f"duplicate image id {iid!r}", "duplicate_image"))
-            continue
-        seen.add(iid)
-        group = by_image.pop(iid, []) if iid is not None else []
-        if iid is None or not isinstance(img.get("file_name"), str):
-            early.append(
-                Reject(fname, f"image entry {n}", "image needs an 'id' and a string 'file_name'", "bad_record", len(group))
-            )
-            continue
-        info = locate_image(root, finder, folders, img["file_name"], (img.get("width"), img.get("height")), options)
-        if isinstance(info, tuple):
-            early.append(Reject(fname, f"image {iid}", info[1], info[0], len(group)))
-            continue
-        key = scene_key(out.source, info.key_rel)
-        kept.append((iid, info, group, key, key in keys, iid not in odd))
-        keys.add(key)
-    return early, kept
+class _Index:
+    """The parsed images and annotations, and which annotations belong to which image (each record is
+    read when its image is): the part of planning that needs the whole file.
+
+    ``units`` are the positions of the images that are read (the first entry of each id, with an id and a
+    file name); the annotations of units ``a`` .. ``b - 1`` are ``anns[unit_order[unit_cum[a]:unit_cum[b]]]``,
+    unit after unit, each unit's in file order."""
+
+    def __init__(self, images: list[Any], anns: list[Any], ids: list[Any], units: np.ndarray,
+                 unit_order: np.ndarray, unit_cum: np.ndarray, head: list[Reject]) -> None:
+        self.images, self.anns, self.ids, self.head = images, anns, ids, head
+        self.units, self.unit_order, self.unit_cum = units, unit_order, unit_cum
+
+    @classmethod
+    def of(cls, data: dict, fname: str) -> _Index:
+        """Index ``data`` (a parsed COCO object with an 'images' list), taking its lists out of it."""
+        images = data.pop("images")
+        anns = data.pop("annotations", None)
+        anns = anns if isinstance(anns, list) else []
+        ids = [_img_id(img) for img in images]
+        first: dict[Any, int] = {}  # image id -> position of its first entry (its annotations go with it)
+        for n, iid in enumerate(ids):
+            if iid is not None and iid not in first:
+                first[iid] = n
+        get = first.get
+        owner = np.fromiter(
+            (get(i, -1) if isinstance(i, (int, str)) else -1
+             for i in (a.get("image_id") if isinstance(a, dict) else None for a in anns)), np.int64, len(anns))
+        head = [Reject(fname, f"annotation {anns[j].get('id') if isinstance(anns[j], dict) else '?'}",
+                       "annotation refers to no image in 'images' (or is not an object)", "unknown_image_id", 1)
+                for j in np.flatnonzero(owner < 0).tolist()]
+        counts = np.bincount(owner[owner >= 0], minlength=len(images))
+        units: list[int] = []
+        for n, (img, iid) in enumerate(zip(images, ids, strict=True)):
+            if iid is not None and first[iid] != n:
+                head.append(Reject(fname, f"image {iid}", f"duplicate image id {iid!r}", "duplicate_image"))
+            elif iid is None or not isinstance(img.get("file_name"), str):
+                head.append(Reject(fname, f"image entry {n}", "image needs an 'id' and a string 'file_name'",
+                                   "bad_record", int(counts[n]) if iid is not None else 0))
+            else:
+                units.append(n)
+        positions = np.asarray(units, dtype=np.int64)
+        is_unit = np.zeros(len(images) + 1, dtype=bool)
+        is_unit[positions] = True  # the last cell stands for the orphans (owner -1)
+        order = np.argsort(owner, kind="stable")  # by image, each image's in file order
+        unit_order = order[is_unit[owner[order]]]
+        unit_cum = np.concatenate(([0], np.cumsum(counts[positions]))).astype(np.int64)
+        return cls(images, anns, ids, positions, unit_order, unit_cum, head)
+
+    def span_end(self, start: int, stop: int) -> int:
+        """Where a chunk from unit ``start`` ends: after about :data:`CHUNK_OBJECTS` objects, before ``stop``."""
+        end = int(np.searchsorted(self.unit_cum, self.unit_cum[start] + CHUNK_OBJECTS, side="left"))
+        return min(max(end, start + 1), stop)
+
+    def annotations(self, start: int, stop: int) -> list[Any]:
+        """The annotation records of units ``start`` .. ``stop - 1``, unit after unit."""
+        anns = self.anns
+        return [anns[j] for j in self.unit_order[self.unit_cum[start] : self.unit_cum[stop]].tolist()]
+
+    def release(self, start: int, stop: int) -> None:
+        """Drop the records of units ``start`` .. ``stop - 1``."""
+        images, anns = self.images, self.anns
+        for p in self.units[start:stop].tolist():
+            images[p] = None
+        for j in self.unit_order[self.unit_cum[start] : self.unit_cum[stop]].tolist():
+            anns[j] = None
 
 
 class _Output:
@@ -223,26 +261,52 @@ class _Output:
         self.source, self.root, self.fname = source, root, fname
 
 
-def _build_chunk(plan: CocoPlan, start: int, stop: int, release: bool, blocks: bool = False
+def _build_chunk(plan: CocoPlan, start: int, stop: int, release: bool, blocks: bool, taken: dict[str, int]
                  ) -> tuple[list[Scene | Reject | SceneBlock], int]:
-    """Kept images from ``start`` (before ``stop``) until about :data:`CHUNK_OBJECTS` objects: their objects
-    built in one vectorised pass, their Scenes and Rejects in order, and where the next chunk starts. An image
-    whose key an earlier one has is a Reject (its objects are built all the same: the class resolver's
-    first-seen warnings stay in file order). With ``blocks``, runs of images of plain valid 4-point objects
-    come as one :class:`SceneBlock` each (their classes are resolved first, so a first-seen warning may
-    come earlier than in file order)."""
-    taken: list[Pending] = []
-    at, objects = start, 0
-    while at < stop and objects < CHUNK_OBJECTS:
-        pending = plan.pending[at]
-        assert pending is not None, "a released image is read again"
-        if release:
-            plan.pending[at] = None
-        taken.append(pending)
-        objects += len(pending[2])
-        at += 1
+    """Units from ``start`` (before ``stop``) until about :data:`CHUNK_OBJECTS` objects: located, their
+    objects built in one vectorised pass, their Scenes and Rejects in order, and where the next chunk
+    starts. An image whose key an earlier unit has (``taken``) is a Reject (its objects are built all the same: the class
+    resolver's first-seen warnings stay in file order). With ``blocks``, runs of images of plain valid
+    4-point objects come as one :class:`SceneBlock` each (their classes are resolved first, so a
+    first-seen warning may come earlier than in file order)."""
+    end = plan.index.span_end(start, stop)
+    located = _located(plan, start, end, taken)
+    if release:
+        plan.index.release(start, end)
+    items: list[Scene | Reject | SceneBlock] = []
+    for rejected, group in groupby(located, key=lambda it: type(it) is Reject):
+        run = list(group)
+        items += run if rejected else _built(plan, run, blocks)  # type: ignore[arg-type]
+    return items, end
+
+
+def _located(plan: CocoPlan, start: int, end: int, taken: dict[str, int]) -> list[Pending | Reject]:
+    """Units ``start`` .. ``end - 1`` located, as :data:`Pending` (their annotations read as :data:`Entry`),
+    or the Reject of an image that cannot be located; each located key goes into ``taken`` with its unit
+    (unless an earlier unit has it: that image is a duplicate)."""
+    index, out, categories = plan.index, plan.out, plan.categories
+    entries = [_entry(a, categories) for a in index.annotations(start, end)]
+    images, ids = index.images, index.ids
+    root, finder, folders, options = plan.root, plan.finder, plan.folders, plan.options
+    items: list[Pending | Reject] = []
+    bounds = index.unit_cum[start : end + 1] - index.unit_cum[start]
+    for u, p, a, b in zip(range(start, end), index.units[start:end].tolist(), bounds.tolist(), bounds[1:].tolist(),
+                          strict=False):
+        img, iid, group = images[p], ids[p], entries[a:b]
+        info = locate_image(root, finder, folders, img["file_name"], (img.get("width"), img.get("height")), options)
+        if isinstance(info, tuple):
+            items.append(Reject(out.fname, f"image {iid}", info[1], info[0], b - a))
+            continue
+        key = scene_key(out.source, info.key_rel)
+        items.append((iid, info, group, key, taken.setdefault(key, u) < u, all(type(e) is tuple for e in group)))
+    return items
+
+
+def _built(plan: CocoPlan, taken: list[Pending], blocks: bool) -> list[Scene | Reject | SceneBlock]:
+    """The items of the located images ``taken``: Scenes and Rejects, or with ``blocks`` runs of plain
+    images as :class:`SceneBlock`s (see :func:`_build_chunk`)."""
     if not blocks:
-        return _scene_items(plan, taken), at
+        return _scene_items(plan, taken)  # type: ignore[return-value]
     columns, in_block, first_row = _plain_columns(plan, taken)
     items: list[Scene | Reject | SceneBlock] = []
     for flag, group in groupby(range(len(taken)), key=in_block.__getitem__):
@@ -251,7 +315,7 @@ def _build_chunk(plan: CocoPlan, start: int, stop: int, release: bool, blocks: b
             items.append(_block(plan, taken, run, columns, first_row[run[0]]))
         else:
             items += _scene_items(plan, taken[run[0] : run[-1] + 1])
-    return items, at
+    return items
 
 
 def _scene_items(plan: CocoPlan, taken: list[Pending]) -> list[Scene | Reject]:
@@ -378,31 +442,6 @@ def _categories(cats: Any) -> dict[Any, str]:
             name = c.get("name")
             out[c["id"]] = str(name if name is not None and name != "" else c["id"])
     return out
-
-
-def _group(anns: list[Any], ids: set[Any], categories: dict[Any, str]
-           ) -> tuple[dict[Any, list[Entry]], list[Any], set[Any]]:
-    """Annotations by image id (one of ``ids``), as :data:`Entry`; the ones of no image; and the ids of the
-    images with an annotation that is not a plain tuple. Empties ``anns`` from the end as it goes (after
-    reversing it), so each record is freed once read instead of all at the end."""
-    by_image: dict[Any, list[Entry]] = {}
-    orphans: list[Any] = []
-    odd: set[Any] = set()
-    anns.reverse()
-    while anns:
-        a = anns.pop()
-        iid = a.get("image_id") if isinstance(a, dict) else None
-        if isinstance(iid, (int, str)) and iid in ids:
-            group = by_image.get(iid)
-            if group is None:
-                group = by_image[iid] = []
-            entry = _entry(a, categories)
-            if type(entry) is not tuple:
-                odd.add(iid)
-            group.append(entry)
-        else:
-            orphans.append(a)
-    return by_image, orphans, odd
 
 
 def _raw_object(ann: dict, categories: dict[Any, str], info: ImageInfo) -> RawObject:

@@ -11,6 +11,11 @@ With ``blocks=True`` a plan whose ``gives_blocks`` is true may give a run of Sce
 :class:`d2c.blocks.SceneBlock` (the same scenes as columns, for annotation-only conversion); plans that
 cannot ignore it. A plan may also offer ``release_units(start, stop)``: units that will not be
 read again, whose memory the planning process may free.
+
+Units are independent unless the plan says ``keys_across_units = True`` (COCO: an image whose scene key an
+earlier image has is a Reject). Such a plan's ``read_units`` takes ``taken`` (scene key -> first unit, -1
+for keys of units before ``start``) and adds the keys it locates; a reader in parallel passes its own and
+the caller checks the keys of each span against the spans before it (:func:`d2c.convert_worker.run_units`).
 """
 
 from __future__ import annotations
