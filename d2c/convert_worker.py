@@ -26,6 +26,7 @@ from d2c.model import Provenance, Reject, Scene
 from d2c.readers.plan import ReadPlan
 from d2c.rows import ImageRecord, RowInput, block_table, rows_table
 from d2c.shards import row_bytes_of
+from d2c.shared_renders import SharedRenders
 from d2c.tiling import DEFAULT_MIN_VISIBLE, DEFAULT_NEGATIVE_RATE
 
 # Scenes per task sent to a worker (and per Arrow table built). Annotation-only rows are small, so big
@@ -80,9 +81,11 @@ def init_worker(job: Job, engine: Any = None) -> None:
 
 
 def _init_pool_worker(job: Job) -> None:
-    """A pool worker's start: the job, and the collector as relaxed as in the main process's run."""
+    """A pool worker's start: the job, and the collector as relaxed as in the main process's run. A worker
+    forked from the main process keeps the caption engine the main process set up for this job (see
+    :func:`run_units`, :func:`run_chunks`) instead of building its own."""
     gc.set_threshold(*relaxed_thresholds())
-    init_worker(job)
+    init_worker(job, _ENGINE if job == _JOB else None)
 
 
 Entry = tuple[int, "Scene | Reject", bool]  # (input position, item, needs processing)
@@ -239,6 +242,7 @@ def run_chunks(items: Iterable[Entry], job: Job, workers: int, engine: Any = Non
             work = todo(chunk)
             yield chunk, (process_chunk(work) if work else None)
         return
+    init_worker(job, engine)  # forked workers inherit it
     tasks = ((chunk, (process_packed, pack_scenes(work)) if (work := todo(chunk)) else None) for chunk in chunks())
     for chunk, result in _in_pool(tasks, job, workers, lambda chunk: chunk[0][0]):
         yield chunk, result
@@ -283,7 +287,7 @@ def run_units(plan: ReadPlan, job: Job, workers: int, engine: Any = None) -> Ite
         # the plan's objects are frozen: the collector never walks them again (and forked workers share
         # their pages)
         with gc_frozen():
-            init_worker(job, engine)  # (forked workers make their own engine; this one reads spans again)
+            init_worker(job, engine)  # forked workers inherit it; here it reads a span again if need be
             if workers <= 1:
                 done: Iterable[tuple[Any, Any]] = ((span, process_units(span)) for span in spans)
             else:
@@ -405,13 +409,16 @@ def _in_pool(tasks: Iterable[tuple[Any, tuple[Any, Any] | None]], job: Job, work
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    global _SHARED
+    fork = sys.platform.startswith("linux")
+    ctx = multiprocessing.get_context("fork" if fork else "spawn")
+    _SHARED = SharedRenders(ctx.Lock()) if fork else None  # made before the workers are forked
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_pool_worker, initargs=(job,))
     pending: collections.deque = collections.deque()
     tag: Any = None
     try:
         for tag, task in tasks:
-            pending.append((tag, pool.submit(*task) if task is not None else None))
+            pending.append((tag, pool.submit(_sharing_renders, *task) if task is not None else None))
             while len(pending) > 4 * workers:
                 tag, fut = pending.popleft()
                 yield tag, (fut.result() if fut is not None else None)
@@ -424,6 +431,23 @@ def _in_pool(tasks: Iterable[tuple[Any, tuple[Any, Any] | None]], job: Job, work
             f"{where(tag) if tag is not None else 0}; the complete shards are kept: rerun with --resume") from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        if _SHARED is not None:
+            _SHARED.close()
+            _SHARED = None
+
+
+_SHARED: SharedRenders | None = None  # the running pool's shared caption renders, inherited by its workers
+
+
+def _sharing_renders(fn: Any, arg: Any) -> Any:
+    """``fn(arg)`` in a pool worker, with the caption renders the other workers published imported first
+    and the ones this task made published after (see :mod:`d2c.shared_renders`)."""
+    if _SHARED is None or _ENGINE is None:
+        return fn(arg)
+    _SHARED.absorb(_ENGINE)
+    result = fn(arg)
+    _SHARED.publish(_ENGINE.export_renders())
+    return result
 
 
 class SceneFacts(NamedTuple):
