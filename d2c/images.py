@@ -11,8 +11,10 @@ import contextlib
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from d2c.errors import ImageTooLargeError, UnsafePathError
 
@@ -152,14 +154,25 @@ class ImageFinder:
         """True when ``name`` is a plain file name (no folder part, drive, ``.`` or ``..``) that none of
         ``folders`` holds, by name or by stem: what :meth:`find_in` reports as not found, at a fraction of
         its cost (a reader asks for each of 100,000 images, most of them missing in annotation-only runs)."""
-        if name in (".", "..") or not _PLAIN_NAME.fullmatch(name):
-            return False
-        for folder in folders:
-            listing = self._list(str(folder))
-            # the stem only where the folder holds images: in annotation-only runs none does
-            if name in listing.names or (listing.stems and _stem(name) in listing.stems):
-                return False
-        return True
+        return self.absent_names(folders, [name])[0]
+
+    def absent_names(self, folders: list[Path] | list[str], names: Sequence[Any]) -> list[bool]:
+        """:meth:`absent` of each of ``names`` (a name that is not a string never is), in one pass per folder
+        rather than a call per name. A folder that cannot be listed safely makes every answer False: those
+        names go to :meth:`find_in`, which raises the same UnsafePathError where it matters."""
+        try:
+            listings = [self._list(str(folder)) for folder in folders]
+        except UnsafePathError:
+            return [False] * len(names)
+        plain = _PLAIN_NAME.fullmatch
+        out = [type(n) is str and n != "." and n != ".." and plain(n) is not None for n in names]
+        for listing in listings:
+            held, stems = listing.names, listing.stems
+            if stems:  # the stem only where the folder holds images: in annotation-only runs none does
+                out = [a and n not in held and _stem(n) not in stems for a, n in zip(out, names, strict=True)]
+            elif held:
+                out = [a and n not in held for a, n in zip(out, names, strict=True)]
+        return out
 
     def find_stem(self, folder: Path | str, stem: str) -> Path | None:
         """The image in ``folder`` whose stem is ``stem`` (preferring .png, .jpg, ... in that order)."""

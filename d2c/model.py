@@ -24,12 +24,28 @@ def scene_key(source: str, image_path: str) -> str:
     """``{source}/{image path without extension}``, posix separators (the path as PurePosixPath prints it)."""
     text = image_path.replace("\\", "/")
     if is_plain_relpath(text):  # PurePosixPath would print it unchanged: string work, as this runs per image
-        name = text[text.rfind("/") + 1 :]
-        dot = name.rfind(".")  # PurePosixPath.suffix: a dot that neither starts nor ends the name
-        return f"{source}/{text[: len(text) - len(name) + dot] if 0 < dot < len(name) - 1 else text}"
+        cut = text.rfind("/") + 1
+        return f"{source}/{text[:cut]}{_without_suffix(text[cut:])}"
     p = PurePosixPath(text)
     stem = str(p.with_suffix("")) if p.suffix else str(p)
     return f"{source}/{stem}"
+
+
+def scene_keys(source: str, image_paths: Sequence[str]) -> list[str]:
+    """:func:`scene_key` of each path. A reader keys a chunk of thousands of images at once: when every
+    path is a file name without folder part, each key is the name cut at its suffix (PurePosixPath prints
+    ``.`` and ``..`` as they are too, but an empty path as ``.``)."""
+    joined = "\n".join(image_paths)
+    if "/" in joined or "\\" in joined or "" in image_paths:
+        return [scene_key(source, p) for p in image_paths]
+    prefix = f"{source}/"
+    return [prefix + stem for stem in map(_without_suffix, image_paths)]
+
+
+def _without_suffix(name: str) -> str:
+    """A file name without its suffix, as PurePosixPath.suffix sees one: a dot that neither starts nor ends it."""
+    dot = name.rfind(".")
+    return name[:dot] if 0 < dot < len(name) - 1 else name
 
 
 def is_plain_relpath(text: str) -> bool:

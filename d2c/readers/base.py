@@ -429,7 +429,7 @@ def locate_image(
             return ("image_missing", f"image {rel_img} not found")
         if not trusted:
             return ("no_image_no_size", f"no image and no size: {rel_img} not found")
-        return ImageInfo(rel_img, default_name, int(w), int(h), ["image_missing"], None)
+        return _missing_image(rel_img, default_name, int(w), int(h))
     if by_stem:
         flags.append("image_found_by_stem")
     try:
@@ -445,6 +445,32 @@ def locate_image(
     if fmt is not None and EXT_FORMAT.get(path.suffix.lower()) not in (None, fmt):
         flags.append("extension_mismatch")
     return ImageInfo(rel_to(path, root), rel_to(path, images_dir), int(w), int(h), flags, fmt)
+
+
+def _missing_image(rel: str, key_rel: str, width: int, height: int) -> ImageInfo:
+    """A missing image whose annotation gives its size: it is written as a reference, flagged."""
+    return ImageInfo(rel, key_rel, width, height, ["image_missing"], None)
+
+
+def locate_images(
+    root: Path, finder: ImageFinder, folders: list[str], names: Sequence[Any], widths: Sequence[Any],
+    heights: Sequence[Any], options: ReadOptions,
+) -> list[ImageInfo | tuple[str, str]]:
+    """:func:`locate_image` of each image named ``names[i]`` (not a stem) of size ``widths[i]`` x
+    ``heights[i]``, in order. Why: a reader of 100,000 images mostly locates images that are not there
+    (annotation-only runs), and a call per image costs more than the rest of reading it. An image whose name
+    no folder holds (:meth:`ImageFinder.absent_names`) and whose size is two positive ints (trusted as they
+    are) is settled here, its path the first folder's prefix and its name; any other goes through
+    :func:`locate_image`."""
+    prefix = _folder_prefix(str(folders[0]), str(root)) if folders else None
+    if prefix is None or options.require_images:  # no string shortcut, or a missing image is a Reject
+        missing = [False] * len(names)
+    else:
+        absent = finder.absent_names(folders, names)
+        missing = [a and type(w) is int and type(h) is int and w > 0 and h > 0
+                   for a, w, h in zip(absent, widths, heights, strict=True)]
+    return [_missing_image(prefix + n, n, w, h) if m else locate_image(root, finder, folders, n, (w, h), options)  # type: ignore[operator]
+            for m, n, w, h in zip(missing, names, widths, heights, strict=True)]
 
 
 def assemble_scene(

@@ -17,7 +17,8 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from itertools import chain, compress, groupby
+from itertools import compress, groupby, repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +29,14 @@ from d2c.blocks import SceneBlock
 from d2c.classes import ClassResolver
 from d2c.gc_tuning import age_young_objects, gc_frozen, gc_paused
 from d2c.images import ImageFinder
-from d2c.model import Provenance, Reject, Scene, scene_key
+from d2c.model import Provenance, Reject, Scene, scene_keys
 from d2c.readers.base import (
     ImageInfo,
     InstanceBatch,
     QuadColumns,
     RawObject,
     ReadOptions,
-    locate_image,
+    locate_images,
     parse_error_position,
     quad_columns,
     rel_to,
@@ -177,12 +178,6 @@ def _load(json_path: Path) -> tuple[Any, str | None]:
         return None, f"cannot read file: {exc}"
 
 
-# An annotation waiting to be built: a plain 4-point one as (id, raw category, difficult, its 8 numbers),
-# tuples of plain values, much smaller than the record they replace; any other one as its record.
-Entry = tuple[Any, str, bool, tuple[Any, ...]] | dict
-# an image waiting to be built: (image id, where its image is, its annotations in file order, its scene key,
-# whether an earlier image has that key: then it is a Reject; whether every annotation is a plain tuple)
-Pending = tuple[Any, ImageInfo, list[Entry], str, bool, bool]
 CHUNK_OBJECTS = 16384  # objects built in one vectorised pass: amortises numpy's per-call cost, bounds the working set
 
 
@@ -205,28 +200,16 @@ class _Index:
         images = data.pop("images")
         anns = data.pop("annotations", None)
         anns = anns if isinstance(anns, list) else []
-        ids = [_img_id(img) for img in images]
-        first: dict[Any, int] = {}  # image id -> position of its first entry (its annotations go with it)
-        for n, iid in enumerate(ids):
-            if iid is not None and iid not in first:
-                first[iid] = n
-        get = first.get
-        owner = np.fromiter(
-            (get(i, -1) if isinstance(i, (int, str)) else -1
-             for i in (a.get("image_id") if isinstance(a, dict) else None for a in anns)), np.int64, len(anns))
+        ids = _image_ids(images)
+        # image id -> position of its first entry (its annotations go with it): the earliest wins, set last
+        first = dict(zip(reversed(ids), range(len(ids) - 1, -1, -1), strict=True))
+        first.pop(None, None)
+        owner = _owners(anns, first)
         head = [Reject(fname, f"annotation {anns[j].get('id') if isinstance(anns[j], dict) else '?'}",
                        "annotation refers to no image in 'images' (or is not an object)", "unknown_image_id", 1)
                 for j in np.flatnonzero(owner < 0).tolist()]
         counts = np.bincount(owner[owner >= 0], minlength=len(images))
-        units: list[int] = []
-        for n, (img, iid) in enumerate(zip(images, ids, strict=True)):
-            if iid is not None and first[iid] != n:
-                head.append(Reject(fname, f"image {iid}", f"duplicate image id {iid!r}", "duplicate_image"))
-            elif iid is None or not isinstance(img.get("file_name"), str):
-                head.append(Reject(fname, f"image entry {n}", "image needs an 'id' and a string 'file_name'",
-                                   "bad_record", int(counts[n]) if iid is not None else 0))
-            else:
-                units.append(n)
+        units = _units(images, ids, first, counts, fname, head)
         positions = np.asarray(units, dtype=np.int64)
         is_unit = np.zeros(len(images) + 1, dtype=bool)
         is_unit[positions] = True  # the last cell stands for the orphans (owner -1)
@@ -254,6 +237,47 @@ class _Index:
             anns[j] = None
 
 
+def _image_ids(images: list[Any]) -> list[Any]:
+    """Each image record's id (:func:`_img_id`): read by one C-level pass when every record is an object
+    with an int or string id, as in any sound file."""
+    try:
+        ids = list(map(dict.get, images, repeat("id")))
+    except TypeError:  # a record that is not an object
+        return [_img_id(img) for img in images]
+    return ids if set(map(type, ids)) <= {int, str} else [_img_id(img) for img in images]
+
+
+def _owners(anns: list[Any], first: dict[Any, int]) -> np.ndarray:
+    """Per annotation, the position of its image's first entry in 'images', or -1 (no such image, or not
+    an object): by C-level passes when every record is an object with an int or string image id."""
+    get = first.get
+    try:
+        iids = list(map(dict.get, anns, repeat("image_id")))
+    except TypeError:  # a record that is not an object
+        iids = [a.get("image_id") if isinstance(a, dict) else None for a in anns]
+    if set(map(type, iids)) <= {int, str}:
+        return np.fromiter(map(get, iids, repeat(-1)), np.int64, len(anns))
+    return np.fromiter((get(i, -1) if isinstance(i, (int, str)) else -1 for i in iids), np.int64, len(anns))
+
+
+def _units(images: list[Any], ids: list[Any], first: dict[Any, int], counts: np.ndarray, fname: str,
+           head: list[Reject]) -> list[int]:
+    """The positions of the images that are read: the first entry of each id, with a string file name;
+    the Reject of every other entry goes into ``head``."""
+    if len(first) == len(images) and set(map(type, map(dict.get, images, repeat("file_name")))) <= {str}:
+        return list(range(len(images)))  # distinct ids, all named: every entry (the common case, in one pass)
+    units: list[int] = []
+    for n, (img, iid) in enumerate(zip(images, ids, strict=True)):
+        if iid is not None and first[iid] != n:
+            head.append(Reject(fname, f"image {iid}", f"duplicate image id {iid!r}", "duplicate_image"))
+        elif iid is None or not isinstance(img.get("file_name"), str):
+            head.append(Reject(fname, f"image entry {n}", "image needs an 'id' and a string 'file_name'",
+                               "bad_record", int(counts[n]) if iid is not None else 0))
+        else:
+            units.append(n)
+    return units
+
+
 class _Output:
     """What every Scene of one file shares."""
 
@@ -270,124 +294,159 @@ def _build_chunk(plan: CocoPlan, start: int, stop: int, release: bool, blocks: b
     4-point objects come as one :class:`SceneBlock` each (their classes are resolved first, so a
     first-seen warning may come earlier than in file order)."""
     end = plan.index.span_end(start, stop)
-    located = _located(plan, start, end, taken)
+    chunk = _located(plan, start, end, taken)
     if release:
         plan.index.release(start, end)
     items: list[Scene | Reject | SceneBlock] = []
-    for rejected, group in groupby(located, key=lambda it: type(it) is Reject):
-        run = list(group)
-        items += run if rejected else _built(plan, run, blocks)  # type: ignore[arg-type]
+    for located, group in groupby(range(len(chunk)), key=chunk.located.__getitem__):
+        run = list(group)  # consecutive located images, or consecutive ones that could not be located
+        lo, hi = run[0], run[-1] + 1
+        items += _built(plan, chunk, lo, hi, blocks) if located else chunk.rejects(plan.out.fname, lo, hi)
     return items, end
 
 
-def _located(plan: CocoPlan, start: int, end: int, taken: dict[str, int]) -> list[Pending | Reject]:
-    """Units ``start`` .. ``end - 1`` located, as :data:`Pending` (their annotations read as :data:`Entry`),
-    or the Reject of an image that cannot be located; each located key goes into ``taken`` with its unit
-    (unless an earlier unit has it: that image is a duplicate)."""
-    index, out, categories = plan.index, plan.out, plan.categories
-    entries = [_entry(a, categories) for a in index.annotations(start, end)]
-    images, ids = index.images, index.ids
-    root, finder, folders, options = plan.root, plan.finder, plan.folders, plan.options
-    items: list[Pending | Reject] = []
-    bounds = index.unit_cum[start : end + 1] - index.unit_cum[start]
-    for u, p, a, b in zip(range(start, end), index.units[start:end].tolist(), bounds.tolist(), bounds[1:].tolist(),
-                          strict=False):
-        img, iid, group = images[p], ids[p], entries[a:b]
-        info = locate_image(root, finder, folders, img["file_name"], (img.get("width"), img.get("height")), options)
-        if isinstance(info, tuple):
-            items.append(Reject(out.fname, f"image {iid}", info[1], info[0], b - a))
-            continue
-        key = scene_key(out.source, info.key_rel)
-        items.append((iid, info, group, key, taken.setdefault(key, u) < u, all(type(e) is tuple for e in group)))
-    return items
+class _Chunk:
+    """Located units, as columns (no object per image or annotation beyond the parsed records and the
+    ImageInfos). Per image: its id, where its image is (an ImageInfo, or ``(code, reason)`` when it cannot
+    be located), its scene key (None then), whether an earlier unit has that key (then it is a Reject).
+    Per annotation, image after image (image ``i``'s are ``bounds[i]:bounds[i + 1]``): its record and,
+    when it is a plain 4-point one of a known category (most of a real file), its 8 numbers
+    (:func:`_plain_quad`), else None; ``all_plain`` when every one is."""
+
+    def __init__(self, iids: list[Any], infos: list[ImageInfo | tuple[str, str]], keys: list[str | None],
+                 duplicate: list[bool], records: list[dict], quads: list[list | None], bounds: list[int]) -> None:
+        self.iids, self.infos, self.keys, self.duplicate = iids, infos, keys, duplicate
+        self.located = [key is not None for key in keys]
+        self.records, self.quads, self.bounds = records, quads, bounds
+        self.all_plain = None not in quads
+
+    def __len__(self) -> int:
+        return len(self.iids)
+
+    def rejects(self, fname: str, lo: int, hi: int) -> list[Reject]:
+        """The Rejects of images ``lo`` .. ``hi - 1``, none of which could be located."""
+        b = self.bounds
+        return [Reject(fname, f"image {self.iids[i]}", self.infos[i][1], self.infos[i][0], b[i + 1] - b[i])  # type: ignore[index]
+                for i in range(lo, hi)]
+
+    def plain(self, i: int) -> bool:
+        """Every annotation of image ``i`` is a plain 4-point one."""
+        return self.all_plain or None not in self.quads[self.bounds[i] : self.bounds[i + 1]]
 
 
-def _built(plan: CocoPlan, taken: list[Pending], blocks: bool) -> list[Scene | Reject | SceneBlock]:
-    """The items of the located images ``taken``: Scenes and Rejects, or with ``blocks`` runs of plain
-    images as :class:`SceneBlock`s (see :func:`_build_chunk`)."""
+def _located(plan: CocoPlan, start: int, end: int, taken: dict[str, int]) -> _Chunk:
+    """Units ``start`` .. ``end - 1`` located (all at once: :func:`locate_images`), keyed, and their
+    annotations read; each located key goes into ``taken`` with its unit (unless an earlier unit has it:
+    that image is a duplicate)."""
+    index = plan.index
+    positions = index.units[start:end].tolist()
+    images = [index.images[p] for p in positions]  # records with an id and a string file name
+    get = dict.get
+    infos = locate_images(plan.root, plan.finder, plan.folders, [img["file_name"] for img in images],
+                          list(map(get, images, repeat("width"))), list(map(get, images, repeat("height"))),
+                          plan.options)
+    located = [type(info) is not tuple for info in infos]
+    found = iter(scene_keys(plan.out.source, [info.key_rel for info in compress(infos, located)]))  # type: ignore[union-attr]
+    keys = [next(found) if ok else None for ok in located]
+    duplicate = [key is not None and taken.setdefault(key, u) < u for key, u in zip(keys, range(start, end), strict=True)]
+    records = index.annotations(start, end)
+    bounds = (index.unit_cum[start : end + 1] - index.unit_cum[start]).tolist()
+    return _Chunk([index.ids[p] for p in positions], infos, keys, duplicate, records,
+                  _plain_quads(records, plan.categories), bounds)
+
+
+def _built(plan: CocoPlan, chunk: _Chunk, lo: int, hi: int, blocks: bool) -> list[Scene | Reject | SceneBlock]:
+    """The items of the located images ``lo`` .. ``hi - 1`` of ``chunk``: Scenes and Rejects, or with
+    ``blocks`` runs of plain images as :class:`SceneBlock`s (see :func:`_build_chunk`)."""
     if not blocks:
-        return _scene_items(plan, taken)  # type: ignore[return-value]
-    columns, in_block, first_row = _plain_columns(plan, taken)
+        return _scene_items(plan, chunk, lo, hi)  # type: ignore[return-value]
+    columns, in_block, first_row = _plain_columns(plan, chunk, lo, hi)
     items: list[Scene | Reject | SceneBlock] = []
-    for flag, group in groupby(range(len(taken)), key=in_block.__getitem__):
+    for flag, group in groupby(range(lo, hi), key=lambda i: in_block[i - lo]):
         run = list(group)  # consecutive images that all go into a block, or all not
         if flag:
-            items.append(_block(plan, taken, run, columns, first_row[run[0]]))
+            items.append(_block(plan, chunk, run[0], run[-1] + 1, columns, first_row[run[0] - lo]))
         else:
-            items += _scene_items(plan, taken[run[0] : run[-1] + 1])
+            items += _scene_items(plan, chunk, run[0], run[-1] + 1)
     return items
 
 
-def _scene_items(plan: CocoPlan, taken: list[Pending]) -> list[Scene | Reject]:
-    """The Scenes and Rejects of the images ``taken``, their objects built in one vectorised pass."""
+def _scene_items(plan: CocoPlan, chunk: _Chunk, lo: int, hi: int) -> list[Scene | Reject]:
+    """The Scenes and Rejects of the located images ``lo`` .. ``hi - 1``, their objects built in one
+    vectorised pass."""
     batch = InstanceBatch(plan.classes)
-    for pending in taken:
-        _add_objects(batch, pending[2], plan.categories, pending[1])
+    for i in range(lo, hi):
+        _add_objects(batch, chunk, i, plan.categories)
     built, records = batch.build(), batch.records
     out, items = plan.out, []
     first = 0
-    for iid, info, group, key, duplicate, _ in taken:
-        last = first + len(group)
-        if duplicate:
-            items.append(Reject(out.fname, f"image {iid}", f"a second image has the key {key}", "duplicate_image", len(group)))
+    for i in range(lo, hi):
+        iid, key = chunk.iids[i], chunk.keys[i]
+        last = first + chunk.bounds[i + 1] - chunk.bounds[i]
+        if chunk.duplicate[i]:
+            items.append(Reject(out.fname, f"image {iid}", f"a second image has the key {key}", "duplicate_image", last - first))
         else:
-            rejects, scene = scene_parts(source=out.source, root=out.root, info=info, built=built[first:last], key=key,
-                                         records=records[first:last], provenance=Provenance(out.fname, f"image {iid}"))
+            rejects, scene = scene_parts(source=out.source, root=out.root, info=chunk.infos[i], built=built[first:last],  # type: ignore[arg-type]
+                                         key=key, records=records[first:last], provenance=Provenance(out.fname, f"image {iid}"))
             items += rejects
             items.append(scene)
         first = last
     return items
 
 
-def _plain_columns(plan: CocoPlan, taken: list[Pending]) -> tuple[QuadColumns, list[bool], list[int]]:
-    """The objects of the images of ``taken`` that may go into a block (not a duplicate, a size, a key with
-    a source, every annotation a plain 4-point one), as quad columns, in order; which images do go into
-    one: those whose every object passed the vectorised checks as it is (no per-object Reject, no
+def _plain_columns(plan: CocoPlan, chunk: _Chunk, lo: int, hi: int) -> tuple[QuadColumns, list[bool], list[int]]:
+    """The objects of the images ``lo`` .. ``hi - 1`` that may go into a block (not a duplicate, a size, a
+    key with a source, every annotation a plain 4-point one), as quad columns, in order; which images do
+    go into one: those whose every object passed the vectorised checks as it is (no per-object Reject, no
     constructor, a known class); and per image, the row of its first object."""
-    plain = [p[5] and not p[4] and "/" in p[3] and (p[1].width or 0) > 0 and (p[1].height or 0) > 0 for p in taken]
-    groups = list(compress((p[2] for p in taken), plain))
-    entries = list(chain.from_iterable(groups))
-    ann_ids, raws, difficult, quads = zip(*entries, strict=True) if entries else ((), (), (), ())
+    infos: list[ImageInfo] = chunk.infos[lo:hi]  # type: ignore[assignment]
+    plain = [not dup and "/" in key and (info.width or 0) > 0 and (info.height or 0) > 0 and chunk.plain(i)  # type: ignore[operator]
+             for i, dup, key, info in zip(range(lo, hi), chunk.duplicate[lo:hi], chunk.keys[lo:hi], infos, strict=True)]
+    mask, counts = np.asarray(plain, dtype=bool), np.diff(chunk.bounds[lo : hi + 1])
+    n = counts * mask  # objects per image that go in: none for the others
+    rows = np.repeat(mask, counts).tolist()
+    a, b = chunk.bounds[lo], chunk.bounds[hi]
+    records = list(compress(chunk.records[a:b], rows))
+    get = dict.get
+    raws = list(map(plan.categories.__getitem__, map(get, records, repeat("category_id"))))
     resolve = plan.classes.resolve
     category = {raw: resolve(raw).category for raw in dict.fromkeys(raws)}
-    n = np.fromiter(map(len, groups), np.int64, len(groups))
-    sizes = [(p[1].width, p[1].height) for p in compress(taken, plain)]
-    w = np.repeat(np.asarray([s[0] for s in sizes], dtype=np.float64), n)
-    h = np.repeat(np.asarray([s[1] for s in sizes], dtype=np.float64), n)
-    columns = quad_columns(quads, w, h, raws, [category[r] for r in raws], difficult,
-                           [f"annotation {a}" for a in ann_ids], list(range(len(entries))))
+    w = np.repeat(np.asarray([info.width for info in compress(infos, plain)], dtype=np.float64), counts[mask])
+    h = np.repeat(np.asarray([info.height for info in compress(infos, plain)], dtype=np.float64), counts[mask])
+    columns = quad_columns(list(compress(chunk.quads[a:b], rows)), w, h, raws, list(map(category.__getitem__, raws)),
+                           list(map(bool, map(get, records, repeat("difficult")))),
+                           [f"annotation {ann_id}" for ann_id in map(get, records, repeat("id"))], list(range(len(records))))
     bad_before = np.concatenate(([0], np.cumsum(~columns.trusted)))
     ends = np.cumsum(n)
-    good = iter((bad_before[ends] == bad_before[ends - n]).tolist())
-    counts = [len(p[2]) if flag else 0 for p, flag in zip(taken, plain, strict=True)]
-    first_row = np.concatenate(([0], np.cumsum(counts)[:-1])).tolist()
-    return columns, [flag and next(good) for flag in plain], first_row
+    good = (bad_before[ends] == bad_before[ends - n]).tolist()
+    first_row = np.concatenate(([0], ends[:-1])).tolist()
+    return columns, [flag and ok for flag, ok in zip(plain, good, strict=True)], first_row
 
 
-def _block(plan: CocoPlan, taken: list[Pending], run: list[int], columns: QuadColumns, start: int) -> SceneBlock:
-    """The images ``run`` of ``taken`` (consecutive, each in a block) as one :class:`SceneBlock`; their
+def _block(plan: CocoPlan, chunk: _Chunk, lo: int, hi: int, columns: QuadColumns, start: int) -> SceneBlock:
+    """The images ``lo`` .. ``hi - 1`` of ``chunk`` (each in a block) as one :class:`SceneBlock`; their
     objects are the rows of ``columns`` from ``start`` on (consecutive too: slices, not gathers)."""
-    out = plan.out
-    n = np.asarray([len(taken[t][2]) for t in run], dtype=np.int64)
+    out, count = plan.out, hi - lo
+    n = np.diff(chunk.bounds[lo : hi + 1]).astype(np.int64)
     stop = start + int(n.sum())
-    infos = [taken[t][1] for t in run]
+    infos: list[ImageInfo] = chunk.infos[lo:hi]  # type: ignore[assignment]
     clipped_before = np.concatenate(([0], np.cumsum(columns.clipped[start:stop])))
     ends = np.cumsum(n)
     return SceneBlock(
-        key=[taken[t][3] for t in run],
-        source=[out.source] * len(run),
+        key=chunk.keys[lo:hi],  # type: ignore[arg-type]
+        source=[out.source] * count,
         image_path=[i.rel for i in infos],
-        root=[out.root] * len(run),
+        root=[out.root] * count,
         width=[i.width for i in infos],
         height=[i.height for i in infos],
-        gsd=[None] * len(run),
-        image_source=[None] * len(run),
-        split=[None] * len(run),
+        gsd=[None] * count,
+        image_source=[None] * count,
+        split=[None] * count,
         flags=[list(i.flags) for i in infos],
         image_format=[i.fmt for i in infos],
         clipped=(clipped_before[ends] - clipped_before[ends - n]).tolist(),
-        file=[out.fname] * len(run),
-        record=[f"image {taken[t][0]}" for t in run],
+        file=[out.fname] * count,
+        record=[f"image {iid}" for iid in chunk.iids[lo:hi]],
         n=n,
         raw_category=columns.raws[start:stop],
         category=columns.cats[start:stop],
@@ -401,16 +460,18 @@ def _block(plan: CocoPlan, taken: list[Pending], run: list[int], columns: QuadCo
     )
 
 
-def _add_objects(batch: InstanceBatch, group: list[Entry], categories: dict[Any, str], info: ImageInfo) -> None:
-    """One image's annotations into ``batch``: plain 4-point ones straight as their 8 numbers, the rest
+def _add_objects(batch: InstanceBatch, chunk: _Chunk, i: int, categories: dict[Any, str]) -> None:
+    """Image ``i``'s annotations into ``batch``: plain 4-point ones straight as their 8 numbers, the rest
     (other polygons, RLE, crowds, bad records) as :class:`RawObject`s."""
+    info: ImageInfo = chunk.infos[i]  # type: ignore[assignment]
     w, h = float(info.width or np.nan), float(info.height or np.nan)
-    for entry in group:
-        if type(entry) is tuple:
-            ann_id, raw, difficult, quad = entry
-            batch.add_quad(quad, raw, difficult, f"annotation {ann_id}", w, h)
+    a, b = chunk.bounds[i], chunk.bounds[i + 1]
+    for ann, quad in zip(chunk.records[a:b], chunk.quads[a:b], strict=True):
+        if quad is not None:
+            batch.add_quad(quad, categories[ann["category_id"]], bool(ann.get("difficult", False)),
+                           f"annotation {ann.get('id')}", w, h)
         else:
-            batch.add(_raw_object(entry, categories, info), w, h)  # type: ignore[arg-type]
+            batch.add(_raw_object(ann, categories, info), w, h)
 
 
 def _loads(raw: bytes) -> Any:
@@ -475,26 +536,54 @@ class _ZeroArea(Exception):
     pass
 
 
-def _entry(ann: dict, categories: dict[Any, str]) -> Entry:
-    """An annotation as it waits to be built (:data:`Entry`): the plain tuple when :func:`_raw_object` would
-    read it as a 4-point polygon or box of a known category without error (most of a real file), else the
-    record itself, which :func:`_raw_object` reads when its image is built."""
-    cid = ann.get("category_id")
-    if not isinstance(cid, (int, str, float)) or cid not in categories or ann.get("iscrowd"):
-        return ann
+def _known_category(cid: Any, categories: dict[Any, str]) -> bool:
+    """``category_id`` names a category (a list or dict id is unhashable: never)."""
+    return isinstance(cid, (int, str, float)) and cid in categories
+
+
+def _plain_quad(ann: dict, categories: dict[Any, str]) -> list | None:
+    """The 8 numbers of an annotation that :func:`_raw_object` would read as a 4-point polygon or box of a
+    known category without error (most of a real file): such an annotation is built without a RawObject;
+    None for any other."""
+    if not _known_category(ann.get("category_id"), categories) or ann.get("iscrowd"):
+        return None
     seg = ann.get("segmentation")
     if isinstance(seg, list) and seg:
-        quad = _quad_of(seg)
-    elif isinstance(seg, dict):
-        return ann
-    else:
-        try:
-            quad = _bbox_quad(ann.get("bbox"))
-        except (TypeError, ValueError, KeyError, _ZeroArea):
-            return ann
-    if quad is None:
-        return ann
-    return (ann.get("id"), categories[cid], bool(ann.get("difficult", False)), tuple(quad))
+        return _quad_of(seg)
+    if isinstance(seg, dict):
+        return None
+    try:
+        return _bbox_quad(ann.get("bbox"))
+    except (TypeError, ValueError, KeyError, _ZeroArea):
+        return None
+
+
+def _plain_quads(records: list[dict], categories: dict[Any, str]) -> list[list | None]:
+    """:func:`_plain_quad` of each record: at once when all are written the common way, else one by one."""
+    parts = _common_quads(records, categories)
+    return parts if parts is not None else [_plain_quad(ann, categories) for ann in records]  # type: ignore[return-value]
+
+
+def _common_quads(records: list[dict], categories: dict[Any, str]) -> list[list] | None:
+    """Each record's one part when every record is a 4-point polygon written ``[[x1, y1, ..., x4, y4]]``,
+    of a known category and no crowd (most files write every annotation so), else None. The rules of
+    :func:`_plain_quad` and :func:`_quad_of` for that form, checked on whole columns by C-level passes
+    over types, lengths and the distinct category ids, instead of a call per annotation."""
+    get = dict.get
+    segs = list(map(get, records, repeat("segmentation")))
+    if any(map(get, records, repeat("iscrowd"))) or set(map(type, segs)) != {list} or set(map(len, segs)) != {1}:
+        return None
+    parts = list(map(_FIRST, segs))
+    if set(map(type, parts)) != {list} or set(map(len, parts)) != {8} or list in set(map(type, map(_FIRST, parts))):
+        return None
+    try:
+        cids = set(map(get, records, repeat("category_id")))
+    except TypeError:  # an unhashable id: not a known category
+        return None
+    return parts if all(_known_category(cid, categories) for cid in cids) else None
+
+
+_FIRST = itemgetter(0)
 
 
 def _quad_of(seg: list) -> list | None:
