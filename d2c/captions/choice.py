@@ -5,6 +5,7 @@ contexts, texts, choice steps) that a batch of scenes walks together with array 
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import operator
 from collections import Counter
@@ -225,10 +226,13 @@ _NONE = np.iinfo(np.int32).min  # no id yet: ids are >= 0, failures small negati
 
 class _Memo:
     """``make(row, col) -> int`` memoised in a growing int32 table, so a batch looks up all its keys with one
-    array gather and calls ``make`` only for those met for the first time."""
+    array gather and calls ``make`` only for those met for the first time. A ``make`` that may set other
+    cells of the table (:meth:`put`) is declared with ``fills=True``: a batch then checks each new key
+    before making it; otherwise the new keys are made in one go and written with one array assignment."""
 
-    def __init__(self, width: int, make: Callable[[int, int], int]) -> None:
+    def __init__(self, width: int, make: Callable[[int, int], int], *, fills: bool = False) -> None:
         self.make = make
+        self.fills = fills
         self.a = np.full((64, width), _NONE, dtype=np.int32)
 
     @property
@@ -248,11 +252,22 @@ class _Memo:
         miss = np.flatnonzero(got == _NONE)
         if len(miss):
             rows, cols = rows[miss], cols[miss]
-            for key in dict.fromkeys(zip(rows.tolist(), cols.tolist(), strict=True)):  # each once, in order
-                if self.a.item(key) == _NONE:  # an earlier ``make`` may have filled it
-                    self.a[key] = self.make(*key)
+            keys = dict.fromkeys(zip(rows.tolist(), cols.tolist(), strict=True))  # each once, in order
+            self._make(list(keys))
             got[miss] = self.a[rows, cols]
         return got
+
+    def _make(self, keys: list[tuple[int, int]]) -> None:
+        """Make the cells ``keys`` (distinct, not made yet when the batch looked), in order."""
+        a, make = self.a, self.make  # ``make`` never grows this table (only get, get_one and fill do)
+        if self.fills:
+            for row, col in keys:
+                if a.item(row, col) == _NONE:  # an earlier ``make`` may have filled it
+                    a[row, col] = make(row, col)
+        else:
+            values = [make(row, col) for row, col in keys]
+            made = np.array(keys, np.int64)
+            a[made[:, 0], made[:, 1]] = values
 
     def get_one(self, row: int, col: int) -> int:
         """:meth:`get` of one key, in plain Python."""
@@ -316,7 +331,13 @@ def _first_above(total: np.ndarray, running: np.ndarray, u: np.ndarray, n: np.nd
     """Per row: the index of the first running sum above ``u * total`` (padding is inf), or the last of
     the row's ``n`` when none is (rounding)."""
     target = u * total
-    return np.minimum((target[:, None] >= running).sum(1), n.astype(np.int64) - 1)
+    return np.minimum(row_counts(target[:, None] >= running), n.astype(np.int64) - 1)
+
+
+def row_counts(mask: np.ndarray) -> np.ndarray:
+    """The number of true cells in each row of a 2-D bool ``mask``, as int64: ``mask.sum(1)``, in a third
+    of its time on the short rows of the choice steps (numpy's row-wise reduction pays per row)."""
+    return np.einsum("ij->i", mask, dtype=np.int64)
 
 
 def _wordings(base: int, same: list[int]) -> slice:
@@ -325,6 +346,15 @@ def _wordings(base: int, same: list[int]) -> slice:
     least common multiple: evenly spaced (and never empty), so one slice write sets them all."""
     step = same[1] - same[0] if len(same) > 1 else SYN_RANGE
     return slice(base + 2 * same[0], base + 2 * same[-1] + 1, 2 * step)
+
+
+@functools.lru_cache(maxsize=4096)
+def _served(wording: int, moduli: frozenset[Any]) -> slice:
+    """The wording cells (see :func:`_wordings`) a render with ``wording`` serves when the filters reduced its
+    synonym index by ``moduli``: memoised, as there are few of them and every render asks."""
+    syn = SynIndex(wording % (SYN_RANGE * 2) // 2)
+    syn.record(moduli)
+    return _wordings(wording - 2 * syn, syn.congruent(range(SYN_RANGE)))
 
 
 Render = tuple[tuple[int, Any], int, int, int, str]  # an exported render: see Texts.export_renders
@@ -364,7 +394,8 @@ class Texts:
         self._contexts: list[tuple[int, dict[str, Any]]] = []  # context id -> (template, requires: values)
         self._context_keys: list[tuple[int, Any]] = []  # context id -> its key in _context_ids
         self._fresh: list[Render] = []  # this engine's renders since the last export (see export_renders)
-        self._keys = _Memo(self.n_modality * SYN_RANGE * 2, self._render)  # (context, wording) -> text id
+        # (context, wording) -> text id; a render also sets the synonym indices it serves
+        self._keys = _Memo(self.n_modality * SYN_RANGE * 2, self._render, fills=True)
         self._ids: dict[str, int] = {"": 0}
         self._texts = np.array([""] * 64, dtype=object)  # by text id (capacity doubles)
         self._failures: list[Exception] = []
@@ -443,10 +474,11 @@ class Texts:
             return -len(self._failures)
         self.rendered += 1
         hit = self._intern(text)
-        cells = slice(wording, wording + 1, 1)
         if self._syn_shared[idx]:
-            cells = _wordings(wording - 2 * syn, syn.congruent(range(SYN_RANGE)))
+            cells = _served(wording, syn.moduli)
             self._keys.put(context, cells, hit)
+        else:
+            cells = slice(wording, wording + 1, 1)
         key = self._context_keys[context]
         self._fresh.append((key, cells.start, cells.stop, cells.step, self._texts[hit]))
         return hit
@@ -493,11 +525,10 @@ class Texts:
         """Per scene (texts, template ids) from the kept text ids and template indices, or its failure."""
         texts = self._texts[kept].tolist()
         ids = self.template_ids[chosen].tolist()
-        full = kept.shape[1]
-        out: list[Any] = [
-            (t, i) if c == full else (t[:c], i[:c])
-            for t, i, c in zip(texts, ids, count.tolist(), strict=True)
-        ]
+        out: list[Any] = list(zip(texts, ids, strict=True))  # most scenes have all their captions
+        short = np.flatnonzero(count < kept.shape[1])
+        for k, c in zip(short.tolist(), count[short].tolist(), strict=True):
+            out[k] = (texts[k][:c], ids[k][:c])
         for k in np.flatnonzero(failure >= 0).tolist():
             out[k] = self._failures[failure[k]]
         return out

@@ -28,16 +28,15 @@ from jinja2.sandbox import SecurityError
 
 from d2c.blocks import SceneBlock
 from d2c.captions import attributes
-from d2c.captions.choice import DRAWS, Choices, Entry, Texts, scene_uniforms
+from d2c.captions.choice import DRAWS, Choices, Entry, Texts, row_counts, scene_uniforms
 from d2c.captions.sandbox import (
     MAX_WORDS,
     STYLE_DEFAULT,
     STYLE_NAMES,
     SYN_RANGE,
+    clean,
     make_environment,
-    normalise,
     style_use,
-    truncate_words,
 )
 from d2c.captions.templates import (
     DEFAULT_SYNONYMS,
@@ -231,7 +230,7 @@ class CaptionEngine:
             text = self._texts.ids(eid[active], idx, u[:, 2], u[:, 3], u[:, 4])
             failed = text < 0
             failure[active[failed]] = -text[failed] - 1
-            new = (text > 0) & ~(kept[active] == text[:, None]).any(1)
+            new = (text > 0) & (row_counts(kept[active] == text[:, None]) == 0)
             rows = active[new]
             kept[rows, count[rows]] = text[new]
             chosen[rows, count[rows]] = idx[new]
@@ -278,7 +277,7 @@ class CaptionEngine:
     def _eligible_pool(self, attrs: dict[str, Any]) -> int:
         """The :meth:`eligible` templates as a bit mask (template ``i`` is bit ``i``, as in
         :class:`Choices`), memoised by which attributes are set."""
-        met_key = tuple(v is not None for v in attrs.values())
+        met_key = tuple([v is not None for v in attrs.values()])
         key = (tuple(attrs), met_key)
         hit = self._pools.get(key)
         if hit is None:
@@ -321,7 +320,7 @@ class CaptionEngine:
             raise TemplateError(
                 f"{info.path}: template {template_id!r}: {type(exc).__name__}: {exc}"
             ) from None
-        return truncate_words(normalise(raw), self.max_words) if raw.strip() else ""
+        return clean(raw, self.max_words)
 
     def _render_raw(self, template_id: str, context: dict[str, Any], style: tuple[str, int, bool]) -> str:
         """What ``Template.render`` of ``context`` and the wording draws ``style`` returns, without its
@@ -332,8 +331,8 @@ class CaptionEngine:
         glob = self._globals.get(template_id)
         if glob is None:
             glob = self._globals[template_id] = dict(tmpl.globals)
-        variables = {**glob, **context}
-        variables.update(zip(STYLE_NAMES, style, strict=True))
+        modality, syn, digits = style
+        variables = {**glob, **context, "modality": modality, "syn": syn, "digits": digits}  # STYLE_NAMES
         context = self.env.context_class(self.env, variables, tmpl.name, tmpl.blocks, globals=glob)
         return self.env.concat(tmpl.root_render_func(context))  # type: ignore[attr-defined]
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jinja2
+from jinja2.filters import sync_do_map
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 from jinja2.utils import _PassArg
 
@@ -41,10 +42,26 @@ _SPACE_PUNCT = re.compile(r"\s+([,.;:])")
 
 def normalise(text: str) -> str:
     """Collapse whitespace, tidy spaces before punctuation and capitalise the first letter."""
-    text = " ".join(text.split())
+    return _normalised(text.split())
+
+
+def _normalised(words: list[str]) -> str:
+    """:func:`normalise` of the text split into ``words``."""
+    text = " ".join(words)
     if " ," in text or " ." in text or " ;" in text or " :" in text:  # the only whitespace left is " "
         text = _SPACE_PUNCT.sub(r"\1", text)
     return capfirst(text)
+
+
+def clean(raw: str, max_words: int) -> str:
+    """``truncate_words(normalise(raw), max_words)``, or ``""`` for a blank render, splitting the text once
+    (this runs for every render): normalising never adds words (it only joins punctuation to the word
+    before it), so a render of at most ``max_words`` words needs no cut."""
+    words = raw.split()
+    if not words:
+        return ""
+    text = _normalised(words)
+    return text if len(words) <= max_words else truncate_words(text, max_words)
 
 
 def truncate_words(text: str, max_words: int) -> str:
@@ -159,20 +176,26 @@ class SynIndex(int):
     """The synonym index of one render, recording every modulus the wording filters reduce it by (every
     synonym-dependent choice is ``options[syn % len(options)]``). A template that does not name ``syn``
     itself renders the same text for every index congruent to this one modulo each recorded modulus, so
-    one render serves all of them."""
+    one render serves all of them.
 
-    def __new__(cls, value: int) -> SynIndex:
-        obj = super().__new__(cls, value)
-        obj.moduli = set()
-        return obj
+    ``moduli`` is a class-level empty frozenset until the first reduction sets the instance's own: making
+    an index (once per render) then costs no more than making an int."""
+
+    moduli: frozenset[Any] = frozenset()
 
     def __mod__(self, other: Any) -> Any:
-        self.moduli.add(other)
+        if other not in self.moduli:
+            self.moduli = self.moduli | {other}
         return int(self) % other
+
+    def record(self, moduli: frozenset[Any]) -> None:
+        """Record ``moduli`` as if each had reduced this index (a memoised wording call replayed)."""
+        if not moduli <= self.moduli:
+            self.moduli = self.moduli | moduli
 
     def congruent(self, values: range) -> list[int]:
         """The ``values`` that no recorded modulus tells apart from this index."""
-        return _congruent(values, int(self), frozenset(self.moduli))
+        return _congruent(values, int(self), self.moduli)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -219,7 +242,7 @@ def _recording(fn: Callable[..., str]) -> Callable[[tuple], tuple[str, frozenset
 
     def run(key: tuple) -> tuple[str, frozenset[Any]]:
         probe = SynIndex(key[0])
-        return fn(probe, *key[1:]), frozenset(probe.moduli)
+        return fn(probe, *key[1:]), probe.moduli
 
     return run
 
@@ -227,8 +250,9 @@ def _recording(fn: Callable[..., str]) -> Callable[[tuple], tuple[str, frozenset
 def _replayed(syn: int, hit: tuple[str, frozenset[Any]]) -> str:
     """The text of a memoised :func:`_recording` call, after recording its moduli on the caller's ``syn``:
     a fresh call would have reduced ``syn`` by exactly those."""
-    if hit[1] and type(syn) is SynIndex:
-        syn.moduli.update(hit[1])
+    moduli = hit[1]
+    if moduli and type(syn) is SynIndex and not moduli <= syn.moduli:  # mostly recorded by an earlier call
+        syn.record(moduli)
     return hit[0]
 
 
@@ -307,6 +331,7 @@ def make_environment(v: Vocabulary, threshold: int) -> SandboxedEnvironment:
             "plural": plural,
             "article": article,
             "join_and": join_and,
+            "map": sync_do_map,  # Jinja2's own, without the async dispatch around it: never async here
             "capfirst": capfirst,
         }
     )

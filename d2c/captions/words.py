@@ -56,8 +56,11 @@ def join_and(items: Any) -> str:
 
 
 def capfirst(text: str) -> str:
-    """Upper-case the first character only (``capitalize`` would lower-case 'SAR')."""
-    return text[:1].upper() + text[1:]
+    """Upper-case the first character only (``capitalize`` would lower-case 'SAR'); ``text`` itself when
+    that changes nothing (most texts: this runs on every render)."""
+    first = text[:1]
+    upper = first.upper()
+    return text if upper == first else upper + text[1:]
 
 
 @dataclass
