@@ -33,6 +33,7 @@ MANIFEST = "manifest.json"
 SHARD_KEY = METADATA_KEY + b".shard"  # per-shard facts (index, input span), added when the shard closes
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3
+STORED_AS_IS = ("image.bytes",)  # PNG and JPEG bytes: compressed already, zstd would only spend CPU on them
 ROW_GROUP_ROWS = 1024  # rows per row group: few enough to stream, enough to compress well and write fast
 ROW_GROUP_BYTES = 32 << 20  # ... or fewer rows when the images are large
 QUEUED_TASKS = 6  # row groups (<= ROW_GROUP_BYTES each) and shard closes waiting for the writer thread
@@ -250,8 +251,7 @@ class ShardWriter:
         self._writer = pq.ParquetWriter(
             self._tmp,
             self.schema.with_metadata({METADATA_KEY: _dumps(self.metadata)}),
-            compression=COMPRESSION,
-            compression_level=COMPRESSION_LEVEL,
+            **_compression(self.schema),
             use_dictionary=[n for n in DICT_COLUMNS if n in self.schema.names],
             write_statistics=True,
         )
@@ -318,6 +318,23 @@ class ShardWriter:
         self.closed.append(ShardInfo(final, rows, final.stat().st_size, file_sha256(final), span["first_item"],
                                      span["next_item"]))
         log.debug("wrote %s (%d rows)", final.name, rows)
+
+
+def _compression(schema: pa.Schema) -> dict[str, Any]:
+    """ParquetWriter's per-column codec and level: :data:`COMPRESSION` for every leaf column but
+    :data:`STORED_AS_IS` (a column left out of the dict would be uncompressed)."""
+    leaves = [path for f in schema for path in _leaf_paths(f.name, f.type)]
+    return {"compression": {p: "none" if p in STORED_AS_IS else COMPRESSION for p in leaves},
+            "compression_level": {p: COMPRESSION_LEVEL for p in leaves if p not in STORED_AS_IS}}
+
+
+def _leaf_paths(name: str, typ: pa.DataType) -> list[str]:
+    """The Parquet leaf column paths of an Arrow field (lists as ``name.list.element``, structs by child)."""
+    if pa.types.is_struct(typ):
+        return [p for child in typ for p in _leaf_paths(f"{name}.{child.name}", child.type)]
+    if pa.types.is_list(typ) or pa.types.is_large_list(typ):
+        return _leaf_paths(f"{name}.list.element", typ.value_type)
+    return [name]
 
 
 def _write_group(writer: pq.ParquetWriter, table: pa.Table) -> None:

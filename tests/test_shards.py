@@ -184,3 +184,16 @@ def test_manifest_from_the_writer_equals_the_manifest_from_disk(tmp_path):
     stale = [dataclasses.replace(infos[0], sha256="0" * 64, bytes=infos[0].bytes + 1), *infos[1:]]
     assert write_manifest(tmp_path, stale) == from_disk  # a size that does not match is read again
     assert from_disk["rows"] == 10 and [s["rows"] for s in from_disk["shards"]] == [4, 4, 2]
+
+
+def test_every_column_is_zstd_but_the_image_bytes(tmp_path):
+    w = ShardWriter(tmp_path, "toy", shard_rows=4, metadata=META)
+    for i in range(3):
+        w.write(_row(i, image_bytes=b"\x89PNG" + bytes(range(256)) * 40), item=i)
+    (info,) = w.close()
+    meta = pq.ParquetFile(info.path).metadata
+    codecs = {meta.row_group(0).column(k).path_in_schema: meta.row_group(0).column(k).compression
+              for k in range(meta.num_columns)}
+    assert codecs.pop("image.bytes") == "UNCOMPRESSED"
+    assert len(codecs) == 28 and set(codecs.values()) == {"ZSTD"}
+    assert [r["image"]["bytes"][:4] for r in iter_rows(tmp_path)] == [b"\x89PNG"] * 3
