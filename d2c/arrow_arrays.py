@@ -134,18 +134,26 @@ def bools(values: Sequence[bool | None] | np.ndarray) -> pa.Array:
             return _fallback(values, pa.bool_())
         return pa.Array.from_buffers(pa.bool_(), len(values),
                                      [None, pa.py_buffer(np.packbits(values, bitorder="little"))])
-    values = _as_list(values)
-    n = len(values)
-    if _all_none(values):
-        return pa.nulls(n, pa.bool_())
-    kinds = set(map(type, values))
-    if not kinds - {_NONE} <= {bool}:
-        return _fallback(values, pa.bool_())
-    nulls = values.count(None) if _NONE in kinds else 0
+    checked = _of_one_type(values, bool, pa.bool_())
+    if isinstance(checked, pa.Array):
+        return checked
+    values, nulls = checked
     bits = np.array([v is True for v in values], dtype=bool)
-    return pa.Array.from_buffers(pa.bool_(), n, [_validity(values, nulls),
-                                                 pa.py_buffer(np.packbits(bits, bitorder="little"))],
+    return pa.Array.from_buffers(pa.bool_(), len(values), [_validity(values, nulls),
+                                                           pa.py_buffer(np.packbits(bits, bitorder="little"))],
                                  null_count=nulls)
+
+
+def _of_one_type(values: Sequence[Any], kind: type, type_: pa.DataType) -> tuple[list[Any], int] | pa.Array:
+    """``values`` as a list and how many are None, when every other one is exactly a ``kind``; else the
+    array itself: all nulls, or what ``pa.array`` makes of values of other types (its rules, its errors)."""
+    values = _as_list(values)
+    if _all_none(values):
+        return pa.nulls(len(values), type_)
+    kinds = set(map(type, values))
+    if not kinds - {_NONE} <= {kind}:
+        return _fallback(values, type_)
+    return values, values.count(None) if _NONE in kinds else 0
 
 
 def _variable(type_: pa.DataType, values: list[Any], nulls: int, data: bytes, lengths: Any) -> pa.Array:
@@ -185,16 +193,13 @@ def strings(values: Sequence[str | None]) -> pa.Array:
 
 def binaries(values: Sequence[bytes | None]) -> pa.Array:
     """A binary array from bytes (None = null); other types (str, bytearray, buffers) go to ``pa.array``."""
-    values = _as_list(values)
-    n = len(values)
-    if _all_none(values):
-        return pa.nulls(n, pa.binary())
-    kinds = set(map(type, values))
-    if not kinds - {_NONE} <= {bytes}:
-        return _fallback(values, pa.binary())
-    nulls = values.count(None) if _NONE in kinds else 0
+    checked = _of_one_type(values, bytes, pa.binary())
+    if isinstance(checked, pa.Array):
+        return checked
+    values, nulls = checked
     filled = [b"" if v is None else v for v in values] if nulls else values
-    return _variable(pa.binary(), values, nulls, b"".join(filled), np.fromiter(map(len, filled), np.int64, n))
+    return _variable(pa.binary(), values, nulls, b"".join(filled),
+                     np.fromiter(map(len, filled), np.int64, len(values)))
 
 
 def list_array(list_type: pa.ListType, lengths: Sequence[int] | np.ndarray, values: pa.Array,
