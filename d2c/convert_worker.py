@@ -417,7 +417,7 @@ def _in_pool(tasks: Iterable[tuple[Any, tuple[Any, Any] | None]], job: Job, work
     global _SHARED
     fork = sys.platform.startswith("linux")
     ctx = multiprocessing.get_context("fork" if fork else "spawn")
-    _SHARED = SharedRenders(ctx.Lock()) if fork else None  # made before the workers are forked
+    _SHARED = SharedRenders.made(ctx) if fork else None  # made before the workers are forked
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_pool_worker, initargs=(job,))
     pending: collections.deque = collections.deque()
     tag: Any = None

@@ -14,11 +14,13 @@ header holding the bytes in use. When it is full, workers simply stop publishing
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import struct
 from typing import Any
 
+log = logging.getLogger(__name__)
 LOG_BYTES = 256 << 20  # address space only: pages are allocated as records are written
 _HEADER = struct.Struct("<Q")  # bytes in use, header included
 _RECORD = struct.Struct("<QQ")  # blob length, writer pid
@@ -33,6 +35,16 @@ class SharedRenders:
         self._lock = lock
         _HEADER.pack_into(self._buf, 0, _HEADER.size)
         self._read_to = _HEADER.size
+
+    @classmethod
+    def made(cls, ctx: Any) -> SharedRenders | None:
+        """A log for the workers ``ctx`` (a fork context) will start, or None where the system refuses the
+        mapping (strict memory overcommit): the workers then render what they miss themselves."""
+        try:
+            return cls(ctx.Lock())
+        except OSError as exc:
+            log.info("caption renders are not shared between workers: %s", exc)
+            return None
 
     def publish(self, blob: bytes, origin: int | None = None) -> bool:
         """Append ``blob`` (from process ``origin``, this one by default); False when the log is full."""

@@ -85,3 +85,18 @@ def test_two_workers_sharing_renders_write_what_one_writes(tmp_path, monkeypatch
     assert len(a) == 6 and [x.read_bytes() for x in a] == [y.read_bytes() for y in b]
     counts = [int(n) for n in absorbed.read_text().split()]
     assert len(counts) == 12 and sum(counts) > 0  # one look per task; renders did travel
+
+
+def test_a_refused_mapping_means_no_sharing_not_a_failure(tmp_path, monkeypatch):
+    from d2c import shared_renders
+
+    def refuse(*args, **kwargs):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(shared_renders.mmap, "mmap", refuse)
+    assert SharedRenders.made(multiprocessing.get_context("fork")) is None
+    ann = _coco(tmp_path / "ann.json", 400, seed=4)
+    outs = [tmp_path / "one", tmp_path / "two"]
+    for w, out in zip((1, 2), outs, strict=True):
+        convert(ann, out=out, format="coco", workers=w, progress=False, shard_rows=150)
+    assert [p.read_bytes() for p in shard_paths(outs[0])] == [p.read_bytes() for p in shard_paths(outs[1])]
