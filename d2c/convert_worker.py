@@ -279,8 +279,7 @@ def run_units(plan: ReadPlan, job: Job, workers: int, engine: Any = None) -> Ite
     if plan.head:
         yield [(k, rej, False) for k, rej in enumerate(plan.head)], None
     base = len(plan.head)
-    size = chunk_size(job, uses_blocks(job, plan))
-    spans = [(a, min(a + size, plan.units)) for a in range(0, plan.units, size)]
+    spans = _spans(plan.units, chunk_size(job, uses_blocks(job, plan)), workers)
     _PLAN = plan
     seen: set[str] = set()  # the keys located by the spans so far
     try:
@@ -311,6 +310,15 @@ def run_units(plan: ReadPlan, job: Job, workers: int, engine: Any = None) -> Ite
                 release(0, plan.units)
     finally:
         _PLAN = None
+
+
+def _spans(units: int, size: int, workers: int) -> list[tuple[int, int]]:
+    """Units ``0 .. units - 1`` in spans of ``size``; with several workers the last ``workers`` spans'
+    worth in quarters, so that the workers finish together instead of one idling through the last
+    span of another (the spans only batch the work: items and rows are the same for any split)."""
+    tail = max(units - workers * size, 0) if workers > 1 else units
+    cuts = [*range(0, tail, size), *range(tail, units, max(size // 4, 1))]
+    return list(zip(cuts, [*cuts[1:], units][: len(cuts)], strict=True))
 
 
 def process_units(span: tuple[int, int], taken: Iterable[str] = ()

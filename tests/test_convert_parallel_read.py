@@ -109,3 +109,17 @@ def test_repeated_keys_across_spans_are_rejected_whatever_the_workers(tmp_path, 
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
     a, b = shard_paths(outs[0]), shard_paths(outs[1])
     assert len(a) == 3 and all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize(("units", "size", "workers"), [(0, 4, 2), (3, 4096, 2), (10, 4, 1), (10, 4, 2), (116598, 4096, 2)])
+def test_spans_cover_the_units_and_shrink_at_the_end_for_several_workers(units, size, workers):
+    from d2c.convert_worker import _spans
+
+    spans = _spans(units, size, workers)
+    assert [a for a, _ in spans] == [0, *(b for _, b in spans[:-1])][: len(spans)]
+    assert (spans[-1][1] if spans else 0) == units
+    assert all(0 < b - a <= size for a, b in spans)
+    if workers > 1 and units > workers * size:  # the tail in quarter spans: the workers end together
+        assert {b - a for a, b in spans[-4 * workers + 1 :]} <= {size // 4, units % (size // 4) or size // 4}
+    else:
+        assert all(b - a == size for a, b in spans[:-1])
