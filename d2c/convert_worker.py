@@ -327,12 +327,11 @@ def process_units(span: tuple[int, int], taken: Iterable[str] = ()
     keys ``taken`` by earlier units (see :func:`run_units`). Item positions in the result are local to
     the span; the keys the span located come last (none for a plan whose units are independent)."""
     assert _PLAN is not None and _JOB is not None
-    across = getattr(_PLAN, "keys_across_units", False)
+    across, blocks = getattr(_PLAN, "keys_across_units", False), uses_blocks(_JOB, _PLAN)
     keys: dict[str, int] = dict.fromkeys(taken, -1)
-    read = _PLAN.read_units(*span, blocks=uses_blocks(_JOB, _PLAN), **({"taken": keys} if across else {}))
-    items = list(read)
+    items = list(_PLAN.read_units(*span, blocks=blocks, **({"taken": keys} if across else {})))
     located = [k for k, unit in keys.items() if unit >= 0]
-    if uses_blocks(_JOB, _PLAN):
+    if blocks:
         return (*_process_unit_blocks(items), located)
     work = [(k, it) for k, it in enumerate(items) if isinstance(it, Scene)]
     result = process_chunk(work) if work else ([], None)

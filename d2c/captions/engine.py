@@ -13,6 +13,7 @@ tables, memos and draws: the result never depends on which way a scene went.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import pickle
@@ -348,7 +349,7 @@ class CaptionEngine:
         settings' tag then a pickle: exchange it only between processes of one run (as multiprocessing
         does)."""
         renders = self._texts.export_renders()
-        return self._exchange_tag() + pickle.dumps(renders, pickle.HIGHEST_PROTOCOL) if renders else b""
+        return self._exchange_tag + pickle.dumps(renders, pickle.HIGHEST_PROTOCOL) if renders else b""
 
     def import_renders(self, blob: bytes) -> int:
         """Let later captions use the renders in ``blob`` (another engine's :meth:`export_renders`) instead of
@@ -357,12 +358,13 @@ class CaptionEngine:
         from an engine with other templates, vocabulary or settings is ignored (0)."""
         if not blob:
             return 0
-        tag = self._exchange_tag()
+        tag = self._exchange_tag
         if not blob.startswith(tag):
             log.debug("ignored renders from an engine with other templates or settings")
             return 0
         return self._texts.import_renders(pickle.loads(memoryview(blob)[len(tag):]))
 
+    @functools.cached_property
     def _exchange_tag(self) -> bytes:
         """A digest of everything an exchanged render depends on (and the engine's other settings but the
         seed, which only chooses among texts), so that engines set up differently never mix memos."""
