@@ -260,6 +260,9 @@ def _loop(cfg: TrainConfig, ds: ShardStream, pos: dict[str, int], stats: dict[st
             if pos["batch"] >= usable or pos["step"] >= total:
                 break
             stats["decode_errors"] += int(batch["decode_errors"])
+            if pos["step"] == 0 and micro == 0 and dist.main and not ctx.get("views_saved"):
+                _save_views(cfg, model, batch)
+                ctx["views_saved"] = True
             ctx["result"].rows.extend(batch["rows"].tolist())
             batch = _to(batch, ctx["device"])
             sync = micro == accum - 1
@@ -285,6 +288,13 @@ def _loop(cfg: TrainConfig, ds: ShardStream, pos: dict[str, int], stats: dict[st
                 on_step(pos["step"])
         if pos["step"] < total and pos["batch"] >= usable:
             pos["epoch"], pos["batch"] = pos["epoch"] + 1, 0
+
+
+def _save_views(cfg: TrainConfig, model: SarClipModel, batch: dict[str, Any]) -> None:
+    """``RUN/encoder_views.png``: the first batch as the encoder sees it (sarclip_train.encoder_views)."""
+    from sarclip_train.encoder_views import save_encoder_views
+
+    save_encoder_views(batch, Path(cfg.run.out) / "encoder_views.png", model.info.mean, model.info.std)
 
 
 def _optim_step(cfg: TrainConfig, model: SarClipModel, opt, pos: dict[str, int], losses: list[float],
