@@ -12,6 +12,7 @@ from PIL import Image
 
 from sarclip_train import checkpoint as ckpt
 from sarclip_train.model import SarClipModel, model_from_info
+from sarclip_train.openclip_quiet import quiet_open_clip
 
 
 def to_gray(image: np.ndarray | Image.Image) -> Image.Image:
@@ -40,7 +41,8 @@ class SarClip:
         self.model = model.eval().to(device)
         self.device = torch.device(device)
         self.batch_size = batch_size
-        self.tokenizer = open_clip.get_tokenizer(model.info.arch)
+        with quiet_open_clip():
+            self.tokenizer = open_clip.get_tokenizer(model.info.arch)
         self.transform = model.transform()
         self.info = model.info
 

@@ -27,6 +27,7 @@ from sarclip_train.config import TrainConfig
 from sarclip_train.data import ShardStream, norm_stats
 from sarclip_train.loss import make_loss
 from sarclip_train.model import SarClipModel, build_model, model_from_info
+from sarclip_train.openclip_quiet import quiet_open_clip
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,8 @@ def run(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> Ru
         log.info("resumed from %s at step %d", resume, pos["step"])
     import open_clip
 
-    tokenizer = open_clip.get_tokenizer(model.info.arch)
+    with quiet_open_clip():
+        tokenizer = open_clip.get_tokenizer(model.info.arch)
     ds = ShardStream(cfg.data.train, batch_size=cfg.run.batch_size, transform=model.transform(),
                      seed=cfg.data.seed, rank=dist.rank, world_size=dist.world_size,
                      shuffle_buffer=cfg.data.shuffle_buffer, tail=cfg.data.tail, augment=cfg.data.augment,
