@@ -98,7 +98,7 @@ def create_clip(arch: str, pretrained: str = "", image_size: int = 0, siglip: bo
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if not Path(pretrained).is_file():  # a tag whose weights are not in open_clip's cache (offline)
             raise UsageError(f"model.pretrained {pretrained!r}: the {name} weights are not in open_clip's cache "
-                             "and cannot be downloaded offline (HF_HUB_OFFLINE=1); fetch them once online with "
+                             "and cannot be downloaded here (offline: HF_HUB_OFFLINE=1, or no network); fetch them once online with "
                              f"open_clip.create_model({name!r}, pretrained={pretrained!r}), give a local weights "
                              f"file, or set model.pretrained = \"\" to train from scratch ({first})") from None
         raise UsageError(f"model.pretrained {pretrained}: refused by the weights-only loader or unreadable: "

@@ -3,8 +3,9 @@
 open_clip logs through the root logger (``logging.info`` / ``logging.warning``): nine INFO lines per model
 (one giving its default OpenAI mean/std, which a model trained from scratch does not use) and, for every
 model whose weights we load ourselves from a SARCLIP checkpoint, "No pretrained weights loaded ... Model
-initialized randomly". Both are wrong or noise for this toolkit, which says what it loaded itself. Errors
-(level ERROR and above) still pass.
+initialized randomly". Both are wrong or noise for this toolkit, which says what it loaded itself. Its
+ERROR lines precede an exception that the toolkit turns into its own one-line error, so they go too; only
+CRITICAL passes.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ class _DropOpenClip(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         inside = str(Path(record.pathname).resolve()).startswith(self.folder)
-        return not inside or record.levelno >= logging.ERROR
+        return not inside or record.levelno >= logging.CRITICAL
 
 
 @contextmanager
 def quiet_open_clip() -> Iterator[None]:
-    """Drop open_clip's INFO and WARNING records from the root logger for the duration of the block."""
+    """Drop open_clip's INFO, WARNING and ERROR records from the root logger for the duration of the block."""
     filt = _DropOpenClip(_open_clip_dir())
     root = logging.getLogger()
     root.addFilter(filt)

@@ -130,7 +130,12 @@ def _build(cfg: TrainConfig, state: dict | None) -> SarClipModel:
     mean = std = None
     if not cfg.model.pretrained:
         mean, std = norm_stats(cfg.data.train, cfg.data.norm_sample_rows)
-    return build_model(cfg.model, mean=mean, std=std, siglip=siglip)
+    model = build_model(cfg.model, mean=mean, std=std, siglip=siglip)
+    i = model.info
+    log.info("model %s, weights %s, input %d px, normalisation mean %.4f std %.4f (from the %s)", i.arch,
+             cfg.model.pretrained or "random", i.tile_size, i.mean[0], i.std[0],
+             "training shards" if i.norm_source == "shards" else "pretrained weights")
+    return model
 
 
 def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
