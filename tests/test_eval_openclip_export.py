@@ -73,8 +73,10 @@ def test_checkpoint_and_its_open_clip_export_score_the_same(build, plain, tmp_pa
     src, _ = shard_source(build / "chips" / "test", "chips/test")
     imgs = [src.load(i) for i in range(len(src.ids))]
     a = _features(str(plain)).encode_images(imgs)
-    for spec in (f"openclip:local-dir:{export}", f"openclip:sarclip-micro-vit:{state_dict}"):
+    for spec in (f"openclip:{export}", f"openclip:sarclip-micro-vit:{state_dict}"):  # a bare folder works too
         np.testing.assert_allclose(_features(spec).encode_images(imgs), a, atol=1e-5)
+    res = CliRunner().invoke(main, ["eval", "--openclip", f"local-dir:{tmp_path}", "--data", str(build)])
+    assert res.exit_code == 1 and "no open_clip_config.json" in res.output
 
 
 def test_clip_benchmark_files(build, plain, tmp_path):

@@ -93,13 +93,11 @@ def _first_line(exc: BaseException) -> str:
 def _local_dir(spec: str) -> Path | None:
     """The folder of a ``local-dir:PATH`` spec, or of a spec that is itself a folder (a ``sarclip-train
     export``); None otherwise."""
-    path = spec.removeprefix("local-dir:")
-    if spec.startswith("local-dir:") or Path(path).is_dir():
-        folder = Path(path)
-        if not (folder / "open_clip_config.json").is_file():
-            raise FileNotFoundError(f"{folder}: no open_clip_config.json (not an open_clip local-dir model)")
-        return folder
-    return None
+    folder = Path(spec.removeprefix("local-dir:"))
+    has_config = (folder / "open_clip_config.json").is_file()
+    if spec.startswith("local-dir:") and not has_config:
+        raise FileNotFoundError(f"{folder}: no open_clip_config.json (not an open_clip local-dir model)")
+    return folder if has_config else None
 
 
 def _sidecar_preprocess(weights: Path):
