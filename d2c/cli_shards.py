@@ -87,16 +87,22 @@ def verify_cmd(directory: Path) -> None:
 @click.command("export")
 @click.argument("directory", type=DIR)
 @click.option("--to", "to", required=True,
-              type=click.Choice(["coco", "dota", "voc", "openclip-csv", "webdataset"]),
-              help="coco/dota/voc: detection annotations (+ embedded images); openclip-csv: tab-separated "
-                   "filepath/title CSV; webdataset: tars of {key}.png|jpg + {key}.txt.")
+              type=click.Choice(["coco", "dota", "voc", "yolo", "yolo-obb", "openclip-csv", "webdataset"]),
+              help="coco/dota/voc/yolo/yolo-obb: detection annotations (+ images); openclip-csv: tab-separated "
+                   "filepath/title CSV, one line per caption; webdataset: tars of one sample per image "
+                   "({key}.png|jpg, {key}.txt, {key}.json) + sizes.json, for open_clip_train.")
+@click.option("--samples-per-tar", type=click.IntRange(1), default=1000, show_default=True,
+              help="webdataset: samples (images) per tar.")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-def export_cmd(directory: Path, to: str, out: Path) -> None:
-    """Write the shards in DIRECTORY out as detection annotations or open_clip training files in OUT."""
+def export_cmd(directory: Path, to: str, samples_per_tar: int, out: Path) -> None:
+    """Write the shards in DIRECTORY out as detection annotations or open_clip training files in OUT.
+
+    Example: d2c export shards/train --to webdataset wds/train, then
+    open_clip_train --train-data 'wds/train/SOURCE-train-{000000..000009}.tar' (sizes.json gives the count)."""
     from d2c.export import export
 
     try:
-        counts = export(directory, to, out)
+        counts = export(directory, to, out, samples_per_tar=samples_per_tar)
     except D2CError as exc:
         _fail("export", exc, exc.exit_code)
     except (OSError, ValueError) as exc:

@@ -64,14 +64,27 @@ def _evaluate_after_training(cfg, checkpoint) -> str:
 
 @click.command("export")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output open_clip checkpoint file.")
-def export_cmd(checkpoint: str, out: str) -> None:
-    """Write the backbone of a SARCLIP checkpoint as a plain open_clip checkpoint."""
-    from sarclip_train.export import export
+@click.option("--out", required=True, type=click.Path(),
+              help="Output folder (open_clip format) or file (state-dict format).")
+@click.option("--format", "fmt", type=click.Choice(["open_clip", "state-dict"]), default="open_clip",
+              show_default=True,
+              help="open_clip: a folder open_clip loads as local-dir:OUT; state-dict: one weights file + OUT.json.")
+def export_cmd(checkpoint: str, out: str, fmt: str) -> None:
+    """Write the backbone of a SARCLIP checkpoint for plain open_clip.
+
+    Example: sarclip-train export run/checkpoints/final.pt --out sarclip-openclip, then in Python
+    open_clip.create_model_and_transforms("local-dir:sarclip-openclip")."""
+    from sarclip_train.export import export_open_clip, export_state_dict
 
     try:
-        path = export(checkpoint, out)
+        path, note = (export_open_clip if fmt == "open_clip" else export_state_dict)(checkpoint, out)
     except D2CError as e:
         _fail(e)
         return
-    click.echo(f"wrote {path} (load with open_clip.create_model(arch, pretrained='{path}'))")
+    if fmt == "open_clip":
+        click.echo(f"wrote {path} (load with open_clip.create_model_and_transforms('local-dir:{path}'))")
+    else:
+        click.echo(f"wrote {path} and {path}.json (open_clip.create_model(arch, pretrained='{path}') once the "
+                   "model_cfg in the .json is registered)")
+    if note:
+        click.echo(f"note: {note}")

@@ -27,6 +27,7 @@ from sarclip_train.config import TrainConfig
 from sarclip_train.data import ShardStream, norm_stats
 from sarclip_train.loss import make_loss
 from sarclip_train.model import SarClipModel, build_model, model_from_info
+from sarclip_train.openclip_quiet import quiet_open_clip
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,12 @@ def _build(cfg: TrainConfig, state: dict | None) -> SarClipModel:
     mean = std = None
     if not cfg.model.pretrained:
         mean, std = norm_stats(cfg.data.train, cfg.data.norm_sample_rows)
-    return build_model(cfg.model, mean=mean, std=std, siglip=siglip)
+    model = build_model(cfg.model, mean=mean, std=std, siglip=siglip)
+    i = model.info
+    log.info("model %s, weights %s, input %d px, normalisation mean %.4f std %.4f (from the %s)", i.arch,
+             cfg.model.pretrained or "random", i.tile_size, i.mean[0], i.std[0],
+             "training shards" if i.norm_source == "shards" else "pretrained weights")
+    return model
 
 
 def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -189,7 +195,8 @@ def run(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> Ru
         log.info("resumed from %s at step %d", resume, pos["step"])
     import open_clip
 
-    tokenizer = open_clip.get_tokenizer(model.info.arch)
+    with quiet_open_clip():
+        tokenizer = open_clip.get_tokenizer(model.info.arch)
     ds = ShardStream(cfg.data.train, batch_size=cfg.run.batch_size, transform=model.transform(),
                      seed=cfg.data.seed, rank=dist.rank, world_size=dist.world_size,
                      shuffle_buffer=cfg.data.shuffle_buffer, tail=cfg.data.tail, augment=cfg.data.augment,
