@@ -37,7 +37,7 @@ def build_cmd(config_path: Path, out: Path | None, distributor: str, scheduler: 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_config(config_path, out=out)
-        result = build(cfg, distributor=distributor, scheduler=scheduler, workers=workers)
+        result = build(cfg, distributor=distributor, scheduler=scheduler, workers=workers, progress=None)
     except D2CError as exc:
         _fail(str(exc), exc.exit_code)
     except (OSError, ValueError) as exc:

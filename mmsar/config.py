@@ -338,7 +338,9 @@ def parse_config(data: dict[str, Any], base_dir: Path, *, out: Path | None = Non
     out_dir = Path(out).resolve() if out is not None else top.path("out") or (base_dir / "mmsar-out").resolve()
     if out is not None:
         top.get("out", str)
-    work = top.path("work") or out_dir / "work"
+    # staging beside the output, not in it: the output folder is what gets published (and staging is
+    # reused by the next build, so it is kept)
+    work = top.path("work") or out_dir.with_name(out_dir.name + ".work")
     cap = top.sub("captions")
     captions = CaptionSettings(cap.path("templates"), cap.int("per_image", 5, lo=1), cap.int("seed", 0))
     cap.check_unknown()
