@@ -214,6 +214,18 @@ def test_card_plots_and_stats_add_up(setup):
     for needle in ("ssdd_voc", "ssdd_dota", "synth_a", "synth_b", "MIT", "Apache-2.0", "CC0-1.0", "0 -> ship",
                    "2 captions per image"):
         assert needle in text
+    assert head["license"] == "other" and head["license_name"] == "mixed-apache-2.0-cc0-1.0-mit"
+    assert head["size_categories"] == ["n<1K"]
+    assert "```bibtex\n@misc{mmsar_test," in text and 'load_dataset("path/to/MMSAR-test", "chips")' in text
+    assert "![gallery](gallery.png)" in text
+    from d2c.gallery import PALETTE
+
+    gallery = np.asarray(Image.open(out / "gallery.png").convert("RGB"))
+    sources = {r["source"] for s in ("train", "val", "test") for r in iter_rows(out / s, columns=["source"])}
+    assert sources == {"ssdd_voc", "synth_a", "synth_b"}
+    assert gallery.shape[0] == 40 + len(sources) * (224 + 14 * 4 + 16) + 8  # a row per source
+    for colour in PALETTE[:3]:  # boxes of three classes are drawn (below the header's colour key)
+        assert (gallery[40:] == colour).all(axis=2).sum() > 50
     for name in ("class_histogram", "objects_per_image", "caption_lengths", "image_sizes"):
         data = (out / "plots" / f"{name}.png").read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n")
