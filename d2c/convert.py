@@ -209,7 +209,7 @@ def convert(
     tile_min_visible: float = DEFAULT_MIN_VISIBLE,
     tile_below: str = "difficult",
     tile_negative_rate: float = DEFAULT_NEGATIVE_RATE,
-    progress: bool | None = None,
+    progress: bool | str | None = None,
     max_bytes: int = 512 << 20,
     stretch: StretchConfig = StretchConfig(),
     max_pixels: int = 1 << 30,
@@ -274,7 +274,8 @@ def convert(
     t0 = time.monotonic()
     # after planning the count of units (COCO images, DOTA/VOC annotation files) is known: a total and ETA
     bar = Progress("converting", units.units if units is not None else None, unit="units" if units else "scenes",
-                   enabled="off" if progress is False else ("rich" if progress else None), logger=log)
+                   enabled=progress if isinstance(progress, str) else
+                   ("off" if progress is False else ("rich" if progress else None)), logger=log)
     chunks = worker.run_units(units, job, workers, engine, on_units=bar.update) if units is not None else \
         worker.run_chunks(items(), job, workers, engine)
     try:

@@ -18,6 +18,8 @@ T = TypeVar("T")
 log = logging.getLogger("progress")
 
 LOG_EVERY_S = 5.0
+_LIVE: Any = None  # the rich display on screen: rich allows one at a time, so nested bars share it
+_USERS = 0
 
 
 def _clock(seconds: float) -> str:
@@ -33,9 +35,10 @@ class Progress:
     """
 
     def __init__(self, label: str, total: int | None = None, *, enabled: bool | str | None = None,
-                 every: float = LOG_EVERY_S, unit: str = "", logger: logging.Logger | None = None) -> None:
+                 every: float = LOG_EVERY_S, unit: str = "", logger: logging.Logger | None = None,
+                 start: int = 0) -> None:
         self.label, self.total, self.unit = label, total, unit
-        self.completed = 0
+        self.completed = self.start = start  # start: done before this run (a resumed one); not in the rate
         self.info = ""
         self.every = every
         self.log = logger or log
@@ -49,7 +52,12 @@ class Progress:
         self._last_log = self._t0
 
     def __enter__(self) -> Progress:
-        if self.mode == "rich":
+        global _LIVE, _USERS
+        if self.mode == "rich" and _LIVE is not None:  # nested (eval -> encoding): a line in the same display
+            self._bar = _LIVE
+            _USERS += 1
+            self._task = self._bar.add_task("", total=self.total, label=self.label, completed=self.start)
+        elif self.mode == "rich":
             from rich.console import Console
             from rich.progress import (
                 BarColumn,
@@ -66,7 +74,8 @@ class Progress:
                                      TimeRemainingColumn(), TextColumn("{task.description}"),
                                      console=Console(stderr=True), transient=False)
             self._bar.start()
-            self._task = self._bar.add_task("", total=self.total, label=self.label)
+            _LIVE, _USERS = self._bar, 1
+            self._task = self._bar.add_task("", total=self.total, label=self.label, completed=self.start)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -97,7 +106,7 @@ class Progress:
     def line(self, now: float | None = None) -> str:
         """The plain-text status line: done/total (share), rate, ETA, info."""
         elapsed = max((now if now is not None else time.monotonic()) - self._t0, 1e-9)
-        rate = self.completed / elapsed
+        rate = (self.completed - self.start) / elapsed
         unit = f" {self.unit}" if self.unit else ""
         if self.total:
             text = f"{self.label}: {self.completed}/{self.total}{unit} ({self.completed / self.total:.0%})"
@@ -113,10 +122,16 @@ class Progress:
         self.log.info("%s", text)
 
     def close(self, failed: bool = False) -> None:
+        global _LIVE, _USERS
         if self._bar is not None:
-            self._bar.stop()
+            _USERS -= 1
+            if _USERS <= 0:
+                self._bar.stop()
+                _LIVE = None
+            elif failed or self.total is None:
+                self._bar.remove_task(self._task)
             self._bar = None
-        elif self.mode == "log" and not failed and self.completed:
+        elif self.mode == "log" and not failed and self.completed > self.start:
             self._emit(self.line() + " (done)")
         self.mode = "off"
 

@@ -1,0 +1,60 @@
+"""The shared progress helper (d2c.progress): totals and ETA, one log line every few seconds off a TTY,
+used by convert (total once planned) and mmsar build."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from d2c.progress import Progress, track
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_convert import make_coco  # noqa: E402
+
+
+def test_log_lines_carry_total_rate_and_eta(caplog, monkeypatch):
+    clock = iter([0.0, 1.0, 2.0, 6.0, 12.0, 12.0])
+    monkeypatch.setattr("d2c.progress.time.monotonic", lambda: next(clock))
+    with caplog.at_level(logging.INFO, logger="progress"), Progress("staging", 10, enabled="log", every=5,
+                                                                   unit="sources") as p:
+        p.advance()  # t=1: under 5 s since the start, no line
+        p.advance()  # t=2
+        p.advance(info="1 reject")  # t=6: a line
+        p.update(10)  # t=12: a line
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "staging: 3/10 sources (30%), 0.5/s, elapsed 0:00:06, ETA 0:00:14; 1 reject"
+    assert lines[1].startswith("staging: 10/10 sources (100%)") and lines[-1].endswith("(done)")
+    assert len(lines) == 3
+
+
+def test_unknown_total_and_off(caplog):
+    with caplog.at_level(logging.INFO, logger="progress"):
+        assert list(track(iter(range(3)), "reading", enabled="log")) == [0, 1, 2]
+        assert list(track([1, 2], "quiet", enabled=False)) == [1, 2]
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and lines[0].startswith("reading: 3, ") and lines[0].endswith("(done)")
+    assert "ETA" not in lines[0]
+
+
+def test_convert_reports_the_planned_total(tmp_path, caplog):
+    from d2c.convert import convert
+
+    ann = make_coco(tmp_path / "ds", n=12)
+    with caplog.at_level(logging.INFO, logger="d2c.convert"):
+        convert(ann, out=tmp_path / "s", format="coco", progress="log")
+    done = [r.getMessage() for r in caplog.records if r.getMessage().startswith("converting:")]
+    assert done and done[-1].startswith("converting: 12/12 units (100%)") and "rejects" in done[-1]
+
+
+def test_build_progress_lines(tmp_path, caplog):
+    from mmsar.build import build
+    from mmsar.synth import generate
+
+    generate(tmp_path / "syn", images=4, size=96, formats=("dota",), max_objects=3, seed=1)
+    (tmp_path / "m.toml").write_text('[[sources]]\nname = "syn"\nformat = "dota"\ninput = "syn"\n')
+    with caplog.at_level(logging.INFO, logger="mmsar.build"):
+        build(tmp_path / "m.toml", workers=1, progress="log")
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("staging sources: 1/1 sources (100%)") for m in lines)
+    assert any(m.startswith("writing folders: ") and "(done)" in m for m in lines)
