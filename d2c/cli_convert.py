@@ -127,3 +127,6 @@ def _print_summary(out: Path) -> None:
     table.add_row("captions written", str(stats.get("captions")))
     table.add_row("shards / rows", f"{stats.get('shards')} / {stats.get('rows')}")
     Console(stderr=True).print(table)
+    if stats.get("images_mode") == "reference":
+        click.echo("note: images are referenced, not embedded; sarclip-train needs them embedded "
+                   "(--images-mode embed, or mmsar build)", err=True)
