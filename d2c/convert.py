@@ -260,20 +260,23 @@ def convert(
     units = plan_reading(input, format=format, **read_args) \
         if (workers > 1 and not plan.done_keys and worker.can_read_in_workers()) or \
         (workers <= 1 and worker.uses_blocks(job)) else None
+    planned = units.units + len(units.head) if units is not None else None
     if workers <= 1 and units is not None and not worker.uses_blocks(job, units):
-        units = None  # read in order, as a stream
+        units = None  # read in order, as a stream (the plan's size still gives the progress a total)
+    read_so_far = [0]
 
     def items() -> Iterator[Entry]:
         for pos, item in enumerate(read(input, format=format, **read_args)):
             todo = isinstance(item, Scene) and (
                 tile is not None or pos >= plan.next_item or item.key not in plan.done_keys)
+            read_so_far[0] = pos + 1
             yield pos, item, todo
 
     tally = _Tally()
     sink = _Sink(out, run, plan, shard_rows, max_bytes, source)
     t0 = time.monotonic()
     # after planning the count of units (COCO images, DOTA/VOC annotation files) is known: a total and ETA
-    bar = Progress("converting", units.units if units is not None else None, unit="units" if units else "scenes",
+    bar = Progress("converting", units.units if units is not None else planned, unit="units" if planned else "scenes",
                    enabled=progress if isinstance(progress, str) else
                    ("off" if progress is False else ("rich" if progress else None)), logger=log)
     chunks = worker.run_units(units, job, workers, engine, on_units=bar.update) if units is not None else \
@@ -282,8 +285,9 @@ def convert(
         with gc_relaxed(), bar:
             for entries, result in chunks:
                 _account(entries, result, tally, sink, fresh_from, captions_per_image)
-                if units is None:
-                    bar.update(tally.stats.scenes_read, _status(tally))
+                if units is None:  # items read (a unit gives one, or a reject more: the share is about right)
+                    done = min(read_so_far[0], planned) if planned else tally.stats.scenes_read
+                    bar.update(done, _status(tally))
                 else:
                     bar.info = _status(tally)
         closed = sink.writer.close() if sink.writer is not None else []

@@ -58,3 +58,26 @@ def test_build_progress_lines(tmp_path, caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("staging sources: 1/1 sources (100%)") for m in lines)
     assert any(m.startswith("writing folders: ") and "(done)" in m for m in lines)
+
+
+def test_streamed_convert_has_the_planned_total_too(tmp_path, caplog):
+    """A DOTA tree read in order (one worker, annotation-only): the plan's file count is the total."""
+    from d2c.convert import convert
+    from test_convert import make_dota
+
+    make_dota(tmp_path / "ds", n=6)
+    with caplog.at_level(logging.INFO, logger="d2c.convert"):
+        convert(tmp_path / "ds", out=tmp_path / "s", format="dota", progress="log")
+    done = [r.getMessage() for r in caplog.records if r.getMessage().startswith("converting:")]
+    assert done and done[-1].startswith("converting: 7/7 units (100%)")  # 6 label files + GHOST.txt
+
+
+def test_nested_rich_bars_share_one_display():
+    import d2c.progress as P
+
+    with Progress("outer", 2, enabled=True) as outer:
+        for _ in range(2):
+            assert list(track(range(3), "inner", enabled=True)) == [0, 1, 2]
+            assert P._LIVE is outer._bar  # the inner bar was a line of the same display
+            outer.advance()
+    assert P._LIVE is None and P._USERS == 0
