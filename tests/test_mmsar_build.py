@@ -319,3 +319,15 @@ def test_chip_geometry_centres_the_box_and_pads_outside_the_image():
     assert chip.shape == (20, 20, 3)
     assert (chip[:10, :10] == 0).all() and (chip[10:, 10:] == 200).all()
     assert cut_chip(image, (0, 0, 20, 20), 8).shape == (8, 8, 3)
+
+
+def test_card_loading_snippet_runs_with_datasets(setup, tmp_path, monkeypatch, capsys):
+    """The card's Loading section is code that works: run with Hugging Face datasets on the build."""
+    root, result = setup
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    text = (root / "out" / "README.md").read_text()
+    code = text.split("## Loading")[1].split("```python\n")[1].split("```")[0]
+    exec(code.replace("path/to/MMSAR-test", str(root / "out")), {})  # noqa: S102 - our own card's snippet
+    printed = capsys.readouterr().out
+    first = next(iter_rows(root / "out" / "train", columns=["captions"]))
+    assert str(first["captions"]) in printed

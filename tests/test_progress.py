@@ -10,7 +10,7 @@ from pathlib import Path
 from d2c.progress import Progress, track
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_convert import make_coco  # noqa: E402
+from test_convert import make_coco, make_dota  # noqa: E402
 
 
 def test_log_lines_carry_total_rate_and_eta(caplog, monkeypatch):
@@ -63,7 +63,6 @@ def test_build_progress_lines(tmp_path, caplog):
 def test_streamed_convert_has_the_planned_total_too(tmp_path, caplog):
     """A DOTA tree read in order (one worker, annotation-only): the plan's file count is the total."""
     from d2c.convert import convert
-    from test_convert import make_dota
 
     make_dota(tmp_path / "ds", n=6)
     with caplog.at_level(logging.INFO, logger="d2c.convert"):
