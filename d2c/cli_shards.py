@@ -26,7 +26,8 @@ def _fail(cmd: str, exc: BaseException, code: int) -> None:
               help="Also draw a PNG grid of sample images (a row per source, a column per class) with their "
                    "boxes and one caption each.")
 @click.option("--per-class", type=click.IntRange(min=1), default=2, show_default=True,
-              help="With --gallery: sample images per source and class.")
+              help="With --gallery: sample images per source and class (more when the grid would hold "
+                   "fewer than 8 images and the data has them).")
 def inspect_cmd(directory: Path, as_json: bool, gallery: Path | None, per_class: int) -> None:
     """Summarise a shard folder: rows, classes, captions per image, sizes, rejects, schema version.
 
@@ -39,7 +40,7 @@ def inspect_cmd(directory: Path, as_json: bool, gallery: Path | None, per_class:
         if gallery is not None:
             from d2c.gallery import GalleryOptions, draw_gallery
 
-            g = draw_gallery([directory], gallery, GalleryOptions(per_class=per_class), title=str(directory))
+            g = draw_gallery([directory], gallery, GalleryOptions(per_class=per_class, min_images=8), title=str(directory))
             click.echo(f"gallery: {g.path} ({len(g.samples)} images, {len(g.sources)} source(s) x "
                        f"{len(g.classes)} class(es))", err=as_json)
     except (D2CError, OSError, ValueError) as exc:  # a damaged shard: one line naming it

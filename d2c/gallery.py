@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +30,13 @@ LINE_WIDTH = 2
 @dataclass(frozen=True)
 class GalleryOptions:
     """Layout: ``thumb`` px per image side, ``per_class`` samples per (source, class), ``max_classes``
-    columns at most (the most frequent classes), ``caption_lines`` of caption text per image."""
+    columns at most (the most frequent classes), ``caption_lines`` of caption text per image;
+    ``min_images``: a small grid (one source, one class) takes more samples per cell, up to this many
+    images in all, where the data has them."""
 
     thumb: int = 224
     per_class: int = 1
+    min_images: int = 0
     max_classes: int = 12
     caption_lines: int = 4
     label_width: int = 130
@@ -93,10 +96,18 @@ def _choose(folders: Sequence[Path], opts: GalleryOptions) -> tuple[dict[tuple[s
                 for c in row["counts"] or []:
                     freq[c["category"]] = freq.get(c["category"], 0) + c["count"]
                     cell = picks.setdefault((src, c["category"]), [])
-                    if len(cell) < opts.per_class:
+                    if len(cell) < max(opts.per_class, opts.min_images):
                         cell.append((path, i))
     classes = sorted(sorted(freq), key=lambda c: -freq[c])[: opts.max_classes]
     return picks, sorted(sources), sorted(classes)
+
+
+def _per_class(picks: dict[tuple[str, str], list[Any]], cells: int, opts: GalleryOptions) -> int:
+    """Samples per cell: ``per_class``, or more for a small grid (as many as the fullest cell holds)."""
+    if not opts.min_images or not cells:
+        return opts.per_class
+    want = -(-opts.min_images // cells)
+    return max(opts.per_class, min(want, max((len(v) for v in picks.values()), default=0)))
 
 
 def _read_rows(wanted: list[tuple[Path, int]]) -> dict[tuple[Path, int], tuple[dict[str, Any], str]]:
@@ -159,6 +170,8 @@ def draw_gallery(folders: Sequence[Path | str], out: Path | str, options: Galler
         raise ValueError(f"{', '.join(map(str, folders))}: no scene rows to draw")
     if not classes:
         classes = ["(no objects)"]
+    opts = replace(opts, per_class=_per_class(picks, len(sources) * len(classes), opts))
+    picks = {k: v[: opts.per_class] for k, v in picks.items()}
     rows = _read_rows([p for c in classes for s in sources for p in picks.get((s, c), [])])
     colour = {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(classes)}
     t, pad = opts.thumb, opts.pad

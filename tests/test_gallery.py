@@ -88,3 +88,18 @@ def test_inspect_gallery_cli(tmp_path):
     # two columns per class: the second of each is empty (one image per class), drawn in the empty grey
     assert px.shape[1] == 130 + 4 * (224 + 8) + 8
     assert (px == (235, 235, 235)).all(axis=2).sum() > 2 * 200 * 200
+
+
+def test_small_grid_takes_more_samples_per_cell(tmp_path):
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    (root / "labelTxt").mkdir()
+    for i in range(5):
+        Image.fromarray(np.full((80, 100), GREY, np.uint8)).save(root / "images" / f"S{i}.png")
+        (root / "labelTxt" / f"S{i}.txt").write_text("20 20 60 20 60 40 20 40 ship 0\n")
+    convert(root, out=tmp_path / "s", format="dota", images_mode="embed", progress=False)
+    g = draw_gallery([tmp_path / "s"], tmp_path / "g.png", GalleryOptions(per_class=1, min_images=4))
+    assert [s.key.rsplit("/", 1)[-1] for s in g.samples] == ["S0", "S1", "S2", "S3"]
+    assert g.size[0] == 130 + 4 * (224 + 8) + 8
+    few = draw_gallery([tmp_path / "s"], tmp_path / "f.png", GalleryOptions(per_class=1, min_images=8))
+    assert len(few.samples) == 5  # as many as there are, no empty slots
