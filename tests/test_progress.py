@@ -80,3 +80,19 @@ def test_nested_rich_bars_share_one_display():
             assert P._LIVE is outer._bar  # the inner bar was a line of the same display
             outer.advance()
     assert P._LIVE is None and P._USERS == 0
+
+
+def test_eval_image_encoding_reports_its_total(caplog):
+    """Evaluation and embed encode images through image_features: a progress line with the set's total."""
+    import numpy as np
+
+    from sarclip_train.eval.datasets import ImageSource
+    from sarclip_train.eval.features import EvalModel, FeatureCache, image_features
+
+    model = EvalModel("toy", lambda imgs: np.ones((len(imgs), 4), np.float32), lambda t: None, None, {})
+    src = ImageSource("chips/test", [f"k{i}" for i in range(10)], lambda i: np.zeros((4, 4), np.uint8), "fp")
+    with caplog.at_level(logging.INFO, logger="sarclip_train.eval.features"):
+        ids, emb = image_features(model, src, FeatureCache(None), batch_size=4)
+    assert len(ids) == 10 and emb.shape == (10, 4)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("toy: chips/test: 10/10 images (100%)") and m.endswith("(done)") for m in lines)

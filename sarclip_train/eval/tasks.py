@@ -176,27 +176,24 @@ def run_tasks(model: EvalModel, names: list[str], data: Path | None, cls_sets: d
             skipped[label] = str(exc)
             return None
 
-    from d2c.progress import Progress
+    from d2c.progress import track
 
-    with Progress("evaluating", len(names), unit="tasks", logger=log) as bar:
-        for done, name in enumerate(names):
-            bar.update(done, name)
-            if name == "retrieval":
-                r = attempt("retrieval", lambda: run_retrieval(model, data, cache, batch_size)) if data else None
-            elif name == "counting":
-                r = attempt("counting", lambda: run_counting(model, data, cache, batch_size)) if data else None
-            else:
-                r = {}
-                for set_name, sets in cls_sets.items():
-                    fn = {"zeroshot": lambda s=sets: run_zeroshot(model, s, cache, batch_size, templates),
-                          "fewshot": lambda s=sets: run_fewshot(model, s, cache, batch_size, ks, seeds),
-                          "linear": lambda s=sets: run_linear(model, s, cache, batch_size, seed)}[name]
-                    one = attempt(f"{name}/{set_name}", fn)
-                    if one is not None:
-                        r[set_name] = one
-            if r:
-                results[name] = r
-            elif name not in skipped and not any(k.startswith(f"{name}/") for k in skipped):
-                skipped[name] = "no data set for this task"
-        bar.update(len(names), "done")
+    for name in track(names, "evaluating", unit="tasks", logger=log):
+        if name == "retrieval":
+            r = attempt("retrieval", lambda: run_retrieval(model, data, cache, batch_size)) if data else None
+        elif name == "counting":
+            r = attempt("counting", lambda: run_counting(model, data, cache, batch_size)) if data else None
+        else:
+            r = {}
+            for set_name, sets in cls_sets.items():
+                fn = {"zeroshot": lambda s=sets: run_zeroshot(model, s, cache, batch_size, templates),
+                      "fewshot": lambda s=sets: run_fewshot(model, s, cache, batch_size, ks, seeds),
+                      "linear": lambda s=sets: run_linear(model, s, cache, batch_size, seed)}[name]
+                one = attempt(f"{name}/{set_name}", fn)
+                if one is not None:
+                    r[set_name] = one
+        if r:
+            results[name] = r
+        elif name not in skipped and not any(k.startswith(f"{name}/") for k in skipped):
+            skipped[name] = "no data set for this task"
     return results, skipped
