@@ -22,10 +22,27 @@ def _fail(cmd: str, exc: BaseException, code: int) -> None:
 @click.command("inspect")
 @click.argument("directory", type=DIR)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def inspect_cmd(directory: Path, as_json: bool) -> None:
-    """Summarise a shard folder: rows, classes, captions per image, sizes, rejects, schema version."""
+@click.option("--gallery", "gallery", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also draw a PNG grid of sample images (a row per source, a column per class) with their "
+                   "boxes and one caption each.")
+@click.option("--per-class", type=click.IntRange(min=1), default=2, show_default=True,
+              help="With --gallery: sample images per source and class (more when the grid would hold "
+                   "fewer than 8 images and the data has them).")
+def inspect_cmd(directory: Path, as_json: bool, gallery: Path | None, per_class: int) -> None:
+    """Summarise a shard folder: rows, classes, captions per image, sizes, rejects, schema version.
+
+    \b
+    Example:
+      d2c inspect shards/ --gallery gallery.png
+    """
     try:
         _inspect(directory, as_json)
+        if gallery is not None:
+            from d2c.gallery import GalleryOptions, draw_gallery
+
+            g = draw_gallery([directory], gallery, GalleryOptions(per_class=per_class, min_images=8), title=str(directory))
+            click.echo(f"gallery: {g.path} ({len(g.samples)} images, {len(g.sources)} source(s) x "
+                       f"{len(g.classes)} class(es))", err=as_json)
     except (D2CError, OSError, ValueError) as exc:  # a damaged shard: one line naming it
         _fail("inspect", exc, getattr(exc, "exit_code", 1))
 
@@ -72,7 +89,12 @@ def _inspect(directory: Path, as_json: bool) -> None:
 @click.command("verify")
 @click.argument("directory", type=DIR)
 def verify_cmd(directory: Path) -> None:
-    """Recompute every shard's sha256, size and row count against manifest.json; exit 1 on any mismatch."""
+    """Recompute every shard's sha256, size and row count against manifest.json; exit 1 on any mismatch.
+
+    \b
+    Example:
+      d2c verify shards/
+    """
     from d2c.shards import read_manifest, verify
 
     problems = verify(directory)
@@ -97,8 +119,11 @@ def verify_cmd(directory: Path) -> None:
 def export_cmd(directory: Path, to: str, samples_per_tar: int, out: Path) -> None:
     """Write the shards in DIRECTORY out as detection annotations or open_clip training files in OUT.
 
-    Example: d2c export shards/train --to webdataset wds/train, then
-    open_clip_train --train-data 'wds/train/SOURCE-train-{000000..000009}.tar' (sizes.json gives the count)."""
+    \b
+    Example:
+      d2c export shards/train --to webdataset wds/train
+      open_clip_train --train-data 'wds/train/SOURCE-train-{000000..000009}.tar'   (sizes.json gives the count)
+    """
     from d2c.export import export
 
     try:

@@ -23,7 +23,6 @@ import collections
 import dataclasses
 import json
 import logging
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from d2c.errors import D2CError, UsageError
 from d2c.gc_tuning import gc_relaxed
 from d2c.imageio import StretchConfig
 from d2c.model import Reject, Scene
+from d2c.progress import Progress
 from d2c.schema import SCHEMA_VERSION
 from d2c.shards import (
     ShardWriter,
@@ -209,7 +209,7 @@ def convert(
     tile_min_visible: float = DEFAULT_MIN_VISIBLE,
     tile_below: str = "difficult",
     tile_negative_rate: float = DEFAULT_NEGATIVE_RATE,
-    progress: bool | None = None,
+    progress: bool | str | None = None,
     max_bytes: int = 512 << 20,
     stretch: StretchConfig = StretchConfig(),
     max_pixels: int = 1 << 30,
@@ -260,25 +260,36 @@ def convert(
     units = plan_reading(input, format=format, **read_args) \
         if (workers > 1 and not plan.done_keys and worker.can_read_in_workers()) or \
         (workers <= 1 and worker.uses_blocks(job)) else None
+    planned = units.units + len(units.head) if units is not None else None
     if workers <= 1 and units is not None and not worker.uses_blocks(job, units):
-        units = None  # read in order, as a stream
+        units = None  # read in order, as a stream (the plan's size still gives the progress a total)
+    read_so_far = [0]
 
     def items() -> Iterator[Entry]:
         for pos, item in enumerate(read(input, format=format, **read_args)):
             todo = isinstance(item, Scene) and (
                 tile is not None or pos >= plan.next_item or item.key not in plan.done_keys)
+            read_so_far[0] = pos + 1
             yield pos, item, todo
 
     tally = _Tally()
     sink = _Sink(out, run, plan, shard_rows, max_bytes, source)
     t0 = time.monotonic()
-    chunks = worker.run_units(units, job, workers, engine) if units is not None else \
+    # after planning the count of units (COCO images, DOTA/VOC annotation files) is known: a total and ETA
+    bar = Progress("converting", units.units if units is not None else planned, unit="units" if planned else "scenes",
+                   enabled=progress if isinstance(progress, str) else
+                   ("off" if progress is False else ("rich" if progress else None)), logger=log)
+    chunks = worker.run_units(units, job, workers, engine, on_units=bar.update) if units is not None else \
         worker.run_chunks(items(), job, workers, engine)
     try:
-        with gc_relaxed(), _Progress(progress) as bar:
+        with gc_relaxed(), bar:
             for entries, result in chunks:
                 _account(entries, result, tally, sink, fresh_from, captions_per_image)
-                bar.update(tally)
+                if units is None:  # items read (a unit gives one, or a reject more: the share is about right)
+                    done = min(read_so_far[0], planned) if planned else tally.stats.scenes_read
+                    bar.update(done, _status(tally))
+                else:
+                    bar.info = _status(tally)
         closed = sink.writer.close() if sink.writer is not None else []
     except BaseException:
         if sink.writer is not None:
@@ -448,38 +459,5 @@ def _finish(out: Path, tally: _Tally, closed: list, run: dict[str, Any], input: 
     return result
 
 
-class _Progress:
-    """A rich progress line (scenes/s, instances, rejects) on a terminal; a log line every 10 s otherwise."""
-
-    def __init__(self, enabled: bool | None) -> None:
-        self.rich = sys.stderr.isatty() if enabled is None else enabled
-        self._bar: Any = None
-        self._task: Any = None
-        self._t0 = self._last = time.monotonic()
-
-    def __enter__(self) -> _Progress:
-        if self.rich:
-            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                                 transient=False)
-            self._bar.__enter__()
-            self._task = self._bar.add_task("converting", total=None)
-        return self
-
-    def update(self, tally: _Tally) -> None:
-        now = time.monotonic()
-        if now - self._last < (0.2 if self.rich else 10.0):
-            return
-        self._last = now
-        rate = tally.stats.scenes_read / max(now - self._t0, 1e-9)
-        text = (f"{tally.stats.scenes_read} scenes ({rate:.0f}/s), {tally.stats.instances_out} instances, "
-                f"{len(tally.rejects)} rejects")
-        if self._bar is not None:
-            self._bar.update(self._task, description=text)
-        else:
-            log.info("%s", text)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
+def _status(tally: _Tally) -> str:
+    return f"{tally.stats.instances_out} instances, {len(tally.rejects)} rejects"

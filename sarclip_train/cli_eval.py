@@ -73,11 +73,14 @@ def with_models(f):
 @click.option("--imagefolder", "imagefolders", multiple=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="ImageFolder set (class folders, optionally under train/ val/ test/); repeatable.")
-@click.option("--tasks", default="retrieval,zeroshot,fewshot,linear,counting", show_default=True)
+@click.option("--tasks", default="retrieval,zeroshot,fewshot,linear,counting", show_default=True,
+              help="Comma-separated tasks: retrieval and counting need --data; zeroshot, fewshot and linear run "
+                   "on the chips of --data and on every --imagefolder.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("eval-out"),
-              show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+              show_default=True, help="Folder for results.json, report.md and plots (one sub-folder per model "
+                                      "when several are given).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the few-shot draws and probes.")
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True, help="Images per batch.")
 @click.option("--prompts", type=click.Path(exists=True, dir_okay=False), help="Zero-shot templates TOML.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Feature cache (default: OUT/.feature-cache).")
@@ -92,8 +95,11 @@ def eval_cmd(checkpoints, openclips, device, data, imagefolders, tasks, out, see
     """Evaluate one or more models and write results.json, report.md and plots to OUT (plus one flat JSON
     per data set, model and task under OUT/clip_benchmark/, as CLIP_benchmark writes them).
 
-    Example: sarclip-train eval --data mmsar-build --checkpoint runs/a/checkpoints/final.pt
-    --openclip ViT-B-16:openai --out eval-out"""
+    \b
+    Example:
+      sarclip-train eval --checkpoint runs/sarclip/checkpoints/final.pt --openclip ViT-B-32 --data mmsar-out --out eval-out
+    """
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from sarclip_train.eval import evaluate, parse_tasks
     from sarclip_train.eval.report import compare, write_comparison
 
@@ -164,7 +170,12 @@ def _check_build_folder(data: Path) -> None:
 def predict_cmd(checkpoints, openclips, device, images, labels, prompts, top):
     """Zero-shot labels with scores for PNG/JPEG/GeoTIFF images of any size.
 
-    Prints one line per image and label: path, label, probability (softmax of 100 x cosine) and cosine."""
+    Prints one line per image and label: path, label, probability (softmax of 100 x cosine) and cosine.
+
+    \b
+    Example:
+      sarclip-train predict --checkpoint runs/sarclip/checkpoints/final.pt --labels ship,aircraft,car scene.tif
+    """
     import numpy as np
 
     from sarclip_train.eval.datasets import read_image_file
@@ -212,10 +223,18 @@ def _embed_folders(data: Path) -> list[Path]:
 @with_models
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A shard folder, or a build folder (every shard folder below it).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="emb.parquet")
-@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Parquet file to write (e.g. emb.parquet): columns set, key, embedding; the model in its "
+                   "metadata.")
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True, help="Images per batch.")
 def embed_cmd(checkpoints, openclips, device, data, out, batch_size):
-    """Write image embeddings keyed like the shards: columns set, key, embedding."""
+    """Write image embeddings keyed like the shards: columns set, key, embedding.
+
+    \b
+    Example:
+      sarclip-train embed --checkpoint runs/sarclip/checkpoints/final.pt --data mmsar-out --out emb.parquet
+    """
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from sarclip_train.eval.embed import write_embeddings
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

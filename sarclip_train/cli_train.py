@@ -15,13 +15,28 @@ def _fail(e: Exception) -> None:
     sys.exit(getattr(e, "exit_code", 1))
 
 
-@click.command("run")
+def _keys_epilog() -> str:
+    """The config keys with their defaults and help, generated from sarclip_train/config.py."""
+    from sarclip_train.config import config_keys
+
+    lines = ["\b", "Config keys (TOML [section] key = value, or --set section.key=value; default, then what it does):"]
+    lines += [f"  {key:<26} {default:<12} {text}" for key, default, text in config_keys()]
+    return "\n".join(lines)
+
+
+@click.command("run", epilog=_keys_epilog())
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config file.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set run.batch_size=64 (repeatable).")
 @click.option("--resume", default=None, help="'latest' or a checkpoint path (same as --set run.resume=...).")
 def run_cmd(config_path: str | None, overrides: tuple[str, ...], resume: str | None) -> None:
-    """Train SARCLIP on MMSAR shards (torchrun for several processes)."""
+    """Train SARCLIP on MMSAR shards (torchrun for several processes).
+
+    \b
+    Example:
+      sarclip-train run --config examples/tiny_train.toml --set run.batch_size=64 --set run.max_steps=500
+      torchrun --nproc-per-node 2 -m sarclip_train.cli run --config examples/tiny_train.toml
+    """
     from sarclip_train.config import load_config
     from sarclip_train.train import run
 
@@ -72,8 +87,11 @@ def _evaluate_after_training(cfg, checkpoint) -> str:
 def export_cmd(checkpoint: str, out: str, fmt: str) -> None:
     """Write the backbone of a SARCLIP checkpoint for plain open_clip.
 
-    Example: sarclip-train export run/checkpoints/final.pt --out sarclip-openclip, then in Python
-    open_clip.create_model_and_transforms("local-dir:sarclip-openclip")."""
+    \b
+    Example:
+      sarclip-train export runs/sarclip/checkpoints/final.pt --out sarclip-openclip
+      then in Python: open_clip.create_model_and_transforms("local-dir:sarclip-openclip")
+    """
     from sarclip_train.export import export_open_clip, export_state_dict
 
     try:

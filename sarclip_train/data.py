@@ -219,7 +219,8 @@ class ShardStream(IterableDataset):
         rng = self.row_rng(row["key"])
         data = (row.get("image") or {}).get("bytes")
         if not data:
-            raise ValueError("no embedded image bytes (shards must be written with images embedded)")
+            raise ValueError("no embedded image bytes (shards must be written with images embedded: "
+                             "d2c convert --images-mode embed, or mmsar build)")
         arr = decode_gray(data)
         captions = list(row.get("captions") or [])
         if self.augment:

@@ -143,27 +143,23 @@ def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 class _Progress:
-    """A rich progress bar on the main rank (loss, lr, samples/s, tiles/s), or nothing."""
+    """Progress on the main rank (loss, lr, samples/s, tiles/s): d2c.progress's bar with ETA on a terminal,
+    a log line every few seconds off one; nothing on other ranks or with run.progress = false."""
 
     def __init__(self, enabled: bool, total: int, start: int) -> None:
-        self.bar = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from d2c.progress import Progress
 
-            self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                TextColumn("{task.description}"))
-            self.bar.start()
-            self.task = self.bar.add_task("", total=total, completed=start)
+        self.bar = Progress("train", total, enabled=None if enabled else False, unit="steps", logger=log,
+                            start=start)
+        self.bar.__enter__()
 
     def update(self, rec: dict[str, Any]) -> None:
-        if self.bar is not None:
-            desc = (f"loss {rec['loss']:.4f} lr {rec['lr']:.2e} {rec['samples_per_s']:.1f} samples/s "
-                    f"{rec['tiles_per_s']:.1f} tiles/s")
-            self.bar.update(self.task, completed=rec["step"], description=desc)
+        desc = (f"loss {rec['loss']:.4f} lr {rec['lr']:.2e} {rec['samples_per_s']:.1f} samples/s "
+                f"{rec['tiles_per_s']:.1f} tiles/s")
+        self.bar.update(rec["step"], desc)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        self.bar.close()
 
 
 def _state(model: SarClipModel, opt, cfg: TrainConfig, pos: dict[str, int], stats: dict[str, int]) -> dict:

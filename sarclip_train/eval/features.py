@@ -242,11 +242,15 @@ def image_features(model: EvalModel, source: ImageSource, cache: FeatureCache,
     if hit is not None:
         log.info("%s: %s features from cache", model.name, source.name)
         return hit["ids"], hit["emb"]
+    from d2c.progress import Progress
+
     ids: list[str] = []
     chunks: list[np.ndarray] = []
-    for idx, imgs in source.batches(batch_size):
-        chunks.append(np.asarray(model.encode_images(imgs), np.float32))
-        ids.extend(source.ids[i] for i in idx)
+    with Progress(f"{model.name}: {source.name}", len(source.ids), unit="images", logger=log) as bar:
+        for idx, imgs in source.batches(batch_size):
+            chunks.append(np.asarray(model.encode_images(imgs), np.float32))
+            ids.extend(source.ids[i] for i in idx)
+            bar.update(idx[-1] + 1 if idx else bar.completed)
     emb = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
     cache.put(model, key, ids, emb)
     return ids, emb
