@@ -21,7 +21,7 @@ from defusedxml.ElementTree import parse as safe_parse
 from d2c import geometry
 from d2c.classes import ClassResolver
 from d2c.images import ImageFinder
-from d2c.limits import GeometryLimits
+from d2c.limits import COORD_MAX, GeometryLimits
 from d2c.model import Reject, Scene
 from d2c.readers.base import (
     ImageInfo,
@@ -89,6 +89,8 @@ def _geometry(obj: Element, limits: GeometryLimits) -> np.ndarray:
         cx, cy, w, h, a = (_num(rob, t) for t in ("cx", "cy", "w", "h", "angle"))
         if not np.isfinite([cx, cy, w, h, a]).all():
             return np.full((4, 2), np.nan)
+        if max(abs(cx), abs(cy), abs(w), abs(h)) > COORD_MAX:  # its corners would overflow to infinity
+            raise _OutOfRange(f"robndbox {cx:g} {cy:g} {w:g} {h:g} has a value beyond +-2^53: not a pixel position")
         if w <= 0 or h <= 0:
             raise _ZeroArea(f"robndbox w and h must be positive, got w={w:g}, h={h:g}")
         return geometry.rotated_rect_from_radians(cx, cy, w, h, a)
@@ -111,6 +113,10 @@ class _ZeroArea(ValueError):
 
 
 class _TooComplex(ValueError):
+    pass
+
+
+class _OutOfRange(ValueError):
     pass
 
 
@@ -158,6 +164,8 @@ def _objects(tree_root: Element, limits: GeometryLimits) -> list[RawObject]:
                 ob.error = ("zero_area", str(exc))
             except _TooComplex as exc:
                 ob.error = ("too_complex", str(exc))
+            except _OutOfRange as exc:
+                ob.error = ("out_of_range", str(exc))
             except ValueError as exc:
                 ob.error = ("bad_geometry", str(exc))
         objs.append(ob)

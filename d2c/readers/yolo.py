@@ -176,7 +176,8 @@ def parse_label_lines(
         if over is not None:
             obj = RawObject(tokens[0][:20], error=("too_complex", f"polygon has {over}"))
         else:
-            obj = _parse_tokens(tokens, obb, names, origin, np.array(size, dtype=np.float64))
+            with np.errstate(over="ignore", invalid="ignore"):  # 1e308 x width: inf, rejected as non-finite
+                obj = _parse_tokens(tokens, obb, names, origin, np.array(size, dtype=np.float64))
         obj.record = record
         out.append(obj)
     return out
