@@ -222,6 +222,8 @@ def test_geometry_budget_is_configurable(tmp_path):
     _, rejects, rows = _outcome(tmp_path / "tight")
     assert {k: v[0] for k, v in rejects.items()} == {"c.json:annotation 2": "too_complex"}
     assert "2 polygon parts, more than the cap of 1" in rejects["c.json:annotation 2"][1]
+    out = _cli([path, "--format", "coco", "--out", tmp_path / "tight", "--resume"], expect=2)  # other limits
+    assert "geometry limits" in out
     _cli([path, "--format", "coco", "--out", tmp_path / "t4", "--max-vertices", "4"])
     assert {k: v[0] for k, v in _outcome(tmp_path / "t4")[1].items()} == {"c.json:annotation 1": "too_complex",
                                                                        "c.json:annotation 2": "too_complex"}
