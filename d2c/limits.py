@@ -17,7 +17,7 @@ import numpy as np
 INT32_MAX = 2**31 - 1  # the schema's width / height columns are int32
 COORD_MAX = 2.0**53  # |coordinate| beyond this is no pixel position; products of two such stay finite
 GSD_MAX = 1e6  # metres per pixel: a larger ground sample distance is unusable (as NaN is): gsd=None
-DEFAULT_MAX_VERTICES = 10_000  # vertices of one object, all its parts together
+DEFAULT_MAX_VERTICES = 1_000  # vertices of one object, all its parts together (shapely cost grows as its square)
 DEFAULT_MAX_PARTS = 100  # polygon parts of one object
 
 
