@@ -208,16 +208,28 @@ def test_voc_and_yolo_numbers_and_budgets(tmp_path):
     assert rows == {"yolo/a": [[24.0, 18.0, 40.0, 30.0]]}
 
 
+def _disk_rle() -> dict:
+    """A compressed COCO RLE of a disk in a 64 x 48 image (its convex hull has many vertices)."""
+    import numpy as np
+    from pycocotools import mask
+
+    yy, xx = np.mgrid[:48, :64]
+    rle = mask.encode(np.asfortranarray(((xx - 30) ** 2 + (yy - 24) ** 2 < 15**2).astype(np.uint8)))
+    return {"size": [48, 64], "counts": rle["counts"].decode("ascii")}
+
+
 @pytest.mark.timeout(30)
 def test_geometry_budget_is_configurable(tmp_path):
     _png(tmp_path / "a.png")
     anns = [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[1, 1, 20, 1, 20, 9, 1, 9, 5, 5]]},
             {"id": 2, "image_id": 1, "category_id": 1, "segmentation": [[1, 1, 9, 1, 9, 9], [30, 30, 40, 30, 40, 40]]},
-            {"id": 3, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 5]}]
+            {"id": 3, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 5]},
+            {"id": 4, "image_id": 1, "category_id": 1, "segmentation": _disk_rle()}]  # its hull is ours: exempt
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png"}], "annotations": anns, "categories": CATS}))
     _cli([path, "--format", "coco", "--out", tmp_path / "default"])
     assert _outcome(tmp_path / "default")[1] == {}
+    assert len(_outcome(tmp_path / "default")[2]["c/a"]) == 4
     _cli([path, "--format", "coco", "--out", tmp_path / "tight", "--max-vertices", "5", "--max-parts", "1"])
     _, rejects, rows = _outcome(tmp_path / "tight")
     assert {k: v[0] for k, v in rejects.items()} == {"c.json:annotation 2": "too_complex"}

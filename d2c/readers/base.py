@@ -390,8 +390,8 @@ def _general(ob: RawObject, cat: str, w: float, h: float, limits: GeometryLimits
     if len(ob.parts) > limits.max_parts:
         return ("too_complex", f"object has {limits.check(len(ob.parts), 0)}")
     parts = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in ob.parts]
-    over = limits.check(len(parts), sum(p.shape[0] for p in parts))
-    if over is not None:
+    over = limits.check(len(parts), sum(p.shape[0] for p in parts)) if ob.area is None else None
+    if over is not None:  # an RLE mask's hull (``area`` known) is made here, convex: linear in shapely
         return ("too_complex", f"object has {over}")
     if not parts or any(p.shape[0] < 3 for p in parts):
         return ("bad_geometry", f"a polygon needs at least 3 points, got {[p.shape[0] for p in parts]}")
