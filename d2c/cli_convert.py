@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from d2c.errors import D2CError
+from d2c.limits import DEFAULT_MAX_PARTS, DEFAULT_MAX_VERTICES
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +67,19 @@ def _fail(exc: BaseException, code: int) -> None:
 @click.option("--dual-pol", default="vv,vh,mean", show_default=True,
               type=click.Choice(["vv,vh,mean", "vv,vh,ratio", "vv,vv,vh"]),
               help="How two-band (VV, VH) rasters become three channels.")
+@click.option("--max-vertices", default=DEFAULT_MAX_VERTICES, show_default=True, type=click.IntRange(min=4),
+              help="Geometry budget: vertices of one object (all its polygon parts together); an object with "
+                   "more is rejected (too_complex) before any polygon work.")
+@click.option("--max-parts", default=DEFAULT_MAX_PARTS, show_default=True, type=click.IntRange(min=1),
+              help="Geometry budget: polygon parts of one object (COCO segmentations); more is rejected "
+                   "(too_complex).")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def convert_cmd(input: Path, fmt: str, out: Path, images: Path | None, annotations: Path | None,
                 source: str | None, class_map: str | None, templates: Path | None,
                 no_default_templates: bool, captions_per_image: int, seed: int, images_mode: str, shard_rows: int, workers: int, resume: bool, strict: bool,
                 max_side: int | None, tile: int | None, overlap: int, tile_min_visible: float, tile_below: str,
-                tile_negative_rate: float, db: bool, dual_pol: str, verbose: bool) -> None:
+                tile_negative_rate: float, db: bool, dual_pol: str, max_vertices: int, max_parts: int,
+                verbose: bool) -> None:
     """Convert detection annotations (COCO JSON, DOTA labelTxt, Pascal VOC, YOLO) into captioned Parquet shards.
 
     INPUT is a dataset root (DOTA: labelTxt/ + images/; VOC: Annotations/ + JPEGImages/; YOLO: images/ +
@@ -99,7 +107,8 @@ def convert_cmd(input: Path, fmt: str, out: Path, images: Path | None, annotatio
                          tile_min_visible=tile_min_visible, tile_below=tile_below,
                          tile_negative_rate=tile_negative_rate,
                          include_default_templates=not no_default_templates,
-                         stretch=StretchConfig(db=db, dual_pol=dual_pol))
+                         stretch=StretchConfig(db=db, dual_pol=dual_pol),
+                         max_vertices=max_vertices, max_parts=max_parts)
     except StrictError as exc:
         _print_summary(out)
         _fail(exc, 1)

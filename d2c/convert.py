@@ -35,6 +35,7 @@ from d2c.convert_worker import Entry
 from d2c.errors import D2CError, UsageError
 from d2c.gc_tuning import gc_relaxed
 from d2c.imageio import StretchConfig
+from d2c.limits import DEFAULT_MAX_PARTS, DEFAULT_MAX_VERTICES
 from d2c.model import Reject, Scene
 from d2c.progress import Progress
 from d2c.schema import SCHEMA_VERSION
@@ -54,7 +55,7 @@ REJECTS = "rejects.jsonl"
 # Settings that must match for --resume to reuse shards written earlier.
 RUN_KEYS = ("schema_version", "seed", "template_set_hash", "captions_per_image", "images_mode", "shard_rows",
             "max_bytes", "max_side", "class_map", "source", "stretch", "tile", "overlap",
-            "tile_min_visible", "tile_below", "tile_negative_rate")
+            "tile_min_visible", "tile_below", "tile_negative_rate", "max_vertices", "max_parts")
 
 
 @dataclass
@@ -112,8 +113,8 @@ def _resume_plan(out: Path, run: dict[str, Any]) -> _ResumePlan:
         # a tiled scene's rows may straddle two shards: the next shard starts at the last item or after
         if not same or meta.get("shard_index") != i or meta.get("first_item", -1) < plan.next_item - 1:
             if not same:
-                raise UsageError(f"{path}: written with other settings (seed, templates, mode, shard size or "
-                                 "tiling); "
+                raise UsageError(f"{path}: written with other settings (seed, templates, mode, shard size, "
+                                 "tiling or geometry limits); "
                                  "use a new --out folder or run without --resume")
             log.info("resume: dropping %s (not contiguous with the shards before it)", path.name)
             for later in shard_paths(out)[i:]:
@@ -214,13 +215,17 @@ def convert(
     stretch: StretchConfig = StretchConfig(),
     max_pixels: int = 1 << 30,
     include_default_templates: bool = True,
+    max_vertices: int = DEFAULT_MAX_VERTICES,
+    max_parts: int = DEFAULT_MAX_PARTS,
 ) -> ConvertResult:
     """Read ``input``, caption every scene and write Parquet shards, ``manifest.json``, ``stats.json`` and
     ``rejects.jsonl`` to ``out``. Raises :class:`UsageError` for impossible options and
     :class:`StrictError` (after writing everything) when ``strict`` and anything was rejected.
     ``include_default_templates=False`` captions with the ``templates`` folder alone (d2c's set left out).
     With ``tile``, ``tile_min_visible``/``tile_below``/``tile_negative_rate`` are
-    :func:`d2c.tiling.tile_scene`'s ``min_visible``/``below``/``negative_rate`` (ignored without ``tile``)."""
+    :func:`d2c.tiling.tile_scene`'s ``min_visible``/``below``/``negative_rate`` (ignored without ``tile``).
+    ``max_vertices``/``max_parts``: the geometry budget of one object (:mod:`d2c.limits`); an object over
+    it is a ``too_complex`` Reject."""
     tiling = TileOptions(tile_min_visible, tile_below, tile_negative_rate)
     _check_options(images_mode, shard_rows, workers, captions_per_image, max_side, tile, overlap, tiling)
     from d2c import read
@@ -243,6 +248,9 @@ def convert(
         "stretch": dataclasses.asdict(stretch),
         # only tiled runs record these, so untiled shards stay as they were (absent reads as None on resume)
         **(tiling.run_metadata() if tile is not None else {}),
+        # only runs with other geometry limits record them (same reason: default shards stay as they were)
+        **({"max_vertices": max_vertices, "max_parts": max_parts}
+           if (max_vertices, max_parts) != (DEFAULT_MAX_VERTICES, DEFAULT_MAX_PARTS) else {}),
     }
     plan = _resume_plan(out, run) if resume and existing else _ResumePlan()
     fresh_from = max(plan.next_item - 1, 0)  # the last kept item may have rows still to write (tiles)
@@ -253,7 +261,7 @@ def convert(
     read_args: dict[str, Any] = {
         "source": source, "images": Path(images) if images else None, "class_map": cmap,
         "annotations": Path(annotations) if annotations else None, "require_images": images_mode == "embed",
-        "max_pixels": max_pixels}
+        "max_pixels": max_pixels, "max_vertices": max_vertices, "max_parts": max_parts}
     # workers read the input themselves when the reader can split it (not when resuming: which items
     # to skip depends on their positions, known only in order)
     # (and, on one worker, annotation-only runs read the plan as blocks of scenes when it gives them)
