@@ -36,7 +36,7 @@ class Profile:
 
 
 PROFILES = {
-    "full": Profile(images=300, size_range=(256, 2048), steps=300, batch_size=32, max_tiles=4,
+    "full": Profile(images=3000, size_range=(256, 1024), steps=450, batch_size=32, max_tiles=4,
                     eval_tasks="retrieval,zeroshot,fewshot,linear,counting", fewshot_ks=(1, 2, 4, 8, 16),
                     fewshot_seeds=(0, 1, 2), chip_size=64, loader_workers=1),
     "smoke": Profile(images=16, size_range=(256, 512), steps=3, batch_size=8, max_tiles=4,

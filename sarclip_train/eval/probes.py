@@ -40,10 +40,19 @@ def fewshot_indices(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 def fit_logreg(x: np.ndarray, y: np.ndarray, c: float, seed: int = 0):
-    """A multinomial L2 logistic regression (lbfgs), deterministic for fixed inputs."""
-    from sklearn.linear_model import LogisticRegression
+    """A multinomial L2 logistic regression (lbfgs) on standardised features, classes weighted inversely to
+    their frequency; deterministic for fixed inputs.
 
-    clf = LogisticRegression(C=c, max_iter=MAX_ITER, random_state=seed)
+    Why standardised: on raw L2-normalised embeddings lbfgs at large C ran into its iteration cap (6 minutes
+    for one linear probe over 10k chips); scaled features converge in a few dozen iterations. Why balanced:
+    the headline is mean per-class recall, and an unweighted probe on data that is 60% ships buys top-1 by
+    never naming a rare class."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=MAX_ITER, random_state=seed,
+                                                             class_weight="balanced"))
     return clf.fit(x, y)
 
 
