@@ -168,10 +168,10 @@ def test_cli_converts_what_remains(corpus, tmp_path, fmt):
         out = tmp_path / f"out{i}"
         _convert([inp, "--format", fmt, "--out", out, "--images-mode", "embed", "--shard-rows", "3",
                   "--captions-per-image", "2"], 0)
-        stats = json.loads((out / "stats.json").read_text())
+        stats = json.loads((out / "_stats.json").read_text())
         assert stats["invariant_holds"] and stats["instances_in"] == stats["instances_out"] + \
             stats["instances_rejected"]
-        rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+        rejects = [json.loads(line) for line in (out / "_rejects.jsonl").read_text().splitlines()]
         assert len(rejects) == stats["rejects_total"] >= (inp.name != "bom.json")
         assert all(r["file"] and r["code"] and r["reason"] for r in rejects)
         rows = list(iter_rows(out, columns=["key", "image"])) if stats["rows"] else []
