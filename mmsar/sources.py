@@ -172,7 +172,7 @@ def _convert_part(job: StageJob, spec: InputSpec, out: Path) -> dict[str, Any]:
         source=src.name, class_map=_class_map(src), templates=job.templates,
         captions_per_image=job.captions_per_image, seed=job.caption_seed, images_mode=job.images_mode,
         shard_rows=job.shard_rows, workers=1, max_side=job.max_side, stretch=StretchConfig(**job.stretch),
-        progress=False, **tile,
+        progress=False, keep_partial_scenes=src.keep_partial_scenes, **tile,
     )
     stats = {k: v for k, v in result.stats.items() if k in (*ACCOUNT_KEYS, "classes")}
     manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
