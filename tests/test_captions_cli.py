@@ -98,3 +98,16 @@ def test_captions_stats_reads_shards(tmp_path):
     empty.mkdir()
     r = run("captions", "stats", empty)
     assert r.exit_code == 1 and "no shard files" in r.output
+
+
+def test_preview_shows_a_partial_scene_as_keep_partial_would_write_it(tmp_path):
+    root = dota_folder(tmp_path)
+    with open(root / "labelTxt" / "p1.txt", "a") as fh:
+        fh.write("1 2 3 oops ship 0\n")  # a malformed line: p1 has two valid ships of three
+    r = run("templates", "preview", root, "--format", "dota", "-n", "5", "--captions-per-image", "10")
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    head = lines.index("dota/p1  (2 ship; some objects rejected: left out unless --keep-partial-scenes)")
+    caps = [ln for ln in lines[head + 1 : lines.index("dota/p2  (no objects)")]]
+    assert len(caps) >= 3 and all("/partial." in c for c in caps), caps
+    assert all("at least" in c.lower() for c in caps), caps
