@@ -38,10 +38,12 @@ def templates_group() -> None:
     "--templates", "templates", type=DIR, default=None, help="Folder that adds or overrides templates by id."
 )
 def list_cmd(templates: Path | None) -> None:
-    """Print each template's id, family, weight and requirements."""
+    """Print each template's id, family, weight, requirements and the scenes it may caption (when not only
+    complete ones: partial, any)."""
     engine = _engine("templates list", templates)
     for t in engine.templates:
-        click.echo(f"{t.id:32s} {t.family:12s} {t.weight:4.1f}  {', '.join(t.requires)}")
+        scenes = f"  (scenes: {t.scenes})" if t.scenes != "complete" else ""
+        click.echo(f"{t.id:32s} {t.family:12s} {t.weight:4.1f}  {', '.join(t.requires)}{scenes}")
     click.echo(f"{len(engine.templates)} templates, set hash {engine.template_set_hash[:16]}")
 
 

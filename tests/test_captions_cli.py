@@ -21,6 +21,7 @@ def test_templates_list():
     r = run("templates", "list")
     assert r.exit_code == 0, r.output
     assert "count.shows" in r.output and "multi-class" in r.output and "main, single_cell" in r.output
+    assert "main, single_cell  (scenes: any)" in r.output and "partial  (scenes: partial)" in r.output
     assert "49 templates" in r.output or "templates, set hash" in r.output
 
 
