@@ -113,8 +113,8 @@ def _resume_plan(out: Path, run: dict[str, Any]) -> _ResumePlan:
         # a tiled scene's rows may straddle two shards: the next shard starts at the last item or after
         if not same or meta.get("shard_index") != i or meta.get("first_item", -1) < plan.next_item - 1:
             if not same:
-                raise UsageError(f"{path}: written with other settings (seed, templates, mode, shard size or "
-                                 "tiling); "
+                raise UsageError(f"{path}: written with other settings (seed, templates, mode, shard size, "
+                                 "tiling or --keep-partial-scenes); "
                                  "use a new --out folder or run without --resume")
             log.info("resume: dropping %s (not contiguous with the shards before it)", path.name)
             for later in shard_paths(out)[i:]:

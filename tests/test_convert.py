@@ -175,6 +175,15 @@ def test_partial_scene_rejected_whole_by_default(tmp_path, caplog):
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
 
 
+def test_resume_refuses_the_other_partial_scene_policy(tmp_path):
+    make_dota(tmp_path / "ds")
+    run("convert", tmp_path / "ds", "--out", tmp_path / "s", "--shard-rows", "2")
+    res = run("convert", tmp_path / "ds", "--out", tmp_path / "s", "--shard-rows", "2", "--resume",
+              "--keep-partial-scenes", expect=2)
+    assert "--keep-partial-scenes" in res.output and "written with other settings" in res.output
+    run("convert", tmp_path / "ds", "--out", tmp_path / "s", "--shard-rows", "2", "--resume")
+
+
 def test_numeric_class_refused_whole_suggests_the_class_map(tmp_path, caplog):
     """A COCO file whose only category is "0" (SSDD): every object is refused, every scene with one goes
     whole, and the summary names the fix."""
