@@ -30,8 +30,9 @@ from d2c.schema import HF_METADATA_KEY, METADATA_KEY, SCHEMA, SCHEMA_VERSION, hf
 log = logging.getLogger(__name__)
 
 # Side files beside the shards. The leading underscore is the Hadoop / Spark / pyarrow convention for files
-# that are not data: pandas, pyarrow.dataset, polars, DuckDB and Hugging Face datasets given the folder skip
-# them (a folder holding "manifest.json" is refused by most of them).
+# that are not data: pandas, pyarrow and DuckDB given the folder skip them, polars when told
+# (hidden_file_prefix="_"), Hugging Face datasets through load_dataset(folder) or on_bad_files="skip"
+# (docs/shard-schema.md#loading). With "manifest.json" beside the shards every one of them failed.
 MANIFEST = "_manifest.json"
 STATS = "_stats.json"
 REJECTS = "_rejects.jsonl"
@@ -493,7 +494,8 @@ def verify(out_dir: Path | str) -> list[str]:
 def shard_folders(path: Path | str) -> list[Path]:
     """The shard folders of ``path``: ``[path]`` when it holds shards or a shard manifest itself, else every
     folder below it that does (a dataset root: an ``mmsar build`` output's train/, val/, test/, chips/...;
-    the folders its own manifest lists, when it has one), sorted. Raises :class:`FileNotFoundError` when there is none, :class:`OldFolderError` for an old one."""
+    the folders its own manifest lists, when it has one), sorted. Raises :class:`FileNotFoundError` when
+    there is none, :class:`OldFolderError` for a folder written before schema 2.0."""
     root = Path(path)
     check_not_old(root)
     own = (root / MANIFEST).is_file() and "shards" in _manifest_keys(root)
@@ -503,8 +505,8 @@ def shard_folders(path: Path | str) -> list[Path]:
     if listed is not None:  # a dataset root whose manifest names its folders (mmsar build): those alone
         found = [root / name for name in sorted(listed)]
     else:
-        found = sorted({m.parent for m in root.rglob(MANIFEST) if m.parent != root} |
-                       {m.parent for name in OLD_SIDE_FILES[:1] for m in root.rglob(name) if m.parent != root})
+        manifests = [*root.rglob(MANIFEST), *root.rglob(OLD_SIDE_FILES[0])]  # old ones: to be refused below
+        found = sorted({m.parent for m in manifests if m.parent != root})
     if not found:
         raise FileNotFoundError(f"{root}: no shard files (*.parquet) and no shard folder below it")
     for folder in found:

@@ -130,3 +130,13 @@ def test_verify_and_inspect_take_a_dataset_root(folder, tmp_path):
     empty.mkdir()
     res = CliRunner().invoke(main, ["verify", str(empty)])
     assert res.exit_code == 1 and "no shard folder below it" in res.output
+
+
+def test_a_root_holding_an_old_folder_is_refused(folder, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(folder, root / "train")
+    shutil.copytree(_old(folder, tmp_path), root / "val")
+    res = CliRunner().invoke(main, ["verify", str(root)])
+    assert res.exit_code == 1 and "val: written by an older d2c" in res.output
+    res = CliRunner().invoke(main, ["inspect", str(root)])
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1 and "older d2c" in res.output
