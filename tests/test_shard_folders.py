@@ -14,12 +14,12 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from test_convert import make_coco
 
 from d2c.cli import main
 from d2c.convert import convert
 from d2c.schema import HF_METADATA_KEY, SCHEMA_VERSION
 from d2c.shards import MANIFEST, REJECTS, STATS, OldFolderError, shard_paths
-from tests.test_convert import make_coco
 
 ROWS = 7
 
