@@ -11,7 +11,14 @@ import click
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="sarclip-toolkit")
 def main() -> None:
-    """d2c: turn detection annotations of SAR imagery (COCO, DOTA, VOC) into captioned Parquet shards."""
+    """d2c: turn detection annotations of SAR imagery (COCO, DOTA, VOC, YOLO / YOLO-OBB) into captioned
+    Parquet shards, and inspect, verify or export them.
+
+    \b
+    Example:
+      d2c convert data/SSDD --out shards/ --images-mode embed
+      d2c inspect shards/ --gallery gallery.png
+    """
 
 
 # Commands register below, one line each (keep this list sorted).

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from d2c.errors import D2CError
+from d2c.limits import DEFAULT_MAX_PARTS, DEFAULT_MAX_VERTICES
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ def _fail(exc: BaseException, code: int) -> None:
 @click.command("convert")
 @click.argument("input", default=".", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", default="auto", show_default=True,
-              help="Annotation format of INPUT: auto, coco, dota, voc (or a plug-in reader's name); auto "
+              help="Annotation format of INPUT: auto, coco, dota, voc, yolo, yolo_obb (or a plug-in reader's name); auto "
                    "detects it and says what it chose.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the shards, _manifest.json, _stats.json and _rejects.jsonl.")
@@ -39,7 +40,8 @@ def _fail(exc: BaseException, code: int) -> None:
               help="Captions rendered per scene (each from a different template where possible).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed for caption choice.")
 @click.option("--images-mode", default="reference", show_default=True, type=click.Choice(["embed", "reference"]),
-              help="embed: store image bytes in the shards; reference: store paths relative to the root.")
+              help="embed: store image bytes in the shards; reference: store paths relative to the root "
+                   "(small and fast; sarclip-train needs embed, mmsar build embeds by default).")
 @click.option("--shard-rows", default=2000, show_default=True, type=click.IntRange(min=1),
               help="Rows per shard at most (shards are also bounded in bytes).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
@@ -61,7 +63,7 @@ def _fail(exc: BaseException, code: int) -> None:
 @click.option("--tile-negative-rate", default=0.1, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="With --tile: share of empty tiles (no object) kept as negatives, chosen per tile from "
                    "--seed; 0 keeps none, 1 keeps all.")
-@click.option("--db", is_flag=True, help="Non-8-bit rasters: take 10*log10 before the 2-98%% clip.")
+@click.option("--db", is_flag=True, help="Non-8-bit rasters: take 10*log10 before the 2-98% clip.")
 @click.option("--dual-pol", default="vv,vh,mean", show_default=True,
               type=click.Choice(["vv,vh,mean", "vv,vh,ratio", "vv,vv,vh"]),
               help="How two-band (VV, VH) rasters become three channels.")
@@ -69,15 +71,23 @@ def _fail(exc: BaseException, code: int) -> None:
               help="Keep a scene some of whose objects were rejected (default: reject it whole, code "
                    "partial_scene): it is flagged objects_rejected and captioned only by templates that claim "
                    "no total, emptiness or 'only'.")
+@click.option("--max-vertices", default=DEFAULT_MAX_VERTICES, show_default=True, type=click.IntRange(min=4),
+              help="Geometry budget: vertices of one object (all its polygon parts together); an object with "
+                   "more is rejected (too_complex) before any polygon work.")
+@click.option("--max-parts", default=DEFAULT_MAX_PARTS, show_default=True, type=click.IntRange(min=1),
+              help="Geometry budget: polygon parts of one object (COCO segmentations); more is rejected "
+                   "(too_complex).")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def convert_cmd(input: Path, fmt: str, out: Path, images: Path | None, annotations: Path | None,
                 source: str | None, class_map: str | None, templates: Path | None,
                 no_default_templates: bool, captions_per_image: int, seed: int, images_mode: str, shard_rows: int, workers: int, resume: bool, strict: bool,
                 max_side: int | None, tile: int | None, overlap: int, tile_min_visible: float, tile_below: str,
-                tile_negative_rate: float, db: bool, dual_pol: str, keep_partial_scenes: bool, verbose: bool) -> None:
-    """Convert detection annotations (COCO JSON, DOTA labelTxt, Pascal VOC) into captioned Parquet shards.
+                tile_negative_rate: float, db: bool, dual_pol: str, keep_partial_scenes: bool,
+                max_vertices: int, max_parts: int, verbose: bool) -> None:
+    """Convert detection annotations (COCO JSON, DOTA labelTxt, Pascal VOC, YOLO) into captioned Parquet shards.
 
-    INPUT is a dataset root (DOTA: labelTxt/ + images/; VOC: Annotations/ + JPEGImages/) or a COCO JSON
+    INPUT is a dataset root (DOTA: labelTxt/ + images/; VOC: Annotations/ + JPEGImages/; YOLO: images/ +
+    labels/ + data.yaml) or a COCO JSON
     file; it defaults to the current directory. Exit codes: 0 done (rejects allowed unless --strict),
     1 failure (or rejects under --strict), 2 usage error. A scene some of whose objects were rejected is
     rejected whole unless --keep-partial-scenes, so that no caption claims a total it cannot know.
@@ -103,7 +113,8 @@ def convert_cmd(input: Path, fmt: str, out: Path, images: Path | None, annotatio
                          tile_negative_rate=tile_negative_rate,
                          include_default_templates=not no_default_templates,
                          keep_partial_scenes=keep_partial_scenes,
-                         stretch=StretchConfig(db=db, dual_pol=dual_pol))
+                         stretch=StretchConfig(db=db, dual_pol=dual_pol),
+                         max_vertices=max_vertices, max_parts=max_parts)
     except StrictError as exc:
         _print_summary(out)
         _fail(exc, 1)
@@ -132,3 +143,6 @@ def _print_summary(out: Path) -> None:
     table.add_row("captions written", str(stats.get("captions")))
     table.add_row("shards / rows", f"{stats.get('shards')} / {stats.get('rows')}")
     Console(stderr=True).print(table)
+    if stats.get("images_mode") == "reference":
+        click.echo("note: images are referenced, not embedded; sarclip-train needs them embedded "
+                   "(--images-mode embed, or mmsar build)", err=True)

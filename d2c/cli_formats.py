@@ -40,7 +40,12 @@ def reader_sources() -> list[dict[str, str]]:
 @click.command("formats")
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
 def formats_cmd(as_json: bool) -> None:
-    """List the annotation formats d2c can read: built-in readers and installed plug-ins."""
+    """List the annotation formats d2c can read: built-in readers and installed plug-ins.
+
+    \b
+    Example:
+      d2c formats --json
+    """
     try:
         rows = reader_sources()
     except Exception as exc:  # an import problem in a reader: one line, no traceback

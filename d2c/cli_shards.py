@@ -22,7 +22,13 @@ def _fail(cmd: str, exc: BaseException, code: int) -> None:
 @click.command("inspect")
 @click.argument("directory", type=DIR)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def inspect_cmd(directory: Path, as_json: bool) -> None:
+@click.option("--gallery", "gallery", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also draw a PNG grid of sample images (a row per source, a column per class) with their "
+                   "boxes and one caption each.")
+@click.option("--per-class", type=click.IntRange(min=1), default=2, show_default=True,
+              help="With --gallery: sample images per source and class (more when the grid would hold "
+                   "fewer than 8 images and the data has them).")
+def inspect_cmd(directory: Path, as_json: bool, gallery: Path | None, per_class: int) -> None:
     """Summarise a shard folder: rows, classes, captions per image, sizes, rejects, schema version.
 
     DIRECTORY may also be a dataset root (an mmsar build output): every shard folder below it is
@@ -30,10 +36,18 @@ def inspect_cmd(directory: Path, as_json: bool) -> None:
 
     \b
     Example:
-      d2c inspect shards/            d2c inspect mmsar-out/ --json
+      d2c inspect shards/ --gallery gallery.png      d2c inspect mmsar-out/ --json
     """
     try:
         _inspect(directory, as_json)
+        if gallery is not None:
+            from d2c.gallery import GalleryOptions, draw_gallery
+            from d2c.shards import shard_folders
+
+            g = draw_gallery(shard_folders(directory), gallery, GalleryOptions(per_class=per_class, min_images=8),
+                             title=str(directory))
+            click.echo(f"gallery: {g.path} ({len(g.samples)} images, {len(g.sources)} source(s) x "
+                       f"{len(g.classes)} class(es))", err=as_json)
     except (D2CError, OSError, ValueError) as exc:  # a damaged shard: one line naming it
         _fail("inspect", exc, getattr(exc, "exit_code", 1))
 
@@ -133,16 +147,25 @@ def verify_cmd(directory: Path) -> None:
 @click.command("export")
 @click.argument("directory", type=DIR)
 @click.option("--to", "to", required=True,
-              type=click.Choice(["coco", "dota", "voc", "openclip-csv", "webdataset"]),
-              help="coco/dota/voc: detection annotations (+ embedded images); openclip-csv: tab-separated "
-                   "filepath/title CSV; webdataset: tars of {key}.png|jpg + {key}.txt.")
+              type=click.Choice(["coco", "dota", "voc", "yolo", "yolo-obb", "openclip-csv", "webdataset"]),
+              help="coco/dota/voc/yolo/yolo-obb: detection annotations (+ images); openclip-csv: tab-separated "
+                   "filepath/title CSV, one line per caption; webdataset: tars of one sample per image "
+                   "({key}.png|jpg, {key}.txt, {key}.json) + sizes.json, for open_clip_train.")
+@click.option("--samples-per-tar", type=click.IntRange(1), default=1000, show_default=True,
+              help="webdataset: samples (images) per tar.")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-def export_cmd(directory: Path, to: str, out: Path) -> None:
-    """Write the shards in DIRECTORY out as detection annotations or open_clip training files in OUT."""
+def export_cmd(directory: Path, to: str, samples_per_tar: int, out: Path) -> None:
+    """Write the shards in DIRECTORY out as detection annotations or open_clip training files in OUT.
+
+    \b
+    Example:
+      d2c export shards/train --to webdataset wds/train
+      open_clip_train --train-data 'wds/train/SOURCE-train-{000000..000009}.tar'   (sizes.json gives the count)
+    """
     from d2c.export import export
 
     try:
-        counts = export(directory, to, out)
+        counts = export(directory, to, out, samples_per_tar=samples_per_tar)
     except D2CError as exc:
         _fail("export", exc, exc.exit_code)
     except (OSError, ValueError) as exc:

@@ -30,7 +30,12 @@ def _engine(cmd: str, templates: Path | None, **kw: int):
 
 @click.group("templates")
 def templates_group() -> None:
-    """Caption templates: list, lint and preview them (docs/templates.md)."""
+    """Caption templates: list, lint and preview them (docs/templates.md).
+
+    \b
+    Example:
+      d2c templates preview data/SSDD --templates my-templates/ -n 3
+    """
 
 
 @templates_group.command("list")
@@ -39,7 +44,12 @@ def templates_group() -> None:
 )
 def list_cmd(templates: Path | None) -> None:
     """Print each template's id, family, weight, requirements and the scenes it may caption (when not only
-    complete ones: partial, any)."""
+    complete ones: partial, any).
+
+    \b
+    Example:
+      d2c templates list --templates my-templates/
+    """
     engine = _engine("templates list", templates)
     for t in engine.templates:
         scenes = f"  (scenes: {t.scenes})" if t.scenes != "complete" else ""
@@ -51,7 +61,12 @@ def list_cmd(templates: Path | None) -> None:
 @click.argument("directory", type=DIR, required=False)
 @click.option("--words", "words_only", is_flag=True, help="Bound length by words, not CLIP tokens.")
 def lint_cmd(directory: Path | None, words_only: bool) -> None:
-    """Check syntax, metadata, undefined names, sandbox and caption length on synthetic scenes."""
+    """Check syntax, metadata, undefined names, sandbox and caption length on synthetic scenes.
+
+    \b
+    Example:
+      d2c templates lint my-templates/
+    """
     from d2c.captions.lint import lint
 
     report = lint(directory, tokenizer="words" if words_only else "auto")
@@ -72,14 +87,20 @@ def lint_cmd(directory: Path | None, words_only: bool) -> None:
 @click.option(
     "--templates", "templates", type=DIR, default=None, help="Folder that adds or overrides templates by id."
 )
-@click.option("--captions-per-image", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--captions-per-image", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Captions rendered per scene.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for caption choice.")
 def preview_cmd(
     input_path: Path, fmt: str, num: int, templates: Path | None, captions_per_image: int, seed: int
 ) -> None:
     """Print the first N scenes of INPUT with the captions they would get. A scene some of whose objects
     were rejected is shown as convert --keep-partial-scenes would write it (flagged, captioned without
-    totals); convert leaves it out by default."""
+    totals); convert leaves it out by default.
+
+    \b
+    Example:
+      d2c templates preview data/SSDD --format dota -n 3
+    """
     import d2c
     from d2c.model import Reject
     from d2c.partial import PARTIAL_FLAG, settle
@@ -107,7 +128,12 @@ def preview_cmd(
 
 @click.group("captions")
 def captions_group() -> None:
-    """Caption quality measured on written shards."""
+    """Caption quality measured on written shards.
+
+    \b
+    Example:
+      d2c captions stats shards/
+    """
 
 
 @captions_group.command("stats")
@@ -116,7 +142,12 @@ def captions_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--clip-tokens", is_flag=True, help="Measure length in CLIP tokens (needs open_clip), not words.")
 def stats_cmd(directory: Path, templates: Path | None, as_json: bool, clip_tokens: bool) -> None:
-    """Captions per image, distinct ratios, distinct-1/2, family coverage, length and duplicate rate."""
+    """Captions per image, distinct ratios, distinct-1/2, family coverage, length and duplicate rate.
+
+    \b
+    Example:
+      d2c captions stats shards/ --json
+    """
     from d2c.captions.stats import caption_stats, shard_rows
 
     paths = sorted(directory.rglob("*.parquet"))

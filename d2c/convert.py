@@ -23,7 +23,6 @@ import collections
 import dataclasses
 import json
 import logging
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,8 +35,10 @@ from d2c.convert_worker import Entry
 from d2c.errors import D2CError, UsageError
 from d2c.gc_tuning import gc_relaxed
 from d2c.imageio import StretchConfig
+from d2c.limits import DEFAULT_MAX_PARTS, DEFAULT_MAX_VERTICES
 from d2c.model import Reject, Scene
 from d2c.partial import settle as settle_partial
+from d2c.progress import Progress
 from d2c.schema import SCHEMA_VERSION
 from d2c.shards import (
     REJECTS,
@@ -55,7 +56,8 @@ log = logging.getLogger(__name__)
 # Settings that must match for --resume to reuse shards written earlier.
 RUN_KEYS = ("schema_version", "seed", "template_set_hash", "captions_per_image", "images_mode", "shard_rows",
             "max_bytes", "max_side", "class_map", "source", "stretch", "tile", "overlap",
-            "tile_min_visible", "tile_below", "tile_negative_rate", "keep_partial_scenes")
+            "tile_min_visible", "tile_below", "tile_negative_rate", "keep_partial_scenes", "max_vertices",
+            "max_parts")
 
 
 @dataclass
@@ -114,7 +116,7 @@ def _resume_plan(out: Path, run: dict[str, Any]) -> _ResumePlan:
         if not same or meta.get("shard_index") != i or meta.get("first_item", -1) < plan.next_item - 1:
             if not same:
                 raise UsageError(f"{path}: written with other settings (seed, templates, mode, shard size, "
-                                 "tiling or --keep-partial-scenes); "
+                                 "tiling, --keep-partial-scenes or geometry limits); "
                                  "use a new --out folder or run without --resume")
             log.info("resume: dropping %s (not contiguous with the shards before it)", path.name)
             for later in shard_paths(out)[i:]:
@@ -210,12 +212,14 @@ def convert(
     tile_min_visible: float = DEFAULT_MIN_VISIBLE,
     tile_below: str = "difficult",
     tile_negative_rate: float = DEFAULT_NEGATIVE_RATE,
-    progress: bool | None = None,
+    progress: bool | str | None = None,
     max_bytes: int = 512 << 20,
     stretch: StretchConfig = StretchConfig(),
     max_pixels: int = 1 << 30,
     include_default_templates: bool = True,
     keep_partial_scenes: bool = False,
+    max_vertices: int = DEFAULT_MAX_VERTICES,
+    max_parts: int = DEFAULT_MAX_PARTS,
 ) -> ConvertResult:
     """Read ``input``, caption every scene and write Parquet shards, ``_manifest.json``, ``_stats.json`` and
     ``_rejects.jsonl`` to ``out``. Raises :class:`UsageError` for impossible options and
@@ -225,7 +229,9 @@ def convert(
     :func:`d2c.tiling.tile_scene`'s ``min_visible``/``below``/``negative_rate`` (ignored without ``tile``).
     A scene some of whose objects were rejected is rejected whole (``partial_scene``), unless
     ``keep_partial_scenes``: then it is written flagged ``objects_rejected`` and captioned only by templates
-    that claim no total (see :mod:`d2c.partial`)."""
+    that claim no total (see :mod:`d2c.partial`).
+    ``max_vertices``/``max_parts``: the geometry budget of one object (:mod:`d2c.limits`); an object over
+    it is a ``too_complex`` Reject."""
     tiling = TileOptions(tile_min_visible, tile_below, tile_negative_rate)
     _check_options(images_mode, shard_rows, workers, captions_per_image, max_side, tile, overlap, tiling)
     from d2c import read
@@ -248,6 +254,9 @@ def convert(
         "stretch": dataclasses.asdict(stretch), "keep_partial_scenes": bool(keep_partial_scenes),
         # only tiled runs record these, so untiled shards stay as they were (absent reads as None on resume)
         **(tiling.run_metadata() if tile is not None else {}),
+        # only runs with other geometry limits record them (same reason: default shards stay as they were)
+        **({"max_vertices": max_vertices, "max_parts": max_parts}
+           if (max_vertices, max_parts) != (DEFAULT_MAX_VERTICES, DEFAULT_MAX_PARTS) else {}),
     }
     plan = _resume_plan(out, run) if resume and existing else _ResumePlan()
     fresh_from = max(plan.next_item - 1, 0)  # the last kept item may have rows still to write (tiles)
@@ -258,32 +267,43 @@ def convert(
     read_args: dict[str, Any] = {
         "source": source, "images": Path(images) if images else None, "class_map": cmap,
         "annotations": Path(annotations) if annotations else None, "require_images": images_mode == "embed",
-        "max_pixels": max_pixels}
+        "max_pixels": max_pixels, "max_vertices": max_vertices, "max_parts": max_parts}
     # workers read the input themselves when the reader can split it (not when resuming: which items
     # to skip depends on their positions, known only in order)
     # (and, on one worker, annotation-only runs read the plan as blocks of scenes when it gives them)
     units = plan_reading(input, format=format, **read_args) \
         if (workers > 1 and not plan.done_keys and worker.can_read_in_workers()) or \
         (workers <= 1 and worker.uses_blocks(job)) else None
+    planned = units.units + len(units.head) if units is not None else None
     if workers <= 1 and units is not None and not worker.uses_blocks(job, units):
-        units = None  # read in order, as a stream
+        units = None  # read in order, as a stream (the plan's size still gives the progress a total)
+    read_so_far = [0]
 
     def items() -> Iterator[Entry]:
         for pos, item in enumerate(settle_partial(read(input, format=format, **read_args), keep_partial_scenes)):
             todo = isinstance(item, Scene) and (
                 tile is not None or pos >= plan.next_item or item.key not in plan.done_keys)
+            read_so_far[0] = pos + 1
             yield pos, item, todo
 
     tally = _Tally()
     sink = _Sink(out, run, plan, shard_rows, max_bytes, source)
     t0 = time.monotonic()
-    chunks = worker.run_units(units, job, workers, engine) if units is not None else \
+    # after planning the count of units (COCO images, DOTA/VOC annotation files) is known: a total and ETA
+    bar = Progress("converting", units.units if units is not None else planned, unit="units" if planned else "scenes",
+                   enabled=progress if isinstance(progress, str) else
+                   ("off" if progress is False else ("rich" if progress else None)), logger=log)
+    chunks = worker.run_units(units, job, workers, engine, on_units=bar.update) if units is not None else \
         worker.run_chunks(items(), job, workers, engine)
     try:
-        with gc_relaxed(), _Progress(progress) as bar:
+        with gc_relaxed(), bar:
             for entries, result in chunks:
                 _account(entries, result, tally, sink, fresh_from, captions_per_image)
-                bar.update(tally)
+                if units is None:  # items read (a unit gives one, or a reject more: the share is about right)
+                    done = min(read_so_far[0], planned) if planned else tally.stats.scenes_read
+                    bar.update(done, _status(tally))
+                else:
+                    bar.info = _status(tally)
         closed = sink.writer.close() if sink.writer is not None else []
     except BaseException:
         if sink.writer is not None:
@@ -457,38 +477,5 @@ def _finish(out: Path, tally: _Tally, closed: list, run: dict[str, Any], input: 
     return result
 
 
-class _Progress:
-    """A rich progress line (scenes/s, instances, rejects) on a terminal; a log line every 10 s otherwise."""
-
-    def __init__(self, enabled: bool | None) -> None:
-        self.rich = sys.stderr.isatty() if enabled is None else enabled
-        self._bar: Any = None
-        self._task: Any = None
-        self._t0 = self._last = time.monotonic()
-
-    def __enter__(self) -> _Progress:
-        if self.rich:
-            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                                 transient=False)
-            self._bar.__enter__()
-            self._task = self._bar.add_task("converting", total=None)
-        return self
-
-    def update(self, tally: _Tally) -> None:
-        now = time.monotonic()
-        if now - self._last < (0.2 if self.rich else 10.0):
-            return
-        self._last = now
-        rate = tally.stats.scenes_read / max(now - self._t0, 1e-9)
-        text = (f"{tally.stats.scenes_read} scenes ({rate:.0f}/s), {tally.stats.instances_out} instances, "
-                f"{len(tally.rejects)} rejects")
-        if self._bar is not None:
-            self._bar.update(self._task, description=text)
-        else:
-            log.info("%s", text)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
+def _status(tally: _Tally) -> str:
+    return f"{tally.stats.instances_out} instances, {len(tally.rejects)} rejects"

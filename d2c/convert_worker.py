@@ -12,7 +12,7 @@ import collections
 import gc
 import multiprocessing
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -265,7 +265,8 @@ def uses_blocks(job: Job, plan: ReadPlan | None = None) -> bool:
             and (plan is None or getattr(plan, "gives_blocks", False)))
 
 
-def run_units(plan: ReadPlan, job: Job, workers: int, engine: Any = None) -> Iterator[tuple[list[Entry], Any]]:
+def run_units(plan: ReadPlan, job: Job, workers: int, engine: Any = None,
+              on_units: Callable[[int], Any] | None = None) -> Iterator[tuple[list[Entry], Any]]:
     """What :func:`run_chunks` yields for the plan's items, but the items are read where they are
     processed, :func:`chunk_size` units at a time: with ``workers > 1`` by workers forked after planning,
     which inherit the plan; the main process gets back each item as a Reject or the :class:`SceneFacts`
@@ -276,7 +277,8 @@ def run_units(plan: ReadPlan, job: Job, workers: int, engine: Any = None) -> Ite
     whose scene key an earlier image has) is read span by span as if nothing came before; each span comes
     back with the keys it located, checked here in order against all earlier spans' keys. A span that
     meets one again is read again, here, with those keys taken (rare: the same answer a reading in order
-    gives, whatever the number of workers)."""
+    gives, whatever the number of workers). ``on_units(n)`` hears how many units are done after each span
+    (progress)."""
     global _PLAN
     if plan.head:
         yield [(k, rej, False) for k, rej in enumerate(plan.head)], None
@@ -307,6 +309,8 @@ def run_units(plan: ReadPlan, job: Job, workers: int, engine: Any = None) -> Ite
                 where = _positions(facts, base)
                 entries = [(at, f, not isinstance(f, Reject)) for at, f in zip(where, facts, strict=True)]
                 yield entries, ([(base + k, res) for k, res in outcomes], table)
+                if on_units is not None:
+                    on_units(span[1])
                 base = where[-1] + _span_of(facts[-1]) if facts else base
             if release is not None and workers > 1:
                 release(0, plan.units)

@@ -3,23 +3,29 @@
 Why: shards are the canonical store, but users keep tools that read detection formats, and open_clip's
 own trainer reads a CSV (``--dataset-type csv``) or WebDataset tars. Every export streams rows.
 
-- ``coco|dota|voc``: the writers in :mod:`d2c.writers`; embedded images are written beside them
-  (``images/`` for COCO and DOTA, ``JPEGImages/`` for VOC); reference-mode rows keep naming the original
-  image files (not copied). Coordinates are original pixels, so a row
+- ``coco|dota|voc|yolo|yolo-obb``: the writers in :mod:`d2c.writers`; embedded images are written beside
+  them (``images/`` for COCO, DOTA and YOLO, ``JPEGImages/`` for VOC); reference-mode rows keep naming the
+  original image files (not copied), except for YOLO, whose label files name no image: there the
+  referenced files are copied into ``images/``. YOLO writes ``labels/*.txt``, ``classes.txt`` and
+  ``data.yaml`` (``yolo``: ``class cx cy w h``; ``yolo-obb``: ``class x1 y1 ... x4 y4``, normalised). Coordinates are original pixels, so a row
   stored reduced (``--max-side``, ``image_scale`` < 1) is exported with its original-size annotations and
   a warning. The files are written into a hidden staging folder and moved into ``OUT`` once complete, so
   an export that fails part way leaves nothing behind.
 - ``openclip-csv``: ``OUT/captions.csv``, **tab-separated** (open_clip's ``--csv-separator`` default is a
   tab) with columns ``filepath`` (absolute path) and ``title``, one line per caption; embedded images are
   written to ``OUT/images/``, referenced ones point at the dataset root recorded in the shards.
-- ``webdataset``: ``OUT/{source}-{000000}.tar`` with up to ``samples_per_tar`` samples, each
-  ``{key}.png|jpg`` + ``{key}.txt`` (one sample per caption; the key has no dots, as WebDataset needs).
+- ``webdataset``: ``OUT/{source}-{split}-{000000}.tar`` with up to ``samples_per_tar`` samples, one per
+  image: ``{key}.png|jpg``, ``{key}.txt`` (its first caption: open_clip_train trains on ``txt``) and
+  ``{key}.json`` (all its captions, split, size, object counts); the key has no dots, as WebDataset needs.
+  ``OUT/sizes.json`` gives each tar's sample count, so ``open_clip_train --train-data 'OUT/x-{000000..N}.tar'``
+  trains without ``--train-num-samples``. (To train on every caption, ``openclip-csv`` lists each one.)
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import os
 import re
@@ -38,7 +44,7 @@ from d2c.shards import iter_rows, read_metadata, shard_paths
 
 log = logging.getLogger(__name__)
 
-TARGETS = ("coco", "dota", "voc", "openclip-csv", "webdataset")
+TARGETS = ("coco", "dota", "voc", "yolo", "yolo-obb", "openclip-csv", "webdataset")
 EXT = {"png": "png", "jpeg": "jpg", "tiff": "tif", "bmp": "bmp"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -100,19 +106,28 @@ def _detection(shards: Path | str, to: str, out: Path, root: str) -> dict[str, A
 
 
 def _detection_into(shards: Path | str, to: str, out: Path, root: str) -> dict[str, Any]:
-    from d2c.writers import write_coco, write_dota, write_voc
+    from d2c.writers import write_coco, write_dota, write_voc, write_yolo
 
     image_dir = out / ("JPEGImages" if to == "voc" else "images")
     counts = {"rows": 0, "images": 0, "instances": 0, "skipped": 0}
     used: set[str] = set()
+    yolo = to in ("yolo", "yolo-obb")  # label files name no image: the images must lie in images/
 
     def scenes() -> Iterator[Scene]:
         for row in iter_rows(shards):
             if _reference_tile(row):
                 counts["skipped"] += 1
                 continue
-            name = _image_file_name(row, used)
             data = (row.get("image") or {}).get("bytes")
+            if data is None and yolo:
+                ref = _referenced_file(row, root)
+                if ref is None:
+                    log.warning("%s: no image bytes and no file to copy beside its YOLO labels; left out",
+                                row["key"])
+                    counts["skipped"] += 1
+                    continue
+                data = ref.read_bytes()
+            name = _image_file_name(row, used)
             if data is not None:
                 image_dir.mkdir(parents=True, exist_ok=True)
                 (image_dir / name).write_bytes(data)
@@ -131,6 +146,8 @@ def _detection_into(shards: Path | str, to: str, out: Path, root: str) -> dict[s
 
     if to == "coco":
         write_coco(scenes(), out / "annotations.json", images_dir=image_dir)
+    elif yolo:
+        write_yolo(scenes(), out, obb=to == "yolo-obb")
     elif to == "dota":
         write_dota(scenes(), out)
     else:
@@ -212,11 +229,13 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 class _TarSink:
-    """Numbered tars of at most ``per_tar`` samples, each written to a temporary name then renamed."""
+    """Numbered tars of at most ``per_tar`` samples, each written to a temporary name then renamed; the
+    samples each holds are counted for ``sizes.json``."""
 
     def __init__(self, out: Path, prefix: str, per_tar: int) -> None:
         self.out, self.prefix, self.per_tar = out, prefix, per_tar
         self.count = 0
+        self.sizes: dict[str, int] = {}
         self._tar: tarfile.TarFile | None = None
         self._paths: tuple[Path, Path] | None = None
         self._in_tar = 0
@@ -237,17 +256,44 @@ class _TarSink:
         if self._tar is not None and self._paths is not None:
             self._tar.close()
             self._paths[0].replace(self._paths[1])
+            self.sizes[self._paths[1].name] = self._in_tar
             self._tar = None
 
 
+def _split_label(shards: Path | str) -> str:
+    """The split the rows belong to (``train``, ``test``, ...), ``mixed`` when they differ, ``all`` when
+    no row names one: part of the tar names, so a folder of tars says what it holds."""
+    splits = {r.get("split") for r in iter_rows(shards, columns=["split"])} - {None, ""}
+    return splits.pop() if len(splits) == 1 else ("mixed" if splits else "all")
+
+
+def _wds_meta(row: dict[str, Any], captions: list[str]) -> bytes:
+    meta = {"key": row["key"], "captions": captions, "source": row.get("source"), "split": row.get("split"),
+            "width": row.get("width"), "height": row.get("height"),
+            "counts": [dict(c) for c in row.get("counts") or []]}
+    return json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8")
+
+
 def _webdataset(shards: Path | str, out: Path, root: str, per_tar: int) -> dict[str, Any]:
-    prefix = _UNSAFE.sub("_", read_metadata(shard_paths(shards)[0]).get("source") or "shard")
+    """One sample per image: ``{key}.png|jpg`` + ``{key}.txt`` (its first caption, the text open_clip_train
+    trains on) + ``{key}.json`` (all its captions and the row's metadata); ``sizes.json`` gives the samples
+    per tar, which open_clip_train's ``get_wds_dataset`` needs for ``is_train=True``. Tars are named
+    ``{source}-{split}-{n:06d}.tar``."""
+    source = read_metadata(shard_paths(shards)[0]).get("source") or "shard"
+    prefix = _UNSAFE.sub("_", f"{source}-{_split_label(shards)}")
+    for stale in (*out.glob(f"{prefix}-*.tar"), out / "sizes.json"):  # an earlier export of the same rows
+        stale.unlink(missing_ok=True)
     seen: set[str] = set()
-    counts = {"rows": 0, "captions": 0, "tars": 0, "skipped": 0}
+    counts = {"rows": 0, "images": 0, "captions": 0, "tars": 0, "skipped": 0}
     sink = _TarSink(out, prefix, per_tar)
     for row in iter_rows(shards):
         counts["rows"] += 1
         if _reference_tile(row):
+            counts["skipped"] += 1
+            continue
+        captions = [str(c) for c in row.get("captions") or []]
+        if not captions:
+            log.warning("%s: no captions; left out (an image-text sample needs one)", row["key"])
             counts["skipped"] += 1
             continue
         data, ext = _image_bytes(row, root)
@@ -256,9 +302,13 @@ def _webdataset(shards: Path | str, out: Path, root: str, per_tar: int) -> dict[
             counts["skipped"] += 1
             continue
         base = _sample_key(row["key"], seen)
-        for j, caption in enumerate(row.get("captions") or []):
-            sink.add_sample({f"{base}_c{j}.{ext}": data, f"{base}_c{j}.txt": caption.encode("utf-8")})
-            counts["captions"] += 1
+        sink.add_sample({f"{base}.{ext}": data, f"{base}.txt": captions[0].encode("utf-8"),
+                         f"{base}.json": _wds_meta(row, captions)})
+        counts["images"] += 1
+        counts["captions"] += len(captions)
     sink.close()
+    from d2c.writers import atomic_write_bytes
+
+    atomic_write_bytes(out / "sizes.json", json.dumps(sink.sizes, indent=2, sort_keys=True).encode() + b"\n")
     counts["tars"] = sink.count
     return counts

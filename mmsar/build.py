@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from d2c.model import SPLITS
+from d2c.progress import Progress
 from d2c.shards import MANIFEST, OLD_SIDE_FILES, REJECTS, atomic_write_bytes
 from mmsar import card, plots, sarcount
 from mmsar.config import BuildConfig, check_inputs, load_config
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 SCENE_FOLDERS = ("train", "val", "test", "sarcount", "sarcount_train")
 # side files start with "_" (as in every shard folder): Parquet readers given a folder skip them
 STATS, DEDUPE, INDEX = "_stats.json", "_dedupe.json", "_index.json"
-OUTPUT_NAMES = (*SCENE_FOLDERS, "chips", "plots", "README.md", STATS, DEDUPE, MANIFEST,
+OUTPUT_NAMES = (*SCENE_FOLDERS, "chips", "plots", "gallery.png", "README.md", STATS, DEDUPE, MANIFEST,
                 *OLD_SIDE_FILES, "dedupe.json")  # and an older build's
 
 
@@ -55,8 +56,9 @@ class _Plan:
 
 
 def build(config: BuildConfig | Path | str, *, distributor: str = "local", scheduler: str | None = None,
-          workers: int | None = None) -> BuildResult:
-    """Build the MMSAR tree described by ``config`` into ``config.out``."""
+          workers: int | None = None, progress: bool | str | None = False) -> BuildResult:
+    """Build the MMSAR tree described by ``config`` into ``config.out``. ``progress``: see
+    :class:`d2c.progress.Progress` (the command line passes None: a bar on a terminal, log lines off it)."""
     cfg = config if isinstance(config, BuildConfig) else load_config(config)
     check_inputs(cfg)
     out = cfg.out
@@ -71,9 +73,12 @@ def build(config: BuildConfig | Path | str, *, distributor: str = "local", sched
             p.unlink()
     with make_distributor(distributor, scheduler=scheduler, workers=workers) as dist:
         tset = template_set_hash(cfg)
-        stages = dist.map(stage_source, [(job_for(cfg, s, tset),) for s in cfg.sources])
+        with Progress("staging sources", len(cfg.sources), unit="sources", enabled=progress, logger=log) as bar:
+            stages = dist.map(stage_source, [(job_for(cfg, s, tset),) for s in cfg.sources], bar.advance)
         plan = _plan(cfg)
-        summaries = dist.map(run_task, _tasks(cfg, plan))
+        tasks = _tasks(cfg, plan)
+        with Progress("writing folders", len(tasks), unit="tasks", enabled=progress, logger=log) as bar:
+            summaries = dist.map(run_task, tasks, bar.advance)
     folders = _finish_folders(cfg, plan, summaries)
     stats = _stats(cfg, plan, stages, folders)
     write_json(out / STATS, stats)
@@ -85,12 +90,27 @@ def build(config: BuildConfig | Path | str, *, distributor: str = "local", sched
     except ImportError as exc:  # matplotlib is in the [train] extra; the data does not need it
         log.warning("no plots: %s (pip install 'sarclip-toolkit[train]')", exc)
         plot_names = []
+    gallery_name = _gallery(out)
     info = _card_info(cfg, stats, folders, plot_names, tset)
+    info["gallery"] = gallery_name
     atomic_write_bytes(out / "README.md", card.render_card(info).encode("utf-8"))
     manifest = _manifest(cfg, folders)
     write_json(out / MANIFEST, manifest)
     return BuildResult(out, manifest, stats, [s["source"] for s in stages if not s["reused"]],
                        [s["source"] for s in stages if s["reused"]])
+
+
+def _gallery(out: Path) -> str | None:
+    """``gallery.png``: sample scenes per source and class from the split folders (d2c.gallery)."""
+    from d2c.gallery import GalleryOptions, draw_gallery
+
+    try:
+        draw_gallery([out / s for s in SPLITS], out / "gallery.png", GalleryOptions(per_class=2),
+                     title="Samples per source (rows) and class (columns); boxes in the class colour")
+    except ValueError as exc:  # no scene at all: the card says so instead of showing a picture
+        log.warning("no gallery: %s", exc)
+        return None
+    return "gallery.png"
 
 
 def _plan(cfg: BuildConfig) -> _Plan:

@@ -9,6 +9,7 @@ a small emitter keeps the base install free of another dependency.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pyarrow as pa
@@ -74,6 +75,24 @@ def features(schema: pa.Schema) -> list[dict[str, Any]]:
     return [_feature(f.name, f.type) for f in schema]
 
 
+SIZE_BOUNDS = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+               (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"))
+
+
+def size_category(rows: int) -> str:
+    """The Hub's ``size_categories`` bucket of a row count."""
+    return next((name for bound, name in SIZE_BOUNDS if rows < bound), "n>100M")
+
+
+def licence_fields(licences: list[str]) -> dict[str, str]:
+    """``license`` (one SPDX-style id when every source agrees), else ``other`` with a ``license_name``
+    the Hub accepts (lowercase letters, digits, '-' and '.') listing the sources' licences."""
+    if len(licences) == 1:
+        return {"license": licences[0]}
+    slug = "-".join(re.sub(r"[^a-z0-9.]+", "-", lic.lower()).strip("-") for lic in licences)
+    return {"license": "other", "license_name": f"mixed-{slug}"}
+
+
 def header(info: dict[str, Any]) -> dict[str, Any]:
     """The YAML header data: ``info`` has ``name``, ``licences``, ``folders`` ({folder: {rows, bytes}})."""
     from d2c.schema import CHIP_SCHEMA, SCHEMA
@@ -85,9 +104,11 @@ def header(info: dict[str, Any]) -> dict[str, Any]:
         ("sarcount", SCHEMA, [("test", "sarcount"), ("train", "sarcount_train")]),
         ("chips", CHIP_SCHEMA, [(HF_SPLIT[s], f"chips/{s}") for s in ("train", "val", "test")]),
     ]
+    scene_rows = sum(folders.get(f, {}).get("rows", 0) for f in ("train", "val", "test"))
     return {
         "pretty_name": info["name"],
-        "license": licences[0] if len(licences) == 1 else "other",
+        **licence_fields(licences),
+        "size_categories": [size_category(scene_rows)],
         "task_categories": ["zero-shot-image-classification", "image-to-text", "object-detection"],
         "tags": ["sar", "remote-sensing", "synthetic-aperture-radar", "clip"],
         "configs": [{"config_name": name, "data_files": [{"split": split, "path": f"{folder}/*.parquet"}
@@ -112,7 +133,12 @@ def render_card(info: dict[str, Any]) -> str:
     splits ({split: {scenes, instances, captions, classes}}), sarcount, dedupe, folders, plots."""
     lines = ["---", *to_yaml(header(info)), "---", "", f"# {info['name']}", "",
              "SAR images with captions generated from their detection boxes (d2c), assembled by `mmsar build`.",
-             "", "## Sources", ""]
+             ""]
+    if info.get("gallery"):
+        lines += ["## Gallery", "", "Sample scenes: a row per source, a column per class (the most frequent), "
+                  "every box drawn in its class's colour, one of the image's captions underneath.", "",
+                  f"![gallery]({info['gallery']})", ""]
+    lines += _loading(info["name"]) + ["## Sources", ""]
     lines += _table(["source", "format", "licence", "weight", "scenes kept", "instances kept", "rejects",
                      "exact duplicates dropped"],
                     [[s["name"], s["format"], s["licence"], s["weight"], s["scenes"], s["instances"], s["rejects"],
@@ -146,4 +172,25 @@ def render_card(info: dict[str, Any]) -> str:
         lines += ["## Plots", ""] + [f"![{p}](plots/{p})" for p in info["plots"]] + [""]
     lines += ["## Licence", "", "Each source keeps its own licence (table above); check them before "
               "redistributing.", ""]
+    lines += _citation(info)
     return "\n".join(lines)
+
+
+def _loading(name: str) -> list[str]:
+    return ["## Loading", "", "With Hugging Face `datasets` (the configs in the header: `default` scenes, "
+            "`sarcount`, `chips`), from this folder or the Hub:", "", "```python",
+            "from datasets import load_dataset", "",
+            f'scenes = load_dataset("path/to/{name}")              # train / validation / test',
+            f'chips = load_dataset("path/to/{name}", "chips")      # one object per row, with its label',
+            'print(scenes["train"][0]["captions"], scenes["train"][0]["objects"])', "```", "",
+            "Or any Parquet reader (pandas, polars, DuckDB): `pandas.read_parquet(\"train/\")`; "
+            "`sarclip-train run --set data.train=train` trains on it.", ""]
+
+
+def _citation(info: dict[str, Any]) -> list[str]:
+    """A BibTeX entry for this build; the sources' own papers come first (named in the Sources table)."""
+    key = re.sub(r"[^A-Za-z0-9]+", "_", info["name"]).strip("_").lower() or "mmsar"
+    sources = ", ".join(s["name"] for s in info["sources"])
+    return ["## Citation", "", "Cite the source datasets (table above) and this build:", "", "```bibtex",
+            f"@misc{{{key},", f"  title = {{{{{info['name']}}}: captioned SAR images built with mmsar}},",
+            f"  note = {{Assembled by mmsar build from {sources}}},", "}", "```", ""]

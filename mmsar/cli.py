@@ -8,7 +8,13 @@ import click
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="sarclip-toolkit")
 def main() -> None:
-    """mmsar: build the MMSAR dataset from detection sources, or synthesise SAR scenes."""
+    """mmsar: build the MMSAR dataset from detection sources, or synthesise SAR scenes.
+
+    \b
+    Example:
+      mmsar synth --out synth/ --images 20
+      mmsar build --config examples/mmsar.toml --out mmsar-out
+    """
 
 
 # Commands register below, one line each.

@@ -27,7 +27,13 @@ def build_cmd(config_path: Path, out: Path | None, distributor: str, scheduler: 
               workers: int | None) -> None:
     """Assemble MMSAR from the sources in a config: convert, dedupe, split, SARCount, chips, card.
 
-    Exit codes: 0 built (rejects are reported, not fatal), 1 failure, 2 bad config or options.
+    Writes the split folders, SARCount, chips, README.md (the dataset card), gallery.png and plots/;
+    staging goes beside OUT (OUT.work/, reused by the next build). Exit codes: 0 built (rejects are
+    reported, not fatal), 1 failure, 2 bad config or options.
+
+    \b
+    Example:
+      mmsar build --config examples/mmsar.toml --out mmsar-out --workers 4
     """
     import logging
 
@@ -37,7 +43,7 @@ def build_cmd(config_path: Path, out: Path | None, distributor: str, scheduler: 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_config(config_path, out=out)
-        result = build(cfg, distributor=distributor, scheduler=scheduler, workers=workers)
+        result = build(cfg, distributor=distributor, scheduler=scheduler, workers=workers, progress=None)
     except D2CError as exc:
         _fail(str(exc), exc.exit_code)
     except (OSError, ValueError) as exc:

@@ -27,13 +27,6 @@ def _formats(text: str) -> tuple[str, ...]:
     return ("coco", "dota", "voc") if "all" in names or not names else tuple(names)
 
 
-def _plain_progress(done: int, total: int) -> None:
-    """Progress when stderr is not a terminal: a line at every tenth (quiet in logs)."""
-    step = max(1, total // 10)
-    if done == total or done % step == 0:
-        click.echo(f"synth: {done}/{total} scenes", err=True)
-
-
 @click.command("synth")
 @click.option(
     "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder."
@@ -55,30 +48,40 @@ def _plain_progress(done: int, total: int) -> None:
     "--classes", default=None, help="Comma list from ship,aircraft,tank,car,bridge,harbor (default all)."
 )
 @click.option("--max-objects", default=60, show_default=True, type=int, help="Most targets in one scene.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--workers", default=1, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed: same seed, same scenes.")
+@click.option("--workers", default=1, show_default=True, type=int, help="Worker processes.")
 @click.option(
     "--gsd", default=None, type=float, help="Metres per pixel for every scene (default: drawn per scene)."
 )
 def synth(out, images, size, size_range, fmt, dtype, classes, max_objects, seed, workers, gsd) -> None:
-    """Synthetic SAR scenes and their annotations: OUT/images/, coco.json, labelTxt/, Annotations/."""
+    """Synthetic SAR scenes and their annotations: OUT/images/, coco.json, labelTxt/, Annotations/.
+
+    \b
+    Example:
+      mmsar synth --out synth/ --images 20 --size 512 --format dota
+    """
+    import logging
+
+    from d2c.progress import Progress
     from mmsar.synth import generate
 
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        result = generate(
-            out,
-            images=images,
-            size=size,
-            size_range=_size_range(size_range),
-            formats=_formats(fmt),
-            dtype=dtype,
-            classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None,
-            max_objects=max_objects,
-            seed=seed,
-            workers=workers,
-            gsd=gsd,
-            progress=True if sys.stderr.isatty() else _plain_progress,
-        )
+        with Progress("synth", images, unit="scenes") as bar:
+            result = generate(
+                out,
+                images=images,
+                size=size,
+                size_range=_size_range(size_range),
+                formats=_formats(fmt),
+                dtype=dtype,
+                classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None,
+                max_objects=max_objects,
+                seed=seed,
+                workers=workers,
+                gsd=gsd,
+                progress=lambda done, total: bar.update(done),
+            )
     except D2CError as exc:
         click.echo(f"mmsar synth: error: {exc}", err=True)
         sys.exit(exc.exit_code)

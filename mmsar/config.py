@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,8 +150,28 @@ def _jsonable(obj: Any, base: Path, skip: tuple[str, ...] = ()) -> Any:
     return obj
 
 
+_ERRORS: ContextVar[list[str] | None] = ContextVar("mmsar_config_errors", default=None)
+
+
+def _soft(message: str) -> None:
+    """Record a config problem and go on (every problem is listed at once), or raise outside a parse."""
+    errors = _ERRORS.get()
+    if errors is None:
+        raise UsageError(message)
+    errors.append(message)
+
+
+def _did_you_mean(name: str, known: Any) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 class _Table:
-    """A TOML table with its dotted location, so every error names the key at fault."""
+    """A TOML table with its dotted location, so every error names the key at fault. A wrong type or an
+    unknown key is recorded (the parse goes on and lists them all); what the parse cannot go on without
+    (a required key) raises."""
 
     def __init__(self, data: Any, where: str, base: Path) -> None:
         if not isinstance(data, dict):
@@ -170,10 +191,16 @@ class _Table:
         v = self.data[name]
         if typ is float and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
+        problem = None
         if isinstance(v, bool) and typ is not bool and bool not in (typ if isinstance(typ, tuple) else (typ,)):
-            raise UsageError(f"{self.key(name)}: expected {_tname(typ)}, got a boolean")
-        if not isinstance(v, typ):
-            raise UsageError(f"{self.key(name)}: expected {_tname(typ)}, got {type(v).__name__} {v!r}")
+            problem = f"{self.key(name)}: expected {_tname(typ)}, got a boolean"
+        elif not isinstance(v, typ):
+            problem = f"{self.key(name)}: expected {_tname(typ)}, got {type(v).__name__} {v!r}"
+        if problem is not None:
+            if required:
+                raise UsageError(problem)
+            _soft(problem)
+            return default
         return v
 
     def int(self, name: str, default: int | None, lo: int | None = None) -> int | None:
@@ -190,9 +217,9 @@ class _Table:
         return _Table(self.get(name, dict, {}), self.key(name), self.base)
 
     def check_unknown(self) -> None:
-        extra = sorted(set(self.data) - self.used)
-        if extra:
-            raise UsageError(f"{self.key(extra[0])}: unknown key (known: {', '.join(sorted(self.used))})")
+        for extra in sorted(set(self.data) - self.used):
+            _soft(f"{self.key(extra)}: unknown key{_did_you_mean(extra, self.used)} "
+                  f"(known: {', '.join(sorted(self.used))})")
 
 
 def _tname(typ: type | tuple[type, ...]) -> str:
@@ -325,50 +352,107 @@ def _chips(t: _Table) -> ChipSettings:
     return c
 
 
+def _section(fn: Any, *args: Any, default: Any = None) -> Any:
+    """``fn(*args)``, its first hard error recorded (the other sections are still checked)."""
+    try:
+        return fn(*args)
+    except UsageError as exc:
+        _soft(str(exc))
+        return default
+
+
 def parse_config(data: dict[str, Any], base_dir: Path, *, out: Path | None = None) -> BuildConfig:
-    """Validate the parsed TOML ``data``; relative paths are taken from ``base_dir``."""
-    top = _Table(data, "", base_dir)
+    """Validate the parsed TOML ``data``; relative paths are taken from ``base_dir``. Every problem is
+    reported at once, one line each naming its key."""
+    errors: list[str] = []
+    token = _ERRORS.set(errors)
+    try:
+        cfg = _parse(data, base_dir, out)
+    except UsageError as exc:  # a table that is not one: nothing below it can be read
+        errors.append(str(exc))
+    finally:
+        _ERRORS.reset(token)
+    if errors:
+        # unknown keys first: a typo (``[[source]]``) explains the "missing" key that follows from it
+        errors.sort(key=lambda e: "unknown key" not in e)
+        raise UsageError("\n".join(dict.fromkeys(errors)))
+    return cfg
+
+
+def _sources(top: _Table, base_dir: Path) -> tuple[SourceConfig, ...]:
     raw_sources = top.get("sources", list, None, required=True)
     if not raw_sources:
         raise UsageError("sources: at least one [[sources]] table is needed")
-    sources = tuple(_source(_Table(s, f"sources[{i}]", base_dir)) for i, s in enumerate(raw_sources))
+    sources = tuple(s for s in (_section(_source, _Table(s, f"sources[{i}]", base_dir))
+                                for i, s in enumerate(raw_sources)) if s is not None)
     seen: set[str] = set()
     for i, s in enumerate(sources):
         if s.name in seen:
-            raise UsageError(f"sources[{i}].name: duplicate source name {s.name!r}")
+            _soft(f"sources[{i}].name: duplicate source name {s.name!r}")
         seen.add(s.name)
-    out_dir = Path(out).resolve() if out is not None else top.path("out") or (base_dir / "mmsar-out").resolve()
-    if out is not None:
-        top.get("out", str)
-    work = top.path("work") or out_dir / "work"
-    cap = top.sub("captions")
+    return sources
+
+
+def _captions(cap: _Table) -> CaptionSettings:
     captions = CaptionSettings(cap.path("templates"), cap.int("per_image", 5, lo=1), cap.int("seed", 0))
     cap.check_unknown()
-    im = top.sub("images")
+    return captions
+
+
+def _images(im: _Table) -> ImageSettings:
     mode = im.get("mode", str, "embed")
     if mode not in ("embed", "reference"):
         raise UsageError(f"{im.key('mode')}: must be 'embed' or 'reference', got {mode!r}")
     images = ImageSettings(mode, im.int("max_side", None, lo=16), im.get("stretch", dict, {}))
     im.check_unknown()
-    dd = top.sub("dedupe")
+    return images
+
+
+def _dedupe(dd: _Table) -> DedupeSettings:
     label_iou = dd.get("label_iou", float, 0.5)
     if not 0 < label_iou <= 1:
         raise UsageError(f"{dd.key('label_iou')}: must be in (0, 1], got {label_iou}")
     dedupe = DedupeSettings(dd.int("near_threshold", 2, lo=0), dd.get("drop_near", bool, False), label_iou)
     dd.check_unknown()
-    sp = top.sub("splits")
+    return dedupe
+
+
+def _splits(sp: _Table) -> SplitSettings:
     splits = SplitSettings(_ratios(sp, "ratios", DEFAULT_RATIOS), sp.int("seed", 0))
     sp.check_unknown()
-    out_t = top.sub("output")
+    return splits
+
+
+def _shard_rows(out_t: _Table) -> int:
     shard_rows = out_t.int("shard_rows", 2000, lo=1)
     out_t.check_unknown()
-    cfg = BuildConfig(
-        sources=sources, out=out_dir, work=work, name=top.get("name", str, "MMSAR"), seed=top.int("seed", 0),
-        shard_rows=shard_rows, captions=captions, images=images, dedupe=dedupe, splits=splits,
-        sarcount=_sarcount(top.sub("sarcount")), chips=_chips(top.sub("chips")), base_dir=base_dir.resolve(),
-    )
+    return shard_rows
+
+
+def _parse(data: dict[str, Any], base_dir: Path, out: Path | None) -> BuildConfig:
+    top = _Table(data, "", base_dir)
+    sources = _section(_sources, top, base_dir, default=())
+    out_dir = Path(out).resolve() if out is not None else top.path("out") or (base_dir / "mmsar-out").resolve()
+    if out is not None:
+        top.get("out", str)
+    # staging beside the output, not in it: the output folder is what gets published (and staging is
+    # reused by the next build, so it is kept)
+    work = top.path("work") or out_dir.with_name(out_dir.name + ".work")
+    parts = {
+        "captions": _section(lambda: _captions(top.sub("captions"))),
+        "images": _section(lambda: _images(top.sub("images"))),
+        "dedupe": _section(lambda: _dedupe(top.sub("dedupe"))),
+        "splits": _section(lambda: _splits(top.sub("splits"))),
+        "shard_rows": _section(lambda: _shard_rows(top.sub("output"))),
+        "sarcount": _section(lambda: _sarcount(top.sub("sarcount"))),
+        "chips": _section(lambda: _chips(top.sub("chips"))),
+    }
+    name, seed = top.get("name", str, "MMSAR"), _section(top.int, "seed", 0, default=0)
     top.check_unknown()
-    return cfg
+    if _ERRORS.get():
+        raise UsageError(_ERRORS.get()[0])  # listed with the others by parse_config
+    return BuildConfig(sources=sources, out=out_dir, work=work, name=name, seed=seed, base_dir=base_dir.resolve(),
+                       **parts)
 
 
 def check_inputs(cfg: BuildConfig) -> None:
@@ -396,5 +480,5 @@ def load_config(path: Path | str, *, out: Path | None = None) -> BuildConfig:
         raise UsageError(f"{p}: invalid TOML: {exc}") from None
     try:
         return parse_config(data, p.resolve().parent, out=out)
-    except UsageError as exc:
-        raise UsageError(f"{p}: {exc}") from None
+    except UsageError as exc:  # every line names the file
+        raise UsageError("\n".join(f"{p}: {line}" for line in str(exc).splitlines())) from None

@@ -19,13 +19,21 @@ log = logging.getLogger(__name__)
 DISTRIBUTORS = ("local", "dask")
 
 
+def _tick(result: Any, done: Callable[[], Any] | None) -> Any:
+    if done is not None:
+        done()
+    return result
+
+
 class Distributor:
-    """``map(fn, args)`` -> results in order; ``fn`` is a module-level function, ``args`` tuples."""
+    """``map(fn, args)`` -> results in order; ``fn`` is a module-level function, ``args`` tuples;
+    ``done()`` (progress) is called as each result comes back."""
 
     name = "inline"
 
-    def map(self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]]) -> list[Any]:
-        return [fn(*a) for a in args]
+    def map(self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]],
+            done: Callable[[], Any] | None = None) -> list[Any]:
+        return [_tick(fn(*a), done) for a in args]
 
     def close(self) -> None:
         pass
@@ -48,9 +56,10 @@ class LocalDistributor(Distributor):
         self.workers = max(1, workers if workers is not None else min(4, os.cpu_count() or 1))
         self._pool = None
 
-    def map(self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]]) -> list[Any]:
+    def map(self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]],
+            done: Callable[[], Any] | None = None) -> list[Any]:
         if self.workers == 1 or len(args) <= 1:
-            return super().map(fn, args)
+            return super().map(fn, args, done)
         if self._pool is None:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
@@ -60,7 +69,7 @@ class LocalDistributor(Distributor):
 
         try:
             futures = [self._pool.submit(fn, *a) for a in args]
-            return [f.result() for f in futures]
+            return [_tick(f.result(), done) for f in futures]
         except BrokenProcessPool:  # a worker was killed (out of memory?) or crashed: say so, no traceback
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
@@ -89,11 +98,12 @@ class DaskDistributor(Distributor):
         except (OSError, TimeoutError) as exc:
             raise UsageError(f"--scheduler {scheduler}: cannot connect to the Dask scheduler ({exc})") from None
 
-    def map(self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]]) -> list[Any]:
+    def map(self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]],
+            done: Callable[[], Any] | None = None) -> list[Any]:
         if not args:
             return []
         futures = [self.client.submit(fn, *a, pure=False) for a in args]
-        return self.client.gather(futures)
+        return [_tick(f.result(), done) for f in futures]
 
     def close(self) -> None:
         self.client.close()

@@ -172,12 +172,24 @@ def _convert_part(job: StageJob, spec: InputSpec, out: Path) -> dict[str, Any]:
         source=src.name, class_map=_class_map(src), templates=job.templates,
         captions_per_image=job.captions_per_image, seed=job.caption_seed, images_mode=job.images_mode,
         shard_rows=job.shard_rows, workers=1, max_side=job.max_side, stretch=StretchConfig(**job.stretch),
-        progress=False, keep_partial_scenes=src.keep_partial_scenes, **tile,
+        progress=_inline_progress(), keep_partial_scenes=src.keep_partial_scenes, **tile,
     )
     stats = {k: v for k, v in result.stats.items() if k in (*ACCOUNT_KEYS, "classes")}
     manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
     return {"dir": out.name, "input": str(spec.path), "split": spec.split, "stats": stats,
             "shards": [{"file": s["file"], "rows": s["rows"], "bytes": s["bytes"]} for s in manifest["shards"]]}
+
+
+def _inline_progress() -> bool | None:
+    """The conversion's own progress (total and ETA) when it runs in the build's main thread (one worker or
+    one source: inside the build's staging bar); off in pool workers and Dask threads, whose bars would
+    garble the terminal."""
+    import multiprocessing
+    import threading
+
+    inline = multiprocessing.current_process().name == "MainProcess" and \
+        threading.current_thread() is threading.main_thread()
+    return None if inline else False
 
 
 def _fixed_split(src: SourceConfig, spec_split: str | None, row_split: str | None) -> str | None:

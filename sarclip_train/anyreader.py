@@ -9,7 +9,11 @@ and are added to the global embedding through a gate that starts at zero: at ste
 global-thumbnail CLIP model.
 
 Padding: the image is resized by one factor (aspect kept) to fit inside the canvas and centred; the border
-is filled with the normalisation mean, so it is zero after normalisation. Nothing is cropped.
+is filled with the normalisation mean, so it is zero after normalisation. Nothing is cropped. The resize
+is bilinear and its size is computed as open_clip's ``resize_mode="longest"`` computes it (one ratio, the
+larger of width/out_w and height/out_h), so a thumbnail equals open_clip's own preprocessing with
+``interpolation="bilinear"``, ``resize_mode="longest"`` and ``fill_color`` = the fill below, pixel for pixel
+(``sarclip-train export`` records these settings).
 """
 
 from __future__ import annotations
@@ -45,8 +49,8 @@ def choose_grid(width: int, height: int, tile: int, max_tiles: int) -> tuple[int
 def letterbox(img: Image.Image, out_w: int, out_h: int, fill: int) -> Image.Image:
     """Resize ``img`` by one factor to fit ``out_w x out_h`` and centre it on a ``fill`` canvas."""
     w, h = img.size
-    scale = min(out_w / w, out_h / h)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    ratio = max(w / out_w, h / out_h)  # open_clip's ResizeKeepRatio(longest=1) arithmetic, tie for tie
+    nw, nh = max(1, round(w / ratio)), max(1, round(h / ratio))
     resized = img.resize((nw, nh), Image.Resampling.BILINEAR) if (nw, nh) != (w, h) else img
     canvas = Image.new("L", (out_w, out_h), fill)
     canvas.paste(resized, ((out_w - nw) // 2, (out_h - nh) // 2))

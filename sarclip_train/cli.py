@@ -8,7 +8,13 @@ import click
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="sarclip-toolkit")
 def main() -> None:
-    """sarclip-train: train SARCLIP with AnyReader on MMSAR shards and evaluate it."""
+    """sarclip-train: train SARCLIP with AnyReader on MMSAR shards and evaluate it.
+
+    \b
+    Example:
+      sarclip-train run --config examples/tiny_train.toml
+      sarclip-train eval --checkpoint runs/sarclip/checkpoints/final.pt --data mmsar-out --out eval-out
+    """
 
 
 # Commands register below, one line each.

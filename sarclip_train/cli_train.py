@@ -15,13 +15,28 @@ def _fail(e: Exception) -> None:
     sys.exit(getattr(e, "exit_code", 1))
 
 
-@click.command("run")
+def _keys_epilog() -> str:
+    """The config keys with their defaults and help, generated from sarclip_train/config.py."""
+    from sarclip_train.config import config_keys
+
+    lines = ["\b", "Config keys (TOML [section] key = value, or --set section.key=value; default, then what it does):"]
+    lines += [f"  {key:<26} {default:<12} {text}" for key, default, text in config_keys()]
+    return "\n".join(lines)
+
+
+@click.command("run", epilog=_keys_epilog())
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="TOML config file.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set run.batch_size=64 (repeatable).")
 @click.option("--resume", default=None, help="'latest' or a checkpoint path (same as --set run.resume=...).")
 def run_cmd(config_path: str | None, overrides: tuple[str, ...], resume: str | None) -> None:
-    """Train SARCLIP on MMSAR shards (torchrun for several processes)."""
+    """Train SARCLIP on MMSAR shards (torchrun for several processes).
+
+    \b
+    Example:
+      sarclip-train run --config examples/tiny_train.toml --set run.batch_size=64 --set run.max_steps=500
+      torchrun --nproc-per-node 2 -m sarclip_train.cli run --config examples/tiny_train.toml
+    """
     from sarclip_train.config import load_config
     from sarclip_train.train import run
 
@@ -64,14 +79,30 @@ def _evaluate_after_training(cfg, checkpoint) -> str:
 
 @click.command("export")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output open_clip checkpoint file.")
-def export_cmd(checkpoint: str, out: str) -> None:
-    """Write the backbone of a SARCLIP checkpoint as a plain open_clip checkpoint."""
-    from sarclip_train.export import export
+@click.option("--out", required=True, type=click.Path(),
+              help="Output folder (open_clip format) or file (state-dict format).")
+@click.option("--format", "fmt", type=click.Choice(["open_clip", "state-dict"]), default="open_clip",
+              show_default=True,
+              help="open_clip: a folder open_clip loads as local-dir:OUT; state-dict: one weights file + OUT.json.")
+def export_cmd(checkpoint: str, out: str, fmt: str) -> None:
+    """Write the backbone of a SARCLIP checkpoint for plain open_clip.
+
+    \b
+    Example:
+      sarclip-train export runs/sarclip/checkpoints/final.pt --out sarclip-openclip
+      then in Python: open_clip.create_model_and_transforms("local-dir:sarclip-openclip")
+    """
+    from sarclip_train.export import export_open_clip, export_state_dict
 
     try:
-        path = export(checkpoint, out)
+        path, note = (export_open_clip if fmt == "open_clip" else export_state_dict)(checkpoint, out)
     except D2CError as e:
         _fail(e)
         return
-    click.echo(f"wrote {path} (load with open_clip.create_model(arch, pretrained='{path}'))")
+    if fmt == "open_clip":
+        click.echo(f"wrote {path} (load with open_clip.create_model_and_transforms('local-dir:{path}'))")
+    else:
+        click.echo(f"wrote {path} and {path}.json (open_clip.create_model(arch, pretrained='{path}') once the "
+                   "model_cfg in the .json is registered)")
+    if note:
+        click.echo(f"note: {note}")

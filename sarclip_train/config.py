@@ -40,9 +40,9 @@ class ModelConfig:
     tile_cap: int = 0  # max tiles per batch over all images (0 = batch_size * max_tiles)
     pool_queries: int = 4  # learned pooling queries of the tile merger
     pos_hidden: int = 64  # width of the tile-position MLP
-    grad_checkpointing: bool = False
+    grad_checkpointing: bool = False  # recompute activations in the backward pass (less memory, slower)
     freeze_image: bool = False  # freeze the open_clip visual tower (AnyReader merger still trains)
-    freeze_text: bool = False
+    freeze_text: bool = False  # freeze the open_clip text tower
 
 
 @dataclass
@@ -53,11 +53,11 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 5e-4
-    weight_decay: float = 0.1
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
-    eps: float = 1e-6
-    warmup_steps: int = 10
+    lr: float = 5e-4  # peak AdamW learning rate (after warmup)
+    weight_decay: float = 0.1  # AdamW weight decay
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])  # AdamW betas
+    eps: float = 1e-6  # AdamW epsilon
+    warmup_steps: int = 10  # linear warmup, in optimizer steps
     min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
     grad_clip: float = 0.0  # 0 = off
     gate_lr_scale: float = 100.0  # the AnyReader gate's learning rate = lr x this (it starts at zero)
@@ -68,16 +68,16 @@ class RunConfig:
     out: str = "runs/sarclip"  # checkpoints, logs
     batch_size: int = 32  # per rank, per micro-batch
     accum_steps: int = 1  # micro-batches per optimizer step
-    epochs: int = 1
+    epochs: int = 1  # passes over data.train
     max_steps: int = 0  # optimizer steps; 0 = run all epochs
     seed: int = 0  # model init and torch RNG
     device: str = "auto"  # "auto", "cpu", "cuda"
     precision: str = "auto"  # "auto" (bf16 on GPU, fp32 on CPU), "bf16", "fp32"
     checkpoint_every: int = 0  # optimizer steps; 0 = only at the end
     keep_checkpoints: int = 2  # step checkpoints kept besides the final one
-    log_every: int = 1
-    progress: bool = True
-    tensorboard: bool = False
+    log_every: int = 1  # optimizer steps between lines of the run's log.jsonl
+    progress: bool = True  # progress bar on a terminal, a log line every few seconds off one
+    tensorboard: bool = False  # also write TensorBoard events under run.out
     threads: int = 0  # torch.set_num_threads; 0 = leave as is
     resume: str = ""  # "", "latest" or a checkpoint path
 
@@ -107,15 +107,24 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "<config>") -> TrainConfig:
+        """Every problem of ``data`` is reported at once (one line each, naming the key), not the first."""
         cfg = cls()
+        errors: list[str] = []
         for section, values in data.items():
             if section not in _SECTIONS:
-                raise UsageError(f"{where}: unknown section [{section}] (sections: {', '.join(_SECTIONS)})")
-            if not isinstance(values, dict):
-                raise UsageError(f"{where}: [{section}] must be a table, got {values!r}")
-            for key, value in values.items():
-                _assign(cfg, f"{section}.{key}", value, where)
-        validate(cfg, where)
+                errors.append(f"{where}: unknown section [{section}]{_did_you_mean(section, _SECTIONS)} "
+                              f"(sections: {', '.join(_SECTIONS)})")
+            elif not isinstance(values, dict):
+                errors.append(f"{where}: [{section}] must be a table, got {values!r}")
+            else:
+                for key, value in values.items():
+                    try:
+                        _assign(cfg, f"{section}.{key}", value, where)
+                    except UsageError as exc:
+                        errors.append(str(exc))
+        if not errors:
+            errors = problems(cfg, where)
+        _raise(errors)
         return cfg
 
     @classmethod
@@ -163,7 +172,8 @@ def _assign(cfg: TrainConfig, dotted: str, value: Any, where: str) -> None:
     obj = getattr(cfg, section)
     hints = typing.get_type_hints(type(obj))
     if key not in hints:
-        raise UsageError(f"{where}: unknown key {dotted!r} (known: {', '.join(sorted(hints))})")
+        raise UsageError(f"{where}: unknown key {dotted!r}{_did_you_mean(key, hints)} "
+                         f"(known: {', '.join(sorted(hints))})")
     setattr(obj, key, _coerce(value, hints[key], dotted, where))
 
 
@@ -176,13 +186,31 @@ def _parse_value(text: str) -> Any:
 
 
 def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
+    errors = []
     for item in overrides:
         if "=" not in item:
-            raise UsageError(f"--set {item!r}: expected section.key=value")
+            errors.append(f"--set {item!r}: expected section.key=value")
+            continue
         key, _, text = item.partition("=")
-        _assign(cfg, key.strip(), _parse_value(text.strip()), f"--set {item}")
-    validate(cfg, "--set")
+        try:
+            _assign(cfg, key.strip(), _parse_value(text.strip()), f"--set {item}")
+        except UsageError as exc:
+            errors.append(str(exc))
+    _raise(errors or problems(cfg, "--set"))
     return cfg
+
+
+def _did_you_mean(name: str, known: Any) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _raise(errors: list[str]) -> None:
+    """One UsageError listing every problem, a line each."""
+    if errors:
+        raise UsageError("\n".join(errors))
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
@@ -208,6 +236,12 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 
 def validate(cfg: TrainConfig, where: str) -> None:
+    """Raise one UsageError listing every out-of-range value."""
+    _raise(problems(cfg, where))
+
+
+def problems(cfg: TrainConfig, where: str) -> list[str]:
+    """Every out-of-range value of ``cfg``, one message each naming its key."""
     checks = [
         (1 <= cfg.model.max_tiles <= 36, f"model.max_tiles must be in 1..36, got {cfg.model.max_tiles}"),
         (cfg.model.tile_cap >= 0, "model.tile_cap must be >= 0"),
@@ -226,6 +260,24 @@ def validate(cfg: TrainConfig, where: str) -> None:
         (cfg.optim.lr > 0, "optim.lr must be > 0"),
         (len(cfg.optim.betas) == 2, "optim.betas needs two numbers"),
     ]
-    for ok, msg in checks:
-        if not ok:
-            raise UsageError(f"{where}: {msg}")
+    return [f"{where}: {msg}" for ok, msg in checks if not ok]
+
+
+def config_keys() -> list[tuple[str, str, str]]:
+    """(section.key, default, help) of every config key, from the dataclasses above: the defaults from
+    the fields, the help from each field's trailing comment (so ``run --help`` cannot drift from them)."""
+    import inspect
+    import re
+
+    out = []
+    for section in _SECTIONS.values():
+        cls = section.default_factory  # type: ignore[misc]
+        comments = {}
+        for line in inspect.getsource(cls).splitlines():
+            m = re.match(r"\s+(\w+):[^#]*#\s*(.*)$", line)
+            if m:
+                comments[m.group(1)] = m.group(2).strip()
+        inst = cls()
+        for f in dataclasses.fields(cls):
+            out.append((f"{section.name}.{f.name}", json.dumps(getattr(inst, f.name)), comments.get(f.name, "")))
+    return out

@@ -36,9 +36,10 @@ import torch
 from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
+from d2c.errors import UsageError
 from d2c.model import Instance, Scene, scene_seed, stable_digest
 from d2c.rows import scene_from_row
-from d2c.shards import shard_paths
+from d2c.shards import read_metadata, shard_paths
 
 log = logging.getLogger(__name__)
 COLUMNS = ["key", "source", "split", "image", "image_format", "width", "height", "image_scale", "flags",
@@ -54,12 +55,21 @@ class RowGroup:
     start: int  # global index of its first row
 
 
+def _require_embedded(path: Path) -> None:
+    """Training reads image bytes from the shards; reference-mode shards name files instead."""
+    if read_metadata(path).get("images_mode") == "reference":
+        raise UsageError(f"{path}: written with --images-mode reference (rows name image files, no image bytes); "
+                         "training needs embedded images: rebuild the shards with `d2c convert ... --images-mode "
+                         "embed` (mmsar build embeds them)")
+
+
 def index_shards(paths: list[str] | list[Path]) -> list[RowGroup]:
     """Row groups of every shard (folders expanded, sorted), from Parquet footers only."""
     groups: list[RowGroup] = []
     start = 0
     for entry in paths:
         for p in shard_paths(entry):
+            _require_embedded(p)
             meta = pq.ParquetFile(p).metadata
             for i in range(meta.num_row_groups):
                 n = meta.row_group(i).num_rows
@@ -209,7 +219,8 @@ class ShardStream(IterableDataset):
         rng = self.row_rng(row["key"])
         data = (row.get("image") or {}).get("bytes")
         if not data:
-            raise ValueError("no embedded image bytes (shards must be written with images embedded)")
+            raise ValueError("no embedded image bytes (shards must be written with images embedded: "
+                             "d2c convert --images-mode embed, or mmsar build)")
         arr = decode_gray(data)
         captions = list(row.get("captions") or [])
         if self.augment:

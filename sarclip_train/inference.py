@@ -12,13 +12,17 @@ from PIL import Image
 
 from sarclip_train import checkpoint as ckpt
 from sarclip_train.model import SarClipModel, model_from_info
+from sarclip_train.openclip_quiet import quiet_open_clip
 
 
 def to_gray(image: np.ndarray | Image.Image) -> Image.Image:
-    """Any 2-D/3-D array or PIL image -> single-channel 8-bit PIL image (floats are min-max stretched)."""
+    """Any 2-D/3-D array or PIL image -> single-channel 8-bit PIL image. 8-bit colour becomes its luminance
+    (PIL ``convert("L")``, as training decodes shard images); other dtypes are min-max stretched."""
     if isinstance(image, Image.Image):
         return image.convert("L")
     arr = np.asarray(image)
+    if arr.ndim == 3 and arr.dtype == np.uint8 and arr.shape[2] in (3, 4):  # luminance, as training decodes
+        return Image.fromarray(np.ascontiguousarray(arr[..., :3])).convert("L")
     if arr.ndim == 3:
         arr = arr.mean(axis=2) if arr.shape[2] in (3, 4) else arr[..., 0]
     if arr.ndim != 2:
@@ -40,7 +44,8 @@ class SarClip:
         self.model = model.eval().to(device)
         self.device = torch.device(device)
         self.batch_size = batch_size
-        self.tokenizer = open_clip.get_tokenizer(model.info.arch)
+        with quiet_open_clip():
+            self.tokenizer = open_clip.get_tokenizer(model.info.arch)
         self.transform = model.transform()
         self.info = model.info
 

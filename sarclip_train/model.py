@@ -22,6 +22,7 @@ from torch import nn
 from d2c.errors import UsageError
 from sarclip_train.anyreader import AnyReader, ImageTransform
 from sarclip_train.config import ModelConfig
+from sarclip_train.openclip_quiet import quiet_open_clip
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -89,11 +90,17 @@ def create_clip(arch: str, pretrained: str = "", image_size: int = 0, siglip: bo
     if pretrained and not Path(pretrained).is_file() and not open_clip.get_pretrained_cfg(name, pretrained):
         raise UsageError(f"model.pretrained: {pretrained!r} is neither a file nor an open_clip tag for {name}")
     try:
-        return open_clip.create_model(name, pretrained=pretrained or None, **kwargs)
+        with quiet_open_clip():
+            return open_clip.create_model(name, pretrained=pretrained or None, **kwargs)
     except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as exc:
-        if not pretrained or not Path(pretrained).is_file():
+        if not pretrained:
             raise
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if not Path(pretrained).is_file():  # a tag whose weights are not in open_clip's cache (offline)
+            raise UsageError(f"model.pretrained {pretrained!r}: the {name} weights are not in open_clip's cache "
+                             "and cannot be downloaded here (offline: HF_HUB_OFFLINE=1, or no network); fetch them once online with "
+                             f"open_clip.create_model({name!r}, pretrained={pretrained!r}), give a local weights "
+                             f"file, or set model.pretrained = \"\" to train from scratch ({first})") from None
         raise UsageError(f"model.pretrained {pretrained}: refused by the weights-only loader or unreadable: "
                          f"{first}") from None
 
@@ -177,7 +184,8 @@ def model_from_info(info: dict[str, Any]) -> SarClipModel:
         register_configs()
     if mi.arch not in open_clip.list_models() and mi.arch_config:
         kwargs = {"init_logit_bias": -10.0} if mi.siglip else {}
-        clip = open_clip.CLIP(**mi.arch_config, **kwargs)
+        with quiet_open_clip():
+            clip = open_clip.CLIP(**mi.arch_config, **kwargs)
     else:
         clip = create_clip(mi.arch, "", mi.tile_size if mi.tile_size != _default_size(mi.arch) else 0, mi.siglip)
     return SarClipModel(clip, mi)

@@ -27,6 +27,7 @@ from sarclip_train.config import TrainConfig
 from sarclip_train.data import ShardStream, norm_stats
 from sarclip_train.loss import make_loss
 from sarclip_train.model import SarClipModel, build_model, model_from_info
+from sarclip_train.openclip_quiet import quiet_open_clip
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,12 @@ def _build(cfg: TrainConfig, state: dict | None) -> SarClipModel:
     mean = std = None
     if not cfg.model.pretrained:
         mean, std = norm_stats(cfg.data.train, cfg.data.norm_sample_rows)
-    return build_model(cfg.model, mean=mean, std=std, siglip=siglip)
+    model = build_model(cfg.model, mean=mean, std=std, siglip=siglip)
+    i = model.info
+    log.info("model %s, weights %s, input %d px, normalisation mean %.4f std %.4f (from the %s)", i.arch,
+             cfg.model.pretrained or "random", i.tile_size, i.mean[0], i.std[0],
+             "training shards" if i.norm_source == "shards" else "pretrained weights")
+    return model
 
 
 def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -137,27 +143,23 @@ def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 class _Progress:
-    """A rich progress bar on the main rank (loss, lr, samples/s, tiles/s), or nothing."""
+    """Progress on the main rank (loss, lr, samples/s, tiles/s): d2c.progress's bar with ETA on a terminal,
+    a log line every few seconds off one; nothing on other ranks or with run.progress = false."""
 
     def __init__(self, enabled: bool, total: int, start: int) -> None:
-        self.bar = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from d2c.progress import Progress
 
-            self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                TextColumn("{task.description}"))
-            self.bar.start()
-            self.task = self.bar.add_task("", total=total, completed=start)
+        self.bar = Progress("train", total, enabled=None if enabled else False, unit="steps", logger=log,
+                            start=start)
+        self.bar.__enter__()
 
     def update(self, rec: dict[str, Any]) -> None:
-        if self.bar is not None:
-            desc = (f"loss {rec['loss']:.4f} lr {rec['lr']:.2e} {rec['samples_per_s']:.1f} samples/s "
-                    f"{rec['tiles_per_s']:.1f} tiles/s")
-            self.bar.update(self.task, completed=rec["step"], description=desc)
+        desc = (f"loss {rec['loss']:.4f} lr {rec['lr']:.2e} {rec['samples_per_s']:.1f} samples/s "
+                f"{rec['tiles_per_s']:.1f} tiles/s")
+        self.bar.update(rec["step"], desc)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        self.bar.close()
 
 
 def _state(model: SarClipModel, opt, cfg: TrainConfig, pos: dict[str, int], stats: dict[str, int]) -> dict:
@@ -189,7 +191,8 @@ def run(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> Ru
         log.info("resumed from %s at step %d", resume, pos["step"])
     import open_clip
 
-    tokenizer = open_clip.get_tokenizer(model.info.arch)
+    with quiet_open_clip():
+        tokenizer = open_clip.get_tokenizer(model.info.arch)
     ds = ShardStream(cfg.data.train, batch_size=cfg.run.batch_size, transform=model.transform(),
                      seed=cfg.data.seed, rank=dist.rank, world_size=dist.world_size,
                      shuffle_buffer=cfg.data.shuffle_buffer, tail=cfg.data.tail, augment=cfg.data.augment,
@@ -260,6 +263,9 @@ def _loop(cfg: TrainConfig, ds: ShardStream, pos: dict[str, int], stats: dict[st
             if pos["batch"] >= usable or pos["step"] >= total:
                 break
             stats["decode_errors"] += int(batch["decode_errors"])
+            if pos["step"] == 0 and micro == 0 and dist.main and not ctx.get("views_saved"):
+                _save_views(cfg, model, batch)
+                ctx["views_saved"] = True
             ctx["result"].rows.extend(batch["rows"].tolist())
             batch = _to(batch, ctx["device"])
             sync = micro == accum - 1
@@ -285,6 +291,13 @@ def _loop(cfg: TrainConfig, ds: ShardStream, pos: dict[str, int], stats: dict[st
                 on_step(pos["step"])
         if pos["step"] < total and pos["batch"] >= usable:
             pos["epoch"], pos["batch"] = pos["epoch"] + 1, 0
+
+
+def _save_views(cfg: TrainConfig, model: SarClipModel, batch: dict[str, Any]) -> None:
+    """``RUN/encoder_views.png``: the first batch as the encoder sees it (sarclip_train.encoder_views)."""
+    from sarclip_train.encoder_views import save_encoder_views
+
+    save_encoder_views(batch, Path(cfg.run.out) / "encoder_views.png", model.info.mean, model.info.std)
 
 
 def _optim_step(cfg: TrainConfig, model: SarClipModel, opt, pos: dict[str, int], losses: list[float],

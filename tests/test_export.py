@@ -70,26 +70,64 @@ def test_openclip_csv(shards, tmp_path):
 
 
 def test_webdataset(shards, tmp_path):
+    import json
+
     out = tmp_path / "wds"
-    run("export", shards, "--to", "webdataset", out)
+    res = run("export", shards, "--to", "webdataset", out)
+    assert "images 5, captions 10, tars 1" in res.output
     tars = sorted(out.glob("*.tar"))
-    assert [t.name for t in tars] == ["toy-000000.tar"]
+    assert [t.name for t in tars] == ["toy-all-000000.tar"]  # source, split (none named: all), number
+    assert json.loads((out / "sizes.json").read_text()) == {"toy-all-000000.tar": 5}
     rows = list(iter_rows(shards))
     with tarfile.open(tars[0]) as tf:
-        names = tf.getnames()
-        assert len(names) == 2 * 10
+        assert len(tf.getnames()) == 3 * 5  # one sample per image, not one image copy per caption
         samples: dict[str, dict[str, bytes]] = {}
         for m in tf.getmembers():
             key, ext = m.name.split(".", 1)  # WebDataset splits at the first dot
             samples.setdefault(key, {})[ext] = tf.extractfile(m).read()
-    assert all(set(s) == {"png", "txt"} for s in samples.values())
-    texts = [s["txt"].decode() for s in samples.values()]
-    assert texts == [c for r in rows for c in r["captions"]]
-    assert list(samples.values())[2]["png"] == rows[1]["image"]["bytes"]
+    assert all(set(s) == {"png", "txt", "json"} for s in samples.values())
+    assert [s["txt"].decode() for s in samples.values()] == [r["captions"][0] for r in rows]
+    meta = [json.loads(s["json"]) for s in samples.values()]
+    assert [m["captions"] for m in meta] == [list(r["captions"]) for r in rows]
+    assert [m["key"] for m in meta] == [r["key"] for r in rows]
+    assert list(samples.values())[1]["png"] == rows[1]["image"]["bytes"]
+    run("export", shards, "--to", "webdataset", out, "--samples-per-tar", "2")  # again, smaller tars
+    assert json.loads((out / "sizes.json").read_text()) == {f"toy-all-00000{i}.tar": n for i, n in enumerate([2, 2, 1])}
+    assert sorted(t.name for t in out.glob("*.tar")) == [f"toy-all-00000{i}.tar" for i in range(3)]
+
+
+@pytest.mark.parametrize("fmt", ["yolo", "yolo-obb"])
+@pytest.mark.parametrize("mode", ["embed", "reference"])
+def test_yolo_round_trip(tmp_path, fmt, mode):
+    """``--to yolo|yolo-obb`` read back with d2c's own YOLO reader: the same boxes and classes per image,
+    the images beside the labels (copied from the dataset for reference-mode rows: labels name no file)."""
+    import numpy as np
+
+    make_dota(tmp_path / "ds", n=4)
+    shards = tmp_path / "s"
+    run("convert", tmp_path / "ds", "--format", "dota", "--out", shards, "--source", "toy", "--images-mode", mode)
+    out = tmp_path / fmt
+    res = run("export", shards, "--to", fmt, out)
+    assert "rows 4, images 4" in res.output
+    assert (out / "classes.txt").read_text() == "ship\n" and (out / "data.yaml").is_file()
+    back = {s.image_path.rsplit("/", 1)[-1]: s
+            for s in d2c.read(out, format=fmt.replace("-", "_"), source="toy") if isinstance(s, Scene)}
+    rows = {r["key"].split("/", 1)[1]: scene_from_row(r) for r in iter_rows(shards)}
+    assert sorted(back) == sorted(f"{k}.png" for k in rows)
+    for stem, want in rows.items():
+        got = back[f"{stem}.png"]
+        assert (got.width, got.height) == (want.width, want.height)
+        assert [i.category for i in got.instances] == [i.category for i in want.instances]
+        np.testing.assert_allclose([i.hbb for i in got.instances], [i.hbb for i in want.instances], atol=1e-3)
+        if fmt == "yolo-obb":
+            np.testing.assert_allclose(sorted(map(tuple, np.concatenate([i.polygon for i in got.instances]))),
+                                       sorted(map(tuple, np.concatenate([i.polygon for i in want.instances]))),
+                                       atol=1e-3)
+        assert (out / "images" / f"{stem}.png").read_bytes() == (tmp_path / "ds" / "images" / f"{stem}.png").read_bytes()
 
 
 def test_export_usage_errors(shards, tmp_path):
-    run("export", shards, "--to", "yolo", tmp_path / "x", expect=2)
+    run("export", shards, "--to", "yolov9", tmp_path / "x", expect=2)
     empty = tmp_path / "empty"
     empty.mkdir()
     res = run("export", empty, "--to", "coco", tmp_path / "y", expect=2)
@@ -143,13 +181,22 @@ def test_open_clip_trainer_loads_the_exports(shards, tmp_path):
     assert torch.equal(torch.cat([t for _, t in info.dataloader]), want_tokens)
     assert sizes == want_sizes and len(captions) == 10
 
-    run("export", shards, "--to", "webdataset", tmp_path / "wds")
+    run("export", shards, "--to", "webdataset", tmp_path / "wds", "--samples-per-tar", "3")
+    firsts = tokenizer([r["captions"][0] for r in rows])
     sizes.clear()
-    (tar,) = sorted((tmp_path / "wds").glob("*.tar"))
-    args = _openclip_args(val_data=str(tar), val_num_samples=len(captions))
+    tars = sorted((tmp_path / "wds").glob("*.tar"))
+    args = _openclip_args(val_data="::".join(map(str, tars)), val_num_samples=len(rows))
     info = get_wds_dataset(args, preprocess, is_train=False, tokenizer=tokenizer)
-    assert torch.equal(torch.cat([t for _, t in info.dataloader]), want_tokens)
-    assert sizes == want_sizes
+    assert torch.equal(torch.cat([t for _, t in info.dataloader]), firsts)
+    assert sizes == [(r["width"], r["height"]) for r in rows]  # each image once
+
+    # training: the sample count comes from sizes.json (no --train-num-samples), shuffled, every image once
+    sizes.clear()
+    args = _openclip_args(train_data="::".join(map(str, tars)), batch_size=1, workers=1)
+    info = get_wds_dataset(args, preprocess, is_train=True, epoch=0, tokenizer=tokenizer)
+    assert info.dataloader.num_samples == len(rows) == 5
+    got = torch.cat([t for _, t in info.dataloader])
+    assert sorted(map(tuple, got.tolist())) == sorted(map(tuple, firsts.tolist()))
 
 
 def _tiled_shards(tmp_path, mode: str):

@@ -214,6 +214,18 @@ def test_card_plots_and_stats_add_up(setup):
     for needle in ("ssdd_voc", "ssdd_dota", "synth_a", "synth_b", "MIT", "Apache-2.0", "CC0-1.0", "0 -> ship",
                    "2 captions per image"):
         assert needle in text
+    assert head["license"] == "other" and head["license_name"] == "mixed-apache-2.0-cc0-1.0-mit"
+    assert head["size_categories"] == ["n<1K"]
+    assert "```bibtex\n@misc{mmsar_test," in text and 'load_dataset("path/to/MMSAR-test", "chips")' in text
+    assert "![gallery](gallery.png)" in text
+    from d2c.gallery import PALETTE
+
+    gallery = np.asarray(Image.open(out / "gallery.png").convert("RGB"))
+    sources = {r["source"] for s in ("train", "val", "test") for r in iter_rows(out / s, columns=["source"])}
+    assert sources == {"ssdd_voc", "synth_a", "synth_b"}
+    assert gallery.shape[0] == 40 + len(sources) * (224 + 14 * 4 + 16) + 8  # a row per source
+    for colour in PALETTE[:3]:  # boxes of three classes are drawn (below the header's colour key)
+        assert (gallery[40:] == colour).all(axis=2).sum() > 50
     for name in ("class_histogram", "objects_per_image", "caption_lengths", "image_sizes"):
         data = (out / "plots" / f"{name}.png").read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n")
@@ -255,10 +267,8 @@ def test_dask_cluster_output_is_byte_identical(setup):
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
         build(load_config(root / "mmsar.toml", out=root / "out_dask"), distributor="dask",
               scheduler=cluster.scheduler_address)
-    files = sorted(p.relative_to(root / "out") for p in (root / "out").rglob("*")
-                   if p.is_file() and p.relative_to(root / "out").parts[0] != "work")
-    other = sorted(p.relative_to(root / "out_dask") for p in (root / "out_dask").rglob("*")
-                   if p.is_file() and p.relative_to(root / "out_dask").parts[0] != "work")
+    files = sorted(p.relative_to(root / "out") for p in (root / "out").rglob("*") if p.is_file())
+    other = sorted(p.relative_to(root / "out_dask") for p in (root / "out_dask").rglob("*") if p.is_file())
     assert files == other and len(files) > 40
     for rel in files:
         assert (root / "out" / rel).read_bytes() == (root / "out_dask" / rel).read_bytes(), rel
@@ -267,8 +277,9 @@ def test_dask_cluster_output_is_byte_identical(setup):
 def test_incremental_build_reuses_finished_sources(setup):
     root, first = setup
     (root / "out_inc").mkdir()
-    shutil.copytree(root / "out" / "work", root / "out_inc" / "work")
-    stage = root / "out_inc" / "work" / "synth_a" / "stage.json"
+    assert not (root / "out" / "work").exists()  # staging lies beside the output, not in it
+    shutil.copytree(root / "out.work", root / "out_inc.work")
+    stage = root / "out_inc.work" / "synth_a" / "stage.json"
     mtime = stage.stat().st_mtime_ns
     runner = CliRunner()
     res = runner.invoke(main, ["build", "--config", str(root / "mmsar_extra.toml"), "--out", str(root / "out_inc")])
@@ -320,3 +331,15 @@ def test_chip_geometry_centres_the_box_and_pads_outside_the_image():
     assert chip.shape == (20, 20, 3)
     assert (chip[:10, :10] == 0).all() and (chip[10:, 10:] == 200).all()
     assert cut_chip(image, (0, 0, 20, 20), 8).shape == (8, 8, 3)
+
+
+def test_card_loading_snippet_runs_with_datasets(setup, tmp_path, monkeypatch, capsys):
+    """The card's Loading section is code that works: run with Hugging Face datasets on the build."""
+    root, result = setup
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    text = (root / "out" / "README.md").read_text()
+    code = text.split("## Loading")[1].split("```python\n")[1].split("```")[0]
+    exec(code.replace("path/to/MMSAR-test", str(root / "out")), {})  # noqa: S102 - our own card's snippet
+    printed = capsys.readouterr().out
+    first = next(iter_rows(root / "out" / "train", columns=["captions"]))
+    assert str(first["captions"]) in printed

@@ -23,7 +23,7 @@ def test_example_config_parses_with_paths_resolved_from_its_folder():
     coco = cfg.sources[2]
     assert coco.inputs[0].images is not None and coco.inputs[0].split == "test"
     assert cfg.sources[3].ratios == pytest.approx((0.7, 0.15, 0.15)) and cfg.sources[3].weight == 0.5
-    assert cfg.out == (REPO / "mmsar-out").resolve() and cfg.work == cfg.out / "work"
+    assert cfg.out == (REPO / "mmsar-out").resolve() and cfg.work == cfg.out.parent / "mmsar-out.work"
     assert cfg.sarcount.nouns == {"ship": ("ship", "ships")}
     resolved = cfg.resolved()
     assert "out" not in resolved and resolved["sources"][0]["inputs"][0]["path"].endswith("SSDD_VOC_labelImg")

@@ -95,6 +95,6 @@ def test_cli_entry_points_refuse_payloads(files, tmp_path):
     assert str(evil) in out and not (tmp_path / "x.pt").exists()
     # evaluation: a SARCLIP checkpoint, and open_clip weights from a local file
     for flag, spec in (("--checkpoint", str(evil)), ("--openclip", f"sarclip-micro-vit:{evil}")):
-        out = _cli(["eval", flag, spec, "--data", str(shards), "--out", str(tmp_path / "eval")])
+        out = _cli(["eval", flag, spec, "--data", str(tmp_path), "--out", str(tmp_path / "eval")])
         assert str(evil) in out, out
     assert not marker.exists()

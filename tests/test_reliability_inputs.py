@@ -27,7 +27,7 @@ UNPARSEABLE = {"empty.json", "invalid.json", "non_utf8.json", "truncated.json", 
                "images_not_list.json"}
 SAFE_IMAGES = {"coco": ["a.png", "b.png", "c.png", "ok.png", "d.png"],
                "dota/images": ["bom.png", "empty.png", "mixed.png", "non_utf8.png", "numbers.png"],
-               "voc/JPEGImages": ["good.jpg", "m.jpg", "n.jpg", "bomcrlf.jpg"]}
+               "voc/JPEGImages": ["good.jpg", "m.jpg", "n.jpg", "bomcrlf.jpg", "s.jpg"]}
 
 
 def _image(path: Path, size: tuple[int, int] = (100, 100)) -> None:
@@ -101,13 +101,15 @@ def test_coco_case_through_read(corpus, name):
         codes = {r.record: r.code for r in by_file[name]}
         assert codes == {
             "annotation 1": "bad_geometry", "annotation 2": "bad_geometry", "annotation 3": "non_finite",
-            "annotation 4": "non_finite", "annotation 5": "zero_area", "annotation 7": "unknown_image_id",
+            "annotation 4": "out_of_range", "annotation 5": "zero_area", "annotation 7": "unknown_image_id",
             "annotation 8": "unknown_category_id", "annotation 9": "non_finite",
+            "image 1": "bad_size", "image 2": "bad_size",  # a string or negative width: no image has it
             "image 3": "duplicate_image", "image 4": "unsafe_path", "image 5": "unsafe_path",
         }
+        reasons = {r.record: r.reason for r in by_file[name]}
+        assert reasons["image 1"] == "image width '100' is not a whole number of pixels"
+        assert reasons["image 2"] == "image width -5 is outside 1..2147483647 pixels"
         ok = next(i for i in items if isinstance(i, Scene) and i.image_path == "ok.png")
-        sizes = {i.image_path: (i.width, i.height) for i in items if isinstance(i, Scene)}
-        assert sizes["a.png"] == sizes["b.png"] == (100, 100)  # a string or negative width: the header's size
         assert [inst.hbb for inst in ok.instances] == [(10.0, 10.0, 30.0, 15.0), (30.0, 30.0, 50.0, 35.0)]
     if name == "weird_structures.json":
         assert {r.record for r in by_file[name] if r.code == "unknown_category_id"} == {"annotation 1",
@@ -140,6 +142,8 @@ def test_voc_corpus_through_read(corpus):
     for name in unparseable:  # a file that cannot be parsed is one Reject (its objects cannot be counted)
         assert whole[name] == "parse_error" and len(by_file[name]) == 1, name
     assert whole["traversal.xml"] == whole["absolute.xml"] == "unsafe_path"
+    assert whole["bad_size.xml"] == "bad_size" and by_file["bad_size.xml"][0].instances == 1
+    assert by_file["bad_size.xml"][0].reason == "image width -100 is outside 1..2147483647 pixels"
     assert "passwd" not in "".join(s.image_path for s in items if isinstance(s, Scene))
     assert "unsafe XML" in by_file["xxe.xml"][0].reason and "root:" not in by_file["xxe.xml"][0].reason
     numbers = {r.record: r.code for r in by_file["bad_numbers.xml"]}
@@ -161,8 +165,8 @@ def _convert(args: list, expect: int) -> str:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("fmt", ["coco", "dota", "voc"])
 def test_cli_converts_what_remains(corpus, tmp_path, fmt):
-    """Through ``d2c convert`` (embed mode): exit 0, every reject in rejects.jsonl, the rest in shards,
-    the invariant in stats.json; with --strict the same run exits 1 with a one-line error."""
+    """Through ``d2c convert`` (embed mode): exit 0, every reject in _rejects.jsonl, the rest in shards,
+    the invariant in _stats.json; with --strict the same run exits 1 with a one-line error."""
     inputs = [corpus / "coco" / n for n in COCO_FILES] if fmt == "coco" else [corpus / fmt]
     for i, inp in enumerate(inputs):
         out = tmp_path / f"out{i}"

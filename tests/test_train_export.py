@@ -1,4 +1,5 @@
-"""`sarclip-train run` then `export`: the backbone loads with open_clip.create_model(arch, pretrained=path)."""
+"""`sarclip-train run` then `export --format state-dict`: the backbone loads with
+open_clip.create_model(arch, pretrained=path) (the local-dir folder export: test_train_openclip_export.py)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def test_run_export_and_open_clip_load(tmp_path):
     assert [r["step"] for r in log] == [1, 2] and all(r["samples_per_s"] > 0 for r in log)
     final = tmp_path / "run" / "checkpoints" / "final.pt"
     out = tmp_path / "export" / "backbone.pt"
-    res = CliRunner().invoke(main, ["export", str(final), "--out", str(out)])
+    res = CliRunner().invoke(main, ["export", str(final), "--out", str(out), "--format", "state-dict"])
     assert res.exit_code == 0, res.output
 
     # register the tiny config under a new name, as a user without this package would

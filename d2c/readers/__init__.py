@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from d2c.errors import UsageError
+from d2c.limits import check_limits
 from d2c.model import Reject, Scene
 from d2c.readers.base import Reader, ReadOptions
 from d2c.readers.plan import ReadPlan
@@ -113,6 +114,10 @@ def _resolve(input: Path | str, format: str, options: dict[str, Any]) -> tuple[R
     name = detect_format(path) if format == "auto" else format
     if name not in REGISTRY:
         raise UsageError(f"unknown format {name!r}; expected 'auto' or one of {sorted(REGISTRY)}")
+    try:
+        check_limits(opts.max_vertices, opts.max_parts)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if opts.unknown_classes not in ("keep", "reject"):
         raise UsageError(f"unknown_classes must be 'keep' or 'reject', got {opts.unknown_classes!r}")
     return REGISTRY[name], path, opts

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,15 @@ from d2c import geometry
 from d2c.classes import ClassMap, ClassResolver
 from d2c.errors import ImageTooLargeError, UnsafePathError
 from d2c.images import EXT_FORMAT, ImageFinder, check_pixels, image_size, sniff_file
+from d2c.limits import (
+    COORD_MAX,
+    DEFAULT_LIMITS,
+    DEFAULT_MAX_PARTS,
+    DEFAULT_MAX_VERTICES,
+    INT32_MAX,
+    GeometryLimits,
+    annotated_size,
+)
 from d2c.model import Instance, Provenance, Reject, Scene, is_plain_relpath, scene_key, valid_instance_rows
 
 log = logging.getLogger(__name__)
@@ -40,6 +50,12 @@ class ReadOptions:
     unknown_classes: str = "keep"
     require_images: bool = False
     max_pixels: int = 1 << 30
+    max_vertices: int = DEFAULT_MAX_VERTICES  # geometry budget per object (d2c.limits): over it, a Reject
+    max_parts: int = DEFAULT_MAX_PARTS
+
+    @property
+    def limits(self) -> GeometryLimits:
+        return GeometryLimits(self.max_vertices, self.max_parts)
 
 
 @runtime_checkable
@@ -117,13 +133,15 @@ def _folder_prefix(folder: str, root: str) -> str | None:
 
 
 def build_instances(
-    objs: Sequence[RawObject], widths: np.ndarray, heights: np.ndarray, classes: ClassResolver
+    objs: Sequence[RawObject], widths: np.ndarray, heights: np.ndarray, classes: ClassResolver,
+    limits: GeometryLimits = DEFAULT_LIMITS,
 ) -> list[Built]:
     """Validate and build every object; ``widths``/``heights`` are per object (NaN = unknown size).
 
-    Returns one :data:`Built` per object, aligned with ``objs``; 4-point objects go through one vectorised pass.
+    Returns one :data:`Built` per object, aligned with ``objs``; 4-point objects go through one vectorised
+    pass; the others through shapely, when within ``limits``.
     """
-    batch = InstanceBatch(classes)
+    batch = InstanceBatch(classes, limits)
     for ob, w, h in zip(objs, widths, heights, strict=True):
         batch.add(ob, w, h)
     return batch.build()
@@ -138,8 +156,8 @@ class InstanceBatch:
     quadrilaterals (COCO) adds them with :meth:`add_quad`, without a :class:`RawObject` each.
     """
 
-    def __init__(self, classes: ClassResolver) -> None:
-        self.classes = classes
+    def __init__(self, classes: ClassResolver, limits: GeometryLimits = DEFAULT_LIMITS) -> None:
+        self.classes, self.limits = classes, limits
         self.out: list[Built | None] = []
         self.records: list[str | None] = []  # each object's record, for its Reject
         self._at: list[int] = []  # where each 4-point object sits in ``out``
@@ -168,7 +186,7 @@ class InstanceBatch:
             return
         if ob.quad is not None:
             ob.parts = [_as_points(ob.quad)]
-        self.out.append(_general(ob, res.category, w, h))
+        self.out.append(_general(ob, res.category, w, h, self.limits))
 
     def add_quad(self, quad: Sequence[Any], raw_category: Any, difficult: Any, record: str | None, w: float, h: float) -> None:
         """A 4-point object given as its 8 numbers ``x1 y1 ... x4 y4`` (the same as :meth:`add` of a
@@ -197,10 +215,23 @@ class InstanceBatch:
 
 
 def _as_points(values: Sequence[Any]) -> np.ndarray:
+    """(N, 2) float64 points; NaN when a value is not a number, +inf for an int too large for a float64
+    (rejected as out of range: it is a number, only not one a pixel position can be)."""
     try:
         return np.asarray(values, dtype=np.float64).reshape(-1, 2)
+    except OverflowError:
+        return np.asarray([_float_or_inf(v) for v in values], dtype=np.float64).reshape(-1, 2)
     except (TypeError, ValueError):
         return np.full((max(len(values) // 2, 1), 2), np.nan)
+
+
+def _float_or_inf(v: Any) -> float:
+    try:
+        return float(v)
+    except OverflowError:
+        return math.inf if v > 0 else -math.inf
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _quad_array(quads: Sequence[Sequence[Any]]) -> np.ndarray:
@@ -210,13 +241,13 @@ def _quad_array(quads: Sequence[Sequence[Any]]) -> np.ndarray:
     if set(map(len, quads)) <= {8}:
         try:
             return np.fromiter(chain.from_iterable(quads), np.float64, 8 * len(quads)).reshape(-1, 4, 2)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int too large for a float64
             pass
     try:
         flat = np.asarray(quads, dtype=np.float64)
         if flat.shape == (len(quads), 8):  # not lists of pairs, say, which would reshape into other rows
             return flat.reshape(-1, 4, 2)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         pass
     return np.stack([_quad_points(q) for q in quads]) if quads else np.zeros((0, 4, 2))
 
@@ -280,7 +311,7 @@ class QuadColumns:
             return _instance(self.raws[k], self.cats[k], self.difficult[k], self.records[k], self.polys[k],
                              self.hbb[k].tolist(), self.obb[k].tolist(), float(self.area[k]), bool(self.clipped[k]))
         if not self.finite[k]:
-            return ("non_finite", "polygon has NaN or infinite coordinates")
+            return _unbounded(self.raw_quads[k])
         if self.area_raw[k] <= AREA_EPS:
             return ("zero_area", f"polygon has zero area: {list(self.raw_quads[k])}")
         return ("outside_image", f"polygon {list(self.raw_quads[k])} lies outside the {self.w[k]:g} x {self.h[k]:g} image")
@@ -297,7 +328,7 @@ def quad_columns(
     row that is kept goes through the validating constructor, which says why.
     """
     q = _quad_array(quads)
-    finite = np.isfinite(q).all(axis=(1, 2))
+    finite = (np.abs(q) <= COORD_MAX).all(axis=(1, 2))  # NaN and infinities fail it too
     q = np.where(finite[:, None, None], q, 0.0)
     area_raw = np.abs(geometry.signed_area(q))
     outside = _outside(geometry.hbb_of(q), w, h)
@@ -334,16 +365,40 @@ def _instance(raw: Any, cat: str, difficult: Any, record: str | None, poly, hbb,
     return Clipped(inst) if clipped else inst
 
 
-def _general(ob: RawObject, cat: str, w: float, h: float) -> Built:
-    """Polygons with other than 4 points, several parts, or an RLE hull: through shapely."""
+def _unbounded(values: Sequence[Any]) -> tuple[str, str]:
+    """The Reject of coordinates that failed the ``|v| <= COORD_MAX`` test: NaN/infinite, or out of range
+    (finite, or an int too large for a float64, but no pixel position: 1e300 would overflow areas)."""
+    pts = _as_points(values) if len(values) else np.zeros((0, 2))
+    if np.isnan(pts).any() or (np.isinf(pts) & ~_huge_ints(values, pts)).any():
+        return ("non_finite", "polygon has NaN or infinite coordinates")
+    return ("out_of_range", f"polygon has a coordinate beyond +-{COORD_MAX:.0f} (+-2^53): not a pixel position")
+
+
+def _huge_ints(values: Sequence[Any], pts: np.ndarray) -> np.ndarray:
+    """Per point coordinate, whether it was an int (too large for a float64: read as infinite)."""
+    flat = list(values) if pts.size == len(values) else []
+    is_int = [isinstance(v, int) and not isinstance(v, bool) for v in flat] or [False] * pts.size
+    return np.asarray(is_int, dtype=bool).reshape(pts.shape)
+
+
+def _general(ob: RawObject, cat: str, w: float, h: float, limits: GeometryLimits = DEFAULT_LIMITS) -> Built:
+    """Polygons with other than 4 points, several parts, or an RLE hull: through shapely, once the parts
+    are within ``limits`` (shapely's union of thousands of parts or a 200k-vertex star costs gigabytes)."""
     from shapely.geometry import Polygon, box
     from shapely.ops import unary_union
 
+    if len(ob.parts) > limits.max_parts:
+        return ("too_complex", f"object has {limits.check(len(ob.parts), 0)}")
     parts = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in ob.parts]
+    over = limits.check(len(parts), sum(p.shape[0] for p in parts)) if ob.area is None else None
+    if over is not None:  # an RLE mask's hull (``area`` known) is made here, convex: linear in shapely
+        return ("too_complex", f"object has {over}")
     if not parts or any(p.shape[0] < 3 for p in parts):
         return ("bad_geometry", f"a polygon needs at least 3 points, got {[p.shape[0] for p in parts]}")
-    if not all(np.isfinite(p).all() for p in parts):
-        return ("non_finite", "polygon has NaN or infinite coordinates")
+    if not all((np.abs(p) <= COORD_MAX).all() for p in parts):
+        if not all(np.isfinite(p).all() for p in parts):
+            return ("non_finite", "polygon has NaN or infinite coordinates")
+        return ("out_of_range", f"polygon has a coordinate beyond +-{COORD_MAX:.0f} (+-2^53): not a pixel position")
     geom = unary_union([Polygon(p).buffer(0) for p in parts])
     if geom.is_empty or geom.area <= AREA_EPS:
         return ("zero_area", "polygon has zero area")
@@ -386,10 +441,6 @@ class ImageInfo:
     fmt: str | None
 
 
-def _size_ok(w: Any, h: Any) -> bool:
-    return isinstance(w, (int, np.integer)) and isinstance(h, (int, np.integer)) and w > 0 and h > 0
-
-
 def locate_image(
     root: Path,
     finder: ImageFinder,
@@ -417,10 +468,11 @@ def locate_image(
             path, by_stem = found.path, found.found_by_stem
     except UnsafePathError as exc:
         return ("unsafe_path", str(exc))
-    w, h = ann_size if ann_size is not None else (None, None)
-    if isinstance(w, float) and w.is_integer() and isinstance(h, float) and h.is_integer():
-        w, h = int(w), int(h)
-    trusted = _size_ok(w, h)
+    size = annotated_size(*ann_size) if ann_size is not None else None
+    if isinstance(size, str):  # the annotation gives a size no image can have: its frame is unknown
+        return ("bad_size", size)
+    trusted = size is not None
+    w, h = size if size is not None else (None, None)
     flags: list[str] = []
     if path is None:
         default_name = (name + ".png" if stem_only else name).replace("\\", "/")
@@ -438,6 +490,8 @@ def locate_image(
             check_pixels(path, int(w), int(h), options.max_pixels)
         else:
             w, h = image_size(path, options.max_pixels)
+            if not (0 < w <= INT32_MAX and 0 < h <= INT32_MAX):
+                raise ImageTooLargeError(f"{path}: header size {w} x {h} is outside 1..{INT32_MAX} pixels")
     except ImageTooLargeError as exc:
         return ("image_too_large", str(exc))
     except (OSError, ValueError, SyntaxError) as exc:
@@ -467,7 +521,7 @@ def locate_images(
         missing = [False] * len(names)
     else:
         absent = finder.absent_names(folders, names)
-        missing = [a and type(w) is int and type(h) is int and w > 0 and h > 0
+        missing = [a and type(w) is int and type(h) is int and 0 < w <= INT32_MAX and 0 < h <= INT32_MAX
                    for a, w, h in zip(absent, widths, heights, strict=True)]
     return [_missing_image(prefix + n, n, w, h) if m else locate_image(root, finder, folders, n, (w, h), options)  # type: ignore[operator]
             for m, n, w, h in zip(missing, names, widths, heights, strict=True)]
@@ -548,6 +602,7 @@ def scene_of_file(
     root: Path,
     gsd: float | None = None,
     image_source: str | None = None,
+    limits: GeometryLimits = DEFAULT_LIMITS,
 ) -> Iterator[Scene | Reject]:
     """One annotation file's outcome: its Scene (after the per-object Rejects), or, when the image lookup
     failed (``info`` is ``(code, reason)``), each object's own parse error and one Reject for the rest."""
@@ -559,7 +614,7 @@ def scene_of_file(
         return
     n = len(objs)
     size = np.full(n, float(info.width or np.nan)), np.full(n, float(info.height or np.nan))
-    built = build_instances(objs, *size, classes)
+    built = build_instances(objs, *size, classes, limits)
     yield from assemble_scene(source=source, root=root, info=info, built=built, objs=objs,
                               provenance=Provenance(fname), gsd=gsd, image_source=image_source)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Iterator
 from itertools import compress, groupby, repeat
@@ -29,6 +30,7 @@ from d2c.blocks import SceneBlock
 from d2c.classes import ClassResolver
 from d2c.gc_tuning import age_young_objects, gc_frozen, gc_paused
 from d2c.images import ImageFinder
+from d2c.limits import COORD_MAX, DEFAULT_LIMITS, GeometryLimits, short
 from d2c.model import Provenance, Reject, Scene, scene_keys
 from d2c.readers.base import (
     ImageInfo,
@@ -374,7 +376,7 @@ def _built(plan: CocoPlan, chunk: _Chunk, lo: int, hi: int, blocks: bool) -> lis
 def _scene_items(plan: CocoPlan, chunk: _Chunk, lo: int, hi: int) -> list[Scene | Reject]:
     """The Scenes and Rejects of the located images ``lo`` .. ``hi - 1``, their objects built in one
     vectorised pass."""
-    batch = InstanceBatch(plan.classes)
+    batch = InstanceBatch(plan.classes, plan.options.limits)
     for i in range(lo, hi):
         _add_objects(batch, chunk, i, plan.categories)
     built, records = batch.build(), batch.records
@@ -471,7 +473,7 @@ def _add_objects(batch: InstanceBatch, chunk: _Chunk, i: int, categories: dict[A
             batch.add_quad(quad, categories[ann["category_id"]], bool(ann.get("difficult", False)),
                            f"annotation {ann.get('id')}", w, h)
         else:
-            batch.add(_raw_object(ann, categories, info), w, h)
+            batch.add(_raw_object(ann, categories, info, batch.limits), w, h)
 
 
 def _loads(raw: bytes) -> Any:
@@ -505,7 +507,8 @@ def _categories(cats: Any) -> dict[Any, str]:
     return out
 
 
-def _raw_object(ann: dict, categories: dict[Any, str], info: ImageInfo) -> RawObject:
+def _raw_object(ann: dict, categories: dict[Any, str], info: ImageInfo, limits: GeometryLimits = DEFAULT_LIMITS
+                ) -> RawObject:
     rec = f"annotation {ann.get('id')}"
     cid = ann.get("category_id")
     if not isinstance(cid, (int, str, float)) or cid not in categories:  # a list/dict id is unhashable
@@ -522,10 +525,16 @@ def _raw_object(ann: dict, categories: dict[Any, str], info: ImageInfo) -> RawOb
             ob.quad = _quad_of(seg)
             if ob.quad is None:
                 parts = seg if isinstance(seg[0], list) else [seg]
-                ob.parts = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in parts if len(p)]
+                over = limits.check_lists(parts)  # from the lists' lengths: nothing allocated for a huge one
+                if over is not None:
+                    ob.error = ("too_complex", f"segmentation has {over}")
+                    return ob
+                ob.parts = [_points(p) for p in parts if len(p)]
         else:
             ob.quad = _bbox_quad(ann.get("bbox"))
-    except (TypeError, ValueError, KeyError) as exc:
+    except _OutOfRange as exc:
+        ob.error = ("out_of_range", str(exc))
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
         ob.error = ("bad_geometry", f"cannot read the geometry: {exc}")
     except _ZeroArea as exc:
         ob.error = ("zero_area", str(exc))
@@ -534,6 +543,17 @@ def _raw_object(ann: dict, categories: dict[Any, str], info: ImageInfo) -> RawOb
 
 class _ZeroArea(Exception):
     pass
+
+
+class _OutOfRange(Exception):
+    """A number too large for a float64 (JSON ints have no bound)."""
+
+
+def _points(part: Any) -> np.ndarray:
+    try:
+        return np.asarray(part, dtype=np.float64).reshape(-1, 2)
+    except OverflowError:
+        raise _OutOfRange("segmentation has an integer too large for a float64 coordinate") from None
 
 
 def _known_category(cid: Any, categories: dict[Any, str]) -> bool:
@@ -554,7 +574,7 @@ def _plain_quad(ann: dict, categories: dict[Any, str]) -> list | None:
         return None
     try:
         return _bbox_quad(ann.get("bbox"))
-    except (TypeError, ValueError, KeyError, _ZeroArea):
+    except (TypeError, ValueError, KeyError, _ZeroArea, _OutOfRange):
         return None
 
 
@@ -598,7 +618,12 @@ def _quad_of(seg: list) -> list | None:
 def _bbox_quad(bbox: Any) -> list[float]:
     if not isinstance(bbox, list) or len(bbox) != 4:
         raise ValueError(f"bbox must be [x, y, w, h], got {bbox!r}")
-    x, y, w, h = (float(v) for v in bbox)
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except OverflowError:
+        raise _OutOfRange(f"bbox [{', '.join(map(short, bbox))}] has an integer too large for a float64") from None
+    if any(math.isfinite(v) and abs(v) > COORD_MAX for v in (x, y, w, h)):
+        raise _OutOfRange(f"bbox [{', '.join(map(short, bbox))}] has a value beyond +-2^53: not a pixel position")
     if w <= 0 or h <= 0:  # NaN compares False and is rejected later as non-finite
         raise _ZeroArea(f"bbox width and height must be positive, got w={w:g}, h={h:g}")
     return [x, y, x + w, y, x + w, y + h, x, y + h]

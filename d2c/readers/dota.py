@@ -7,7 +7,6 @@ or LF. The image size comes from the image header; a label file without its imag
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 
 from d2c.classes import ClassResolver
 from d2c.images import ImageFinder
+from d2c.limits import usable_gsd
 from d2c.model import Reject, Scene
 from d2c.readers.base import (
     Layout,
@@ -110,7 +110,7 @@ def _gsd(value: str | None) -> float | None:
         g = float(value) if value is not None else None
     except ValueError:
         return None
-    return g if g is not None and math.isfinite(g) and g > 0 else None
+    return usable_gsd(g)  # NaN, 0, negative or over GSD_MAX (1e308 made metres infinite): unusable
 
 
 def _read_file(

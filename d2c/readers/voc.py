@@ -21,6 +21,7 @@ from defusedxml.ElementTree import parse as safe_parse
 from d2c import geometry
 from d2c.classes import ClassResolver
 from d2c.images import ImageFinder
+from d2c.limits import COORD_MAX, GeometryLimits
 from d2c.model import Reject, Scene
 from d2c.readers.base import (
     ImageInfo,
@@ -70,32 +71,37 @@ def _num(el: Element, tag: str) -> float:
     return float(value)
 
 
-def _int_or_none(value: str | None) -> int | None:
-    try:
-        v = float(value) if value is not None else None
-    except ValueError:
+def _size_value(value: str | None) -> float | str | None:
+    """A ``<width>``/``<height>`` as a number for :func:`d2c.limits.annotated_size` (None when missing;
+    the text itself when it is not a number, which that refuses)."""
+    if value is None:
         return None
-    return int(v) if v is not None and np.isfinite(v) and v > 0 and float(v).is_integer() else None
+    try:
+        return float(value)
+    except ValueError:
+        return value
 
 
-def _geometry(obj: Element) -> np.ndarray:
+def _geometry(obj: Element, limits: GeometryLimits) -> np.ndarray:
     """The object's points (N, 2); ValueError says what is wrong."""
     rob = obj.find("robndbox")
     if rob is not None:
         cx, cy, w, h, a = (_num(rob, t) for t in ("cx", "cy", "w", "h", "angle"))
         if not np.isfinite([cx, cy, w, h, a]).all():
             return np.full((4, 2), np.nan)
+        if max(abs(cx), abs(cy), abs(w), abs(h)) > COORD_MAX:  # its corners would overflow to infinity
+            raise _OutOfRange(f"robndbox {cx:g} {cy:g} {w:g} {h:g} has a value beyond +-2^53: not a pixel position")
         if w <= 0 or h <= 0:
             raise _ZeroArea(f"robndbox w and h must be positive, got w={w:g}, h={h:g}")
         return geometry.rotated_rect_from_radians(cx, cy, w, h, a)
     poly = obj.find("polygon")
     if poly is not None:
-        return _polygon(poly)
+        return _polygon(poly, limits)
     box = obj.find("bndbox")
     if box is None:
         raise ValueError("object has no <bndbox>, <robndbox> or <polygon>")
     if box.find("xmin") is None and box.find("x1") is not None:
-        return _polygon(box)
+        return _polygon(box, limits)
     x0, y0, x1, y1 = (_num(box, t) for t in ("xmin", "ymin", "xmax", "ymax"))
     if np.isfinite([x0, y0, x1, y1]).all() and (x1 <= x0 or y1 <= y0):
         raise _ZeroArea(f"bndbox needs xmin < xmax and ymin < ymax, got {x0:g}, {y0:g}, {x1:g}, {y1:g}")
@@ -106,7 +112,19 @@ class _ZeroArea(ValueError):
     pass
 
 
-def _polygon(el: Element) -> np.ndarray:
+class _TooComplex(ValueError):
+    pass
+
+
+class _OutOfRange(ValueError):
+    pass
+
+
+def _polygon(el: Element, limits: GeometryLimits) -> np.ndarray:
+    """The points of a polygon element, counted against ``limits`` before any is converted."""
+    over = limits.check(1, len(el) // 2 if len(el) and el[0].find("x") is None else len(el))
+    if over is not None:
+        raise _TooComplex(f"polygon has {over}")
     xs = {}
     ys = {}
     for child in el:
@@ -120,13 +138,17 @@ def _polygon(el: Element) -> np.ndarray:
     pts = [(_num(p, "x"), _num(p, "y")) for p in el if p.find("x") is not None]
     if pts:
         return np.asarray(pts, dtype=np.float64)
-    nums = [float(v) for v in _NUM.findall(el.text or "")]
+    texts = _NUM.findall(el.text or "")
+    over = limits.check(1, len(texts) // 2)
+    if over is not None:
+        raise _TooComplex(f"polygon has {over}")
+    nums = [float(v) for v in texts]
     if len(nums) < 6 or len(nums) % 2:
         raise ValueError(f"polygon needs an even number (>= 6) of coordinates, got {len(nums)}")
     return np.asarray(nums, dtype=np.float64).reshape(-1, 2)
 
 
-def _objects(tree_root: Element) -> list[RawObject]:
+def _objects(tree_root: Element, limits: GeometryLimits) -> list[RawObject]:
     objs: list[RawObject] = []
     for n, obj in enumerate(tree_root.iter("object"), start=1):
         name = _text(obj, "name") or ""
@@ -137,9 +159,13 @@ def _objects(tree_root: Element) -> list[RawObject]:
             ob.error = ("bad_record", "object has no <name>")
         else:
             try:
-                ob.parts = [_geometry(obj)]
+                ob.parts = [_geometry(obj, limits)]
             except _ZeroArea as exc:
                 ob.error = ("zero_area", str(exc))
+            except _TooComplex as exc:
+                ob.error = ("too_complex", str(exc))
+            except _OutOfRange as exc:
+                ob.error = ("out_of_range", str(exc))
             except ValueError as exc:
                 ob.error = ("bad_geometry", str(exc))
         objs.append(ob)
@@ -161,11 +187,11 @@ def _read_file(
     except OSError as exc:
         yield Reject(fname, None, f"cannot read file: {exc}", "parse_error")
         return
-    objs = _objects(tree_root)
+    objs = _objects(tree_root, options.limits)
     size = tree_root.find("size")
-    ann_size: tuple[Any, Any] = (_int_or_none(_text(size, "width")), _int_or_none(_text(size, "height")))
+    ann_size: tuple[Any, Any] = (_size_value(_text(size, "width")), _size_value(_text(size, "height")))
     info = _image(tree_root, f, root, images_dir, finder, ann_size, options)
-    yield from scene_of_file(fname, objs, info, classes, source=lay.source, root=root)
+    yield from scene_of_file(fname, objs, info, classes, source=lay.source, root=root, limits=options.limits)
 
 
 def _image(

@@ -28,6 +28,7 @@ import numpy as np
 from d2c.classes import ClassResolver
 from d2c.errors import D2CError, UsageError
 from d2c.images import IMAGE_EXTS, ImageFinder
+from d2c.limits import DEFAULT_LIMITS, GeometryLimits, short
 from d2c.model import Provenance, Reject, Scene
 from d2c.readers.base import (
     RawObject,
@@ -125,16 +126,23 @@ def load_names(root: Path, labels_dir: Path) -> tuple[list[str] | None, str | No
 
 
 def parse_label_lines(
-    text: str, obb: bool, names: list[str] | None, origin: str, size: tuple[int, int] = (1, 1)
+    text: str, obb: bool, names: list[str] | None, origin: str, size: tuple[int, int] = (1, 1),
+    limits: GeometryLimits = DEFAULT_LIMITS,
 ) -> list[RawObject]:
-    """Label lines -> RawObjects in pixels of an image of ``size`` (width, height)."""
+    """Label lines -> RawObjects in pixels of an image of ``size`` (width, height); a polygon over
+    ``limits`` is refused from its token count, before any number is converted."""
     out: list[RawObject] = []
     for n, line in enumerate(text.splitlines(), start=1):
         tokens = line.split()
         if not tokens:
             continue
         record = f"line {n}"
-        obj = _parse_tokens(tokens, obb, names, origin, np.array(size, dtype=np.float64))
+        over = limits.check(1, (len(tokens) - 1) // 2)
+        if over is not None:
+            obj = RawObject(tokens[0][:20], error=("too_complex", f"polygon has {over}"))
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):  # 1e308 x width: inf, rejected as non-finite
+                obj = _parse_tokens(tokens, obb, names, origin, np.array(size, dtype=np.float64))
         obj.record = record
         out.append(obj)
     return out
@@ -142,8 +150,8 @@ def parse_label_lines(
 
 def _parse_tokens(tokens: list[str], obb: bool, names: list[str] | None, origin: str, scale: np.ndarray) -> RawObject:
     head = tokens[0]
-    if not head.isdigit():
-        return RawObject(head, error=("bad_class", f"class {head!r} is not an index 0, 1, ..."))
+    if not (head.isascii() and head.isdigit() and len(head) <= 18):  # int() refuses "²"; 5000 digits raise
+        return RawObject(head[:20], error=("bad_class", f"class {short(head)} is not an index 0, 1, ..."))
     idx = int(head)
     if names is not None and idx >= len(names):
         return RawObject(head, error=("bad_class", f"class index {idx} is not among the {len(names)} names of {origin}"))
@@ -261,9 +269,11 @@ class YoloReader:
             yield Reject(prov.file, None, info[1], info[0], lost, None)
             return
         info.key_rel = rel_to(root / info.rel, images_dir)
-        objs = parse_label_lines(text, self.obb, names, names_origin, (int(info.width), int(info.height)))
+        objs = parse_label_lines(text, self.obb, names, names_origin, (int(info.width), int(info.height)),
+                                 options.limits)
         n = len(objs)
-        built = build_instances(objs, np.full(n, float(info.width)), np.full(n, float(info.height)), classes)
+        built = build_instances(objs, np.full(n, float(info.width)), np.full(n, float(info.height)), classes,
+                                options.limits)
         for item in assemble_scene(source=source, root=root, info=info, built=built, objs=objs, provenance=prov):
             if isinstance(item, Scene):
                 item.split = _split_of(stem_rel)

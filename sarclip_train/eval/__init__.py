@@ -1,7 +1,8 @@
 """Evaluation of SARCLIP and open_clip baselines: retrieval, zero-shot, few-shot, linear probe, counting.
 
 ``evaluate`` runs the chosen tasks on an ``mmsar build`` output (and ImageFolder sets), writes
-``results.json``, ``report.md`` and plots to ``out_dir`` and returns the results dict. Metrics are pure
+``results.json``, ``report.md``, plots and CLIP_benchmark's per-task JSON files (``clip_benchmark/``) to
+``out_dir`` and returns the results dict. Metrics are pure
 functions on numpy embeddings (``retrieval``, ``zeroshot``, ``probes``, ``counting``); features are
 extracted once per model and data set and cached (``features``).
 """
@@ -99,7 +100,9 @@ def evaluate(
         "skipped": skipped,
     }
     if out_dir is not None:
+        from sarclip_train.eval.clip_benchmark import write_clip_benchmark
         from sarclip_train.eval.report import write_report
 
         write_report(out, Path(out_dir))
+        write_clip_benchmark(out, Path(out_dir) / "clip_benchmark")
     return out

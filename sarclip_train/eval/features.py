@@ -5,6 +5,7 @@ extraction, and an on-disk cache keyed by the model's checkpoint sha256 and the 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import pickle
@@ -69,47 +70,117 @@ def load_checkpoint_model(checkpoint: str | Path, device: str | None = None) -> 
     model = sarclip_train.load(str(path), **kwargs)
     sha = file_sha256(path) if path.is_file() else hashlib.sha256(str(path.resolve()).encode()).hexdigest()
     arch = getattr(getattr(model, "info", None), "arch", None)
-    return wrap_model(model, path.stem, f"sarclip:{sha}",
-                      {"name": path.stem, "kind": "sarclip", "arch": arch, "checkpoint": str(path), "sha256": sha})
+    name = checkpoint_name(path)
+    # ":luma": features of 8-bit colour input are of its luminance (not min-max stretched as before)
+    return wrap_model(model, name, f"sarclip:{sha}:luma",
+                      {"name": name, "kind": "sarclip", "arch": arch, "checkpoint": str(path), "sha256": sha})
+
+
+def checkpoint_name(path: Path) -> str:
+    """A checkpoint's name in reports: ``RUN`` for ``RUN/checkpoints/final.pt`` (every run's last checkpoint
+    has that file name), ``RUN-step-N`` for its step checkpoints, else the file's stem."""
+    path = Path(path)
+    if path.parent.name == "checkpoints" and path.parent.parent.name:
+        run = path.parent.parent.resolve().name
+        return run if path.stem == "final" else f"{run}-{path.stem}"
+    return path.stem
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _local_dir(spec: str) -> Path | None:
+    """The folder of a ``local-dir:PATH`` spec, or of a spec that is itself a folder (a ``sarclip-train
+    export``); None otherwise."""
+    folder = Path(spec.removeprefix("local-dir:"))
+    has_config = (folder / "open_clip_config.json").is_file()
+    if spec.startswith("local-dir:") and not has_config:
+        raise FileNotFoundError(f"{folder}: no open_clip_config.json (not an open_clip local-dir model)")
+    return folder if has_config else None
+
+
+def _sidecar_preprocess(weights: Path):
+    """The transform a ``sarclip-train export --format state-dict`` file records in ``<file>.json``."""
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    side = weights.with_name(weights.name + ".json")
+    if not side.is_file():
+        return None, None
+    cfg = json.loads(side.read_text(encoding="utf-8"))
+    pp = cfg.get("preprocess_cfg")
+    return (image_transform_v2(PreprocessCfg(**pp), is_train=False), pp) if pp else (None, None)
 
 
 def load_openclip_model(spec: str, device: str = "cpu") -> EvalModel:
-    """``ARCH[:PRETRAINED_OR_PATH]``: an open_clip model, its weights from a local file or open_clip's
-    own cache for a pretrained tag (never downloaded: HF_HUB_OFFLINE is set)."""
+    """``ARCH[:PRETRAINED_OR_PATH]`` or ``local-dir:FOLDER`` (or just FOLDER): an open_clip model, its weights
+    from a local file, a local-dir folder or open_clip's own cache for a pretrained tag (never downloaded:
+    HF_HUB_OFFLINE is set). Preprocessing is the model's recorded one: a local-dir folder's
+    ``preprocess_cfg``, a weights file's ``<file>.json`` sidecar, else open_clip's default for the arch."""
     import open_clip
     import torch
     from PIL import Image
 
+    from sarclip_train.openclip_quiet import quiet_open_clip
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sarclip_train.model import resolve_arch
 
-    arch, _, weights = spec.partition(":")
-    arch = resolve_arch(arch)  # open_clip names, the shipped configs, or a JSON config path
-    if weights and Path(weights).is_file():
-        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None, device=device)
+    folder = _local_dir(spec)
+    recorded = None
+    gray = False
+    if folder is not None:
+        arch = f"local-dir:{folder}"
         try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as exc:  # code in it, or damaged
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ValueError(f"open_clip {arch}:{weights}: refused by the weights-only loader or unreadable "
-                             f"({first})") from None
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-        model.load_state_dict(state)
-        sha = file_sha256(Path(weights))
+            with quiet_open_clip():
+                model, _, preprocess = open_clip.create_model_and_transforms(arch, device=device)
+                tokenizer = open_clip.get_tokenizer(arch)
+        except Exception as exc:  # noqa: BLE001 - open_clip raises many types for a broken folder
+            raise ValueError(f"open_clip {arch}: cannot load ({_first_line(exc)})") from None
+        cfg = json.loads((folder / "open_clip_config.json").read_text(encoding="utf-8"))
+        recorded, gray = cfg.get("preprocess_cfg"), "sarclip" in cfg
+        weights_files = sorted(p for p in folder.iterdir() if p.suffix in {".bin", ".pth", ".safetensors"})
+        sha = file_sha256(weights_files[0]) if weights_files else "random-init"
+        name, weights = f"openclip-{folder.resolve().name}", str(folder)
     else:
-        try:
-            model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=weights or None,
-                                                                         device=device)
-        except Exception as exc:  # open_clip raises many types for a tag it cannot find offline
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ValueError(f"open_clip {arch}:{weights}: cannot load these weights offline ({first})") from None
-        sha = weights or "random-init"
+        arch, _, weights = spec.partition(":")
+        arch = resolve_arch(arch)  # open_clip names, the shipped configs, or a JSON config path
+        with quiet_open_clip():
+            tokenizer = open_clip.get_tokenizer(arch)
+        if weights and Path(weights).is_file():
+            with quiet_open_clip():
+                model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=None, device=device)
+            try:
+                state = torch.load(weights, map_location="cpu", weights_only=True)
+            except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as exc:  # code in it, or damaged
+                raise ValueError(f"open_clip {arch}:{weights}: refused by the weights-only loader or unreadable "
+                                 f"({_first_line(exc)})") from None
+            state = state.get("state_dict", state) if isinstance(state, dict) else state
+            state = {k.removeprefix("module."): v for k, v in state.items()}
+            model.load_state_dict(state)
+            sha = file_sha256(Path(weights))
+            side_preprocess, recorded = _sidecar_preprocess(Path(weights))
+            preprocess, gray = side_preprocess or preprocess, side_preprocess is not None
+        else:
+            try:
+                with quiet_open_clip():
+                    model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=weights or None,
+                                                                                 device=device)
+            except Exception as exc:  # noqa: BLE001 - open_clip raises many types for a tag it cannot find offline
+                raise ValueError(f"open_clip {arch}:{weights}: cannot load these weights offline "
+                                 f"({_first_line(exc)})") from None
+            sha = weights or "random-init"
+        name = f"openclip-{arch}" + (f"-{Path(weights).stem}" if weights else "")
     model.eval()
-    tokenizer = open_clip.get_tokenizer(arch)
+
+    def to_rgb(im: np.ndarray):
+        # a SARCLIP export sees what the toolkit sees: the luminance, replicated to three channels
+        from sarclip_train.inference import to_gray
+
+        return to_gray(im).convert("RGB") if gray else Image.fromarray(np.asarray(im)).convert("RGB")
 
     def images(batch: list[np.ndarray]) -> np.ndarray:
-        x = torch.stack([preprocess(Image.fromarray(np.asarray(im)).convert("RGB")) for im in batch]).to(device)
+        x = torch.stack([preprocess(to_rgb(im)) for im in batch]).to(device)
         with torch.no_grad():
             return _normalise(_to_numpy(model.encode_image(x)))
 
@@ -117,9 +188,13 @@ def load_openclip_model(spec: str, device: str = "cpu") -> EvalModel:
         with torch.no_grad():
             return _normalise(_to_numpy(model.encode_text(tokenizer(batch).to(device))))
 
-    name = f"openclip-{arch}" + (f"-{Path(weights).stem}" if weights else "")
-    return EvalModel(name, images, texts, f"openclip:{arch}:{sha}",
-                     {"name": name, "kind": "open_clip", "arch": arch, "weights": weights or None, "sha256": sha})
+    fingerprint = f"openclip:{arch}:{sha}"
+    if recorded:  # the recorded preprocessing is part of what the features depend on
+        pp = json.dumps([recorded, gray], sort_keys=True).encode()
+        fingerprint += f":pp-{hashlib.sha256(pp).hexdigest()[:16]}"
+    return EvalModel(name, images, texts, fingerprint,
+                     {"name": name, "kind": "open_clip", "arch": arch, "weights": weights or None, "sha256": sha,
+                      "preprocess": recorded})
 
 
 class FeatureCache:
@@ -167,11 +242,15 @@ def image_features(model: EvalModel, source: ImageSource, cache: FeatureCache,
     if hit is not None:
         log.info("%s: %s features from cache", model.name, source.name)
         return hit["ids"], hit["emb"]
+    from d2c.progress import Progress
+
     ids: list[str] = []
     chunks: list[np.ndarray] = []
-    for idx, imgs in source.batches(batch_size):
-        chunks.append(np.asarray(model.encode_images(imgs), np.float32))
-        ids.extend(source.ids[i] for i in idx)
+    with Progress(f"{model.name}: {source.name}", len(source.ids), unit="images", logger=log) as bar:
+        for idx, imgs in source.batches(batch_size):
+            chunks.append(np.asarray(model.encode_images(imgs), np.float32))
+            ids.extend(source.ids[i] for i in idx)
+            bar.update(idx[-1] + 1 if idx else bar.completed)
     emb = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
     cache.put(model, key, ids, emb)
     return ids, emb

@@ -182,7 +182,9 @@ def run_tasks(model: EvalModel, names: list[str], data: Path | None, cls_sets: d
             skipped[label] = str(exc)
             return None
 
-    for name in names:
+    from d2c.progress import track
+
+    for name in track(names, "evaluating", unit="tasks", logger=log):
         if name == "retrieval":
             r = attempt("retrieval", lambda: run_retrieval(model, data, cache, batch_size)) if data else None
         elif name == "counting":
