@@ -48,7 +48,8 @@ def _star(n: int, cx: float = 32, cy: float = 24) -> list[float]:
 
 
 def _cli(args: list, expect: int = 0) -> str:
-    result = CliRunner().invoke(main, ["convert", *map(str, args)])
+    # the attacks sit beside good objects in the same scenes: keep those scenes (flagged) to see both
+    result = CliRunner().invoke(main, ["convert", *map(str, args), "--keep-partial-scenes"])
     assert result.exit_code == expect, result.output[-2000:]
     assert "Traceback" not in result.output and (result.exception is None or isinstance(result.exception, SystemExit))
     return result.output
@@ -314,6 +315,7 @@ def _text(v) -> str:
 def _converted(root: Path, fmt: str, mode: str = "reference", **options) -> tuple[dict, dict[str, list]]:
     out = Path(tempfile.mkdtemp(prefix="d2c-num-"))
     try:
+        options.setdefault("keep_partial_scenes", True)  # bad objects beside good ones in one scene
         convert(root, out=out / "o", format=fmt, images_mode=mode, captions_per_image=1, progress=False, **options)
         stats, _, rows = _outcome(out / "o")
     finally:
