@@ -5,7 +5,7 @@ images (sizes in the annotation, no image files: reference mode needs none), 0.1
 bad (NaN, negative size, unknown category, dangling image id, in equal parts), and optionally the same set
 as DOTA label files. Each conversion runs in its own child process, which reports its own peak RSS
 (``ru_maxrss``) and wall time, so the figures are per case. The accounting invariant is checked from
-``stats.json``: ``instances_in == instances_out + instances_rejected``, ``instances_in`` equals what was
+``_stats.json``: ``instances_in == instances_out + instances_rejected``, ``instances_in`` equals what was
 generated and ``instances_rejected`` equals what was made bad.
 
 Writes a Markdown snippet (``--md``, default stdout). ``--instances 100000`` gives a quick run.
@@ -137,7 +137,7 @@ def run_child(code: str, args: list[str]) -> dict:
 
 
 def check_invariant(out: Path, generated: int, bad: int) -> dict:
-    stats = json.loads((out / "stats.json").read_text())
+    stats = json.loads((out / "_stats.json").read_text())
     ok = (stats["instances_in"] == generated and stats["instances_rejected"] == bad
           and stats["instances_in"] == stats["instances_out"] + stats["instances_rejected"]
           and stats["invariant_holds"])

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from d2c.model import Reject, Scene
+from d2c.partial import PARTIAL_CODE
 
 
 @dataclass
@@ -41,6 +42,8 @@ class Stats:
         (a later stage refused the scene), so they are not counted "in" twice."""
         self.rejects[reject.code] += 1
         self.rejected_instances[reject.code] += reject.instances
+        if reject.code == PARTIAL_CODE and not already_in:  # a scene read, then refused whole (d2c.partial)
+            self.scenes_read += 1
         self.instances_rejected += reject.instances
         if not already_in:
             self.instances_in += reject.instances
@@ -107,6 +110,37 @@ class Stats:
         st.rejects.update(data.get("rejects", {}))
         st.rejected_instances.update(data.get("rejected_instances", {}))
         return st
+
+
+# reject codes that refuse every object of a class, with the fix to suggest
+_CLASS_FIXES = {
+    "numeric_class": "their class names are digits only: name them with a class map, e.g. --class-map ssdd "
+                     "(SSDD's class \"0\" is a ship) or --class-map FILE ([aliases] \"0\" = \"ship\")",
+    "unknown_class": "their classes are not in the class map: add them ([aliases] or classes = [...]) or keep "
+                     "unknown classes",
+}
+
+
+def advice(stats: Stats) -> list[str]:
+    """One line per thing the user should know about a run's rejects, with the fix where there is one: a
+    whole class refused, scenes left out because some of their objects were, nothing written at all."""
+    lines = []
+    if stats.instances_rejected:
+        why = ", ".join(f"{code} {n}" for code, n in sorted(stats.rejected_instances.items()) if n)
+        lines.append(f"{stats.instances_rejected} of {stats.instances_in} annotated objects were rejected ({why}); "
+                     "see the rejects report")
+    for code, fix in _CLASS_FIXES.items():
+        if stats.rejected_instances.get(code):
+            lines.append(f"{stats.rejected_instances[code]} objects rejected as {code}: {fix}")
+    scenes = stats.rejects.get("partial_scene", 0)
+    if scenes:
+        lines.append(f"{scenes} scenes left out whole (partial_scene, taking {stats.rejected_instances['partial_scene']} "
+                     "valid objects with them) because some of their objects were rejected, so that no caption "
+                     "claims a total it cannot know: fix those objects, or pass --keep-partial-scenes to keep "
+                     "them flagged objects_rejected")
+    if stats.instances_in and not stats.instances_out:
+        lines.append("no annotated object was written at all")
+    return lines
 
 
 def summary_table(stats: Stats, title: str = "d2c summary"):

@@ -25,7 +25,7 @@ def _fail(exc: BaseException, code: int) -> None:
               help="Annotation format of INPUT: auto, coco, dota, voc, yolo, yolo_obb (or a plug-in reader's name); auto "
                    "detects it and says what it chose.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the shards, manifest.json, stats.json and rejects.jsonl.")
+              help="Folder for the shards, _manifest.json, _stats.json and _rejects.jsonl.")
 @click.option("--images", type=click.Path(path_type=Path), help="Image folder (else the format's layout).")
 @click.option("--annotations", type=click.Path(path_type=Path), help="Annotation file or folder override.")
 @click.option("--source", help="Source name: shard prefix and key prefix (default: from INPUT's name).")
@@ -59,7 +59,7 @@ def _fail(exc: BaseException, code: int) -> None:
                    "lies inside the tile; smaller parts follow --tile-below.")
 @click.option("--tile-below", default="difficult", show_default=True, type=click.Choice(["difficult", "drop"]),
               help="With --tile: what happens to an object part under --tile-min-visible: keep it clipped and "
-                   "marked difficult, or drop it (an object no tile keeps goes to rejects.jsonl).")
+                   "marked difficult, or drop it (an object no tile keeps goes to _rejects.jsonl).")
 @click.option("--tile-negative-rate", default=0.1, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="With --tile: share of empty tiles (no object) kept as negatives, chosen per tile from "
                    "--seed; 0 keeps none, 1 keeps all.")
@@ -67,6 +67,10 @@ def _fail(exc: BaseException, code: int) -> None:
 @click.option("--dual-pol", default="vv,vh,mean", show_default=True,
               type=click.Choice(["vv,vh,mean", "vv,vh,ratio", "vv,vv,vh"]),
               help="How two-band (VV, VH) rasters become three channels.")
+@click.option("--keep-partial-scenes", is_flag=True,
+              help="Keep a scene some of whose objects were rejected (default: reject it whole, code "
+                   "partial_scene): it is flagged objects_rejected and captioned only by templates that claim "
+                   "no total, emptiness or 'only'.")
 @click.option("--max-vertices", default=DEFAULT_MAX_VERTICES, show_default=True, type=click.IntRange(min=4),
               help="Geometry budget: vertices of one object (all its polygon parts together); an object with "
                    "more is rejected (too_complex) before any polygon work.")
@@ -78,14 +82,15 @@ def convert_cmd(input: Path, fmt: str, out: Path, images: Path | None, annotatio
                 source: str | None, class_map: str | None, templates: Path | None,
                 no_default_templates: bool, captions_per_image: int, seed: int, images_mode: str, shard_rows: int, workers: int, resume: bool, strict: bool,
                 max_side: int | None, tile: int | None, overlap: int, tile_min_visible: float, tile_below: str,
-                tile_negative_rate: float, db: bool, dual_pol: str, max_vertices: int, max_parts: int,
-                verbose: bool) -> None:
+                tile_negative_rate: float, db: bool, dual_pol: str, keep_partial_scenes: bool,
+                max_vertices: int, max_parts: int, verbose: bool) -> None:
     """Convert detection annotations (COCO JSON, DOTA labelTxt, Pascal VOC, YOLO) into captioned Parquet shards.
 
     INPUT is a dataset root (DOTA: labelTxt/ + images/; VOC: Annotations/ + JPEGImages/; YOLO: images/ +
     labels/ + data.yaml) or a COCO JSON
     file; it defaults to the current directory. Exit codes: 0 done (rejects allowed unless --strict),
-    1 failure (or rejects under --strict), 2 usage error.
+    1 failure (or rejects under --strict), 2 usage error. A scene some of whose objects were rejected is
+    rejected whole unless --keep-partial-scenes, so that no caption claims a total it cannot know.
 
     \b
     Example:
@@ -107,6 +112,7 @@ def convert_cmd(input: Path, fmt: str, out: Path, images: Path | None, annotatio
                          tile_min_visible=tile_min_visible, tile_below=tile_below,
                          tile_negative_rate=tile_negative_rate,
                          include_default_templates=not no_default_templates,
+                         keep_partial_scenes=keep_partial_scenes,
                          stretch=StretchConfig(db=db, dual_pol=dual_pol),
                          max_vertices=max_vertices, max_parts=max_parts)
     except StrictError as exc:
@@ -121,15 +127,16 @@ def convert_cmd(input: Path, fmt: str, out: Path, images: Path | None, annotatio
 
 
 def _print_summary(out: Path) -> None:
-    """The rich accounting table (d2c.accounting) from stats.json, on stderr."""
+    """The rich accounting table (d2c.accounting) from _stats.json, on stderr."""
     import json
 
     from rich.console import Console
 
     from d2c.accounting import Stats, summary_table
+    from d2c.shards import STATS
 
     try:
-        stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
+        stats = json.loads((out / STATS).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return
     table = summary_table(Stats.from_dict(stats), title=f"d2c convert -> {out}")

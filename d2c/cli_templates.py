@@ -43,7 +43,8 @@ def templates_group() -> None:
     "--templates", "templates", type=DIR, default=None, help="Folder that adds or overrides templates by id."
 )
 def list_cmd(templates: Path | None) -> None:
-    """Print each template's id, family, weight and requirements.
+    """Print each template's id, family, weight, requirements and the scenes it may caption (when not only
+    complete ones: partial, any).
 
     \b
     Example:
@@ -51,7 +52,8 @@ def list_cmd(templates: Path | None) -> None:
     """
     engine = _engine("templates list", templates)
     for t in engine.templates:
-        click.echo(f"{t.id:32s} {t.family:12s} {t.weight:4.1f}  {', '.join(t.requires)}")
+        scenes = f"  (scenes: {t.scenes})" if t.scenes != "complete" else ""
+        click.echo(f"{t.id:32s} {t.family:12s} {t.weight:4.1f}  {', '.join(t.requires)}{scenes}")
     click.echo(f"{len(engine.templates)} templates, set hash {engine.template_set_hash[:16]}")
 
 
@@ -91,7 +93,9 @@ def lint_cmd(directory: Path | None, words_only: bool) -> None:
 def preview_cmd(
     input_path: Path, fmt: str, num: int, templates: Path | None, captions_per_image: int, seed: int
 ) -> None:
-    """Print the first N scenes of INPUT with the captions they would get.
+    """Print the first N scenes of INPUT with the captions they would get. A scene some of whose objects
+    were rejected is shown as convert --keep-partial-scenes would write it (flagged, captioned without
+    totals); convert leaves it out by default.
 
     \b
     Example:
@@ -99,16 +103,18 @@ def preview_cmd(
     """
     import d2c
     from d2c.model import Reject
+    from d2c.partial import PARTIAL_FLAG, settle
 
     engine = _engine("templates preview", templates, captions_per_image=captions_per_image, seed=seed)
     shown = 0
     try:
-        for item in d2c.read(input_path, format=fmt):
+        for item in settle(d2c.read(input_path, format=fmt), keep=True):
             if isinstance(item, Reject):
                 click.echo(f"reject: {item}", err=True)
                 continue
             counts = ", ".join(f"{n} {c}" for c, n in item.counts().items()) or "no objects"
-            click.echo(f"{item.key}  ({counts})")
+            partial = "; some objects rejected: left out unless --keep-partial-scenes" if PARTIAL_FLAG in item.flags else ""
+            click.echo(f"{item.key}  ({counts}{partial})")
             for cap in engine.caption(item):
                 click.echo(f"  [{cap.family}/{cap.template_id}] {cap.text}")
             shown += 1

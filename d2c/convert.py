@@ -9,7 +9,7 @@ Why it is built this way:
 - Each shard records the input span it covers (``first_item``/``next_item`` in its metadata), so
   ``--resume`` keeps the complete shards written by an identical earlier run, re-reads the annotations
   (cheap) and resumes writing after the last complete shard: no scene is duplicated or lost.
-- Every input object ends up in a shard or in ``rejects.jsonl``; ``stats.json`` holds the accounting,
+- Every input object ends up in a shard or in ``_rejects.jsonl``; ``_stats.json`` holds the accounting,
   with the invariant ``instances in = instances out + instances rejected``.
 
 Reliability tests kill a run on purpose with ``D2C_CRASH_AT=<point>:<n>`` (exit 137 the n-th time the
@@ -37,9 +37,12 @@ from d2c.gc_tuning import gc_relaxed
 from d2c.imageio import StretchConfig
 from d2c.limits import DEFAULT_MAX_PARTS, DEFAULT_MAX_VERTICES
 from d2c.model import Reject, Scene
+from d2c.partial import settle as settle_partial
 from d2c.progress import Progress
 from d2c.schema import SCHEMA_VERSION
 from d2c.shards import (
+    REJECTS,
+    STATS,
     ShardWriter,
     atomic_write_bytes,
     read_metadata,
@@ -50,12 +53,11 @@ from d2c.tiling import BELOW_POLICIES, DEFAULT_MIN_VISIBLE, DEFAULT_NEGATIVE_RAT
 
 log = logging.getLogger(__name__)
 
-STATS = "stats.json"
-REJECTS = "rejects.jsonl"
 # Settings that must match for --resume to reuse shards written earlier.
 RUN_KEYS = ("schema_version", "seed", "template_set_hash", "captions_per_image", "images_mode", "shard_rows",
             "max_bytes", "max_side", "class_map", "source", "stretch", "tile", "overlap",
-            "tile_min_visible", "tile_below", "tile_negative_rate", "max_vertices", "max_parts")
+            "tile_min_visible", "tile_below", "tile_negative_rate", "keep_partial_scenes", "max_vertices",
+            "max_parts")
 
 
 @dataclass
@@ -114,7 +116,7 @@ def _resume_plan(out: Path, run: dict[str, Any]) -> _ResumePlan:
         if not same or meta.get("shard_index") != i or meta.get("first_item", -1) < plan.next_item - 1:
             if not same:
                 raise UsageError(f"{path}: written with other settings (seed, templates, mode, shard size, "
-                                 "tiling or geometry limits); "
+                                 "tiling, --keep-partial-scenes or geometry limits); "
                                  "use a new --out folder or run without --resume")
             log.info("resume: dropping %s (not contiguous with the shards before it)", path.name)
             for later in shard_paths(out)[i:]:
@@ -132,7 +134,7 @@ def _resume_plan(out: Path, run: dict[str, Any]) -> _ResumePlan:
 
 class _Tally:
     """The run's accounting: :class:`d2c.accounting.Stats` plus the rejects themselves, classes, flags
-    and captions written (all of it goes to stats.json)."""
+    and captions written (all of it goes to _stats.json)."""
 
     def __init__(self) -> None:
         from d2c.accounting import Stats
@@ -215,15 +217,19 @@ def convert(
     stretch: StretchConfig = StretchConfig(),
     max_pixels: int = 1 << 30,
     include_default_templates: bool = True,
+    keep_partial_scenes: bool = False,
     max_vertices: int = DEFAULT_MAX_VERTICES,
     max_parts: int = DEFAULT_MAX_PARTS,
 ) -> ConvertResult:
-    """Read ``input``, caption every scene and write Parquet shards, ``manifest.json``, ``stats.json`` and
-    ``rejects.jsonl`` to ``out``. Raises :class:`UsageError` for impossible options and
+    """Read ``input``, caption every scene and write Parquet shards, ``_manifest.json``, ``_stats.json`` and
+    ``_rejects.jsonl`` to ``out``. Raises :class:`UsageError` for impossible options and
     :class:`StrictError` (after writing everything) when ``strict`` and anything was rejected.
     ``include_default_templates=False`` captions with the ``templates`` folder alone (d2c's set left out).
     With ``tile``, ``tile_min_visible``/``tile_below``/``tile_negative_rate`` are
     :func:`d2c.tiling.tile_scene`'s ``min_visible``/``below``/``negative_rate`` (ignored without ``tile``).
+    A scene some of whose objects were rejected is rejected whole (``partial_scene``), unless
+    ``keep_partial_scenes``: then it is written flagged ``objects_rejected`` and captioned only by templates
+    that claim no total (see :mod:`d2c.partial`).
     ``max_vertices``/``max_parts``: the geometry budget of one object (:mod:`d2c.limits`); an object over
     it is a ``too_complex`` Reject."""
     tiling = TileOptions(tile_min_visible, tile_below, tile_negative_rate)
@@ -245,7 +251,7 @@ def convert(
         "captions_per_image": captions_per_image, "images_mode": images_mode, "shard_rows": shard_rows,
         "max_bytes": max_bytes, "max_side": max_side, "class_map": cmap.to_dict(), "source": source,
         "tile": tile, "overlap": overlap if tile is not None else None,
-        "stretch": dataclasses.asdict(stretch),
+        "stretch": dataclasses.asdict(stretch), "keep_partial_scenes": bool(keep_partial_scenes),
         # only tiled runs record these, so untiled shards stay as they were (absent reads as None on resume)
         **(tiling.run_metadata() if tile is not None else {}),
         # only runs with other geometry limits record them (same reason: default shards stay as they were)
@@ -257,7 +263,7 @@ def convert(
     out.mkdir(parents=True, exist_ok=True)
     job = worker.Job(templates_path, captions_per_image, int(seed), images_mode, max_side, stretch,
                      max_pixels, tile, overlap, frozenset(plan.done_keys), include_default_templates,
-                     tiling.min_visible, tiling.below, tiling.negative_rate)
+                     tiling.min_visible, tiling.below, tiling.negative_rate, bool(keep_partial_scenes))
     read_args: dict[str, Any] = {
         "source": source, "images": Path(images) if images else None, "class_map": cmap,
         "annotations": Path(annotations) if annotations else None, "require_images": images_mode == "embed",
@@ -274,7 +280,7 @@ def convert(
     read_so_far = [0]
 
     def items() -> Iterator[Entry]:
-        for pos, item in enumerate(read(input, format=format, **read_args)):
+        for pos, item in enumerate(settle_partial(read(input, format=format, **read_args), keep_partial_scenes)):
             todo = isinstance(item, Scene) and (
                 tile is not None or pos >= plan.next_item or item.key not in plan.done_keys)
             read_so_far[0] = pos + 1
@@ -433,7 +439,7 @@ def _account(entries: list[Entry], result: Any, tally: _Tally, sink: _Sink, fres
 
 def _finish(out: Path, tally: _Tally, closed: list, run: dict[str, Any], input: Any, format: str,
             strict: bool, seconds: float) -> ConvertResult:
-    """Write the manifest, rejects.jsonl and stats.json (each atomically), then report."""
+    """Write the manifest, _rejects.jsonl and _stats.json (each atomically), then report."""
     manifest = write_manifest(out, closed)
     lines = [json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in tally.rejects]
     rejects_path = out / REJECTS
@@ -448,7 +454,7 @@ def _finish(out: Path, tally: _Tally, closed: list, run: dict[str, Any], input: 
         "shards": len(manifest["shards"]),
         "rows": manifest["rows"],
         "bytes": manifest["bytes"],
-        # tiled runs only, so untiled stats.json stays as it was
+        # tiled runs only, so untiled _stats.json stays as it was
         **({"tiling": {"tile": run["tile"], "overlap": run["overlap"], "min_visible": run["tile_min_visible"],
                        "below": run["tile_below"], "negative_rate": run["tile_negative_rate"]}}
            if run["tile"] is not None else {}),
@@ -456,6 +462,10 @@ def _finish(out: Path, tally: _Tally, closed: list, run: dict[str, Any], input: 
     atomic_write_bytes(out / STATS, (json.dumps(stats, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     for problem in tally.stats.invariant_problems():
         log.error("accounting: %s", problem)
+    from d2c.accounting import advice
+
+    for line in advice(tally.stats):
+        log.warning("%s", line)
     st = tally.stats
     log.info("converted %d of %d scenes (%d instances, %d rejects) into %d shard(s) in %.1f s",
              st.scenes_written, st.scenes_read, st.instances_out, len(tally.rejects), len(manifest["shards"]),

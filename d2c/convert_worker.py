@@ -23,6 +23,7 @@ from d2c.errors import D2CError, error_code
 from d2c.gc_tuning import gc_frozen, relaxed_thresholds
 from d2c.imageio import StretchConfig, load_image_record
 from d2c.model import Provenance, Reject, Scene
+from d2c.partial import settle as settle_partial
 from d2c.readers.plan import ReadPlan
 from d2c.rows import ImageRecord, RowInput, block_table, rows_table
 from d2c.shards import row_bytes_of
@@ -54,6 +55,7 @@ class Job:
     tile_min_visible: float = DEFAULT_MIN_VISIBLE  # tiling's min_visible, below, negative_rate (tile_scene)
     tile_below: str = "difficult"
     tile_negative_rate: float = DEFAULT_NEGATIVE_RATE
+    keep_partial: bool = False  # a scene some of whose objects were rejected is kept, flagged (d2c.partial)
 
 
 class Done(NamedTuple):
@@ -333,7 +335,8 @@ def process_units(span: tuple[int, int], taken: Iterable[str] = ()
     assert _PLAN is not None and _JOB is not None
     across, blocks = getattr(_PLAN, "keys_across_units", False), uses_blocks(_JOB, _PLAN)
     keys: dict[str, int] = dict.fromkeys(taken, -1)
-    items = list(_PLAN.read_units(*span, blocks=blocks, **({"taken": keys} if across else {})))
+    items = list(settle_partial(_PLAN.read_units(*span, blocks=blocks, **({"taken": keys} if across else {})),
+                                _JOB.keep_partial))
     located = [k for k, unit in keys.items() if unit >= 0]
     if blocks:
         return (*_process_unit_blocks(items), located)

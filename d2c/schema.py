@@ -7,10 +7,14 @@ structs rather than an Arrow map.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pyarrow as pa
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"  # 2.0: side files _manifest.json, _stats.json, _rejects.jsonl; huggingface features
 METADATA_KEY = b"d2c"
+HF_METADATA_KEY = b"huggingface"  # where Hugging Face datasets reads a table's features from
 
 OBJECT_TYPE = pa.struct(
     [
@@ -70,3 +74,29 @@ CHIP_SCHEMA = pa.schema(
         ("crop", pa.list_(pa.float64())),  # x_min, y_min, x_max, y_max of the crop in the parent
     ]
 )
+
+
+_HF_VALUES = {pa.string(): "string", pa.int32(): "int32", pa.int64(): "int64", pa.float64(): "float64",
+              pa.bool_(): "bool", pa.binary(): "binary"}
+
+
+def _hf_feature(name: str | None, typ: pa.DataType) -> Any:
+    """The ``datasets`` feature (as ``Features.to_dict`` writes it) of one Arrow type; a column named
+    ``image`` of :data:`IMAGE_TYPE` is the ``Image`` feature. Lists of structs are written ``[{...}]`` and
+    other lists as ``Sequence``: the forms every ``datasets`` from 2.16 on reads as plain Arrow lists."""
+    if name == "image" and typ == IMAGE_TYPE:
+        return {"_type": "Image"}
+    if pa.types.is_struct(typ):
+        return {f.name: _hf_feature(None, f.type) for f in typ}
+    if pa.types.is_list(typ):
+        inner = _hf_feature(None, typ.value_type)
+        return [inner] if pa.types.is_struct(typ.value_type) else {"feature": inner, "_type": "Sequence"}
+    return {"dtype": _HF_VALUES[typ], "_type": "Value"}
+
+
+def hf_metadata(schema: pa.Schema) -> bytes:
+    """The ``huggingface`` schema metadata of ``schema`` (``{"info": {"features": ...}}``, as ``datasets``
+    writes it), so that however the shards are loaded (``data_files=``, ``data_dir=``, a folder) the
+    ``image`` column arrives as a PIL image. Built here, not by ``datasets``, which is not a dependency."""
+    features = {f.name: _hf_feature(f.name, f.type) for f in schema}
+    return json.dumps({"info": {"features": features}}, separators=(",", ":")).encode("utf-8")  # column order

@@ -25,11 +25,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from d2c.errors import D2CError
-from d2c.schema import METADATA_KEY, SCHEMA, SCHEMA_VERSION
+from d2c.schema import HF_METADATA_KEY, METADATA_KEY, SCHEMA, SCHEMA_VERSION, hf_metadata
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
+# Side files beside the shards. The leading underscore is the Hadoop / Spark / pyarrow convention for files
+# that are not data: pandas, pyarrow and DuckDB given the folder skip them, polars when told
+# (hidden_file_prefix="_"), Hugging Face datasets through load_dataset(folder) or on_bad_files="skip"
+# (docs/shard-schema.md#loading). With "manifest.json" beside the shards every one of them failed.
+MANIFEST = "_manifest.json"
+STATS = "_stats.json"
+REJECTS = "_rejects.jsonl"
+OLD_SIDE_FILES = ("manifest.json", "stats.json", "rejects.jsonl")  # shard schema 1.0
 SHARD_KEY = METADATA_KEY + b".shard"  # per-shard facts (index, input span), added when the shard closes
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3
@@ -250,7 +257,7 @@ class ShardWriter:
         self._tmp = _tmp_path(final)
         self._writer = pq.ParquetWriter(
             self._tmp,
-            self.schema.with_metadata({METADATA_KEY: _dumps(self.metadata)}),
+            self.schema.with_metadata({METADATA_KEY: _dumps(self.metadata), HF_METADATA_KEY: hf_metadata(self.schema)}),
             **_compression(self.schema),
             use_dictionary=[n for n in DICT_COLUMNS if n in self.schema.names],
             write_statistics=True,
@@ -368,10 +375,25 @@ def shard_paths(path_or_dir: Path | str) -> list[Path]:
     """The shard files of a folder (sorted by name), or ``[path]`` for one file."""
     p = Path(path_or_dir)
     if p.is_dir():
-        return sorted(q for q in p.glob("*.parquet") if not q.name.startswith("."))
+        check_not_old(p)
+        return sorted(q for q in p.glob("*.parquet") if not q.name.startswith((".", "_")))
     if p.is_file():
         return [p]
     raise FileNotFoundError(f"{p}: no such shard file or folder")
+
+
+class OldFolderError(D2CError):
+    """A shard folder written by an older d2c (side files without the leading underscore)."""
+
+
+def check_not_old(folder: Path | str) -> None:
+    """Raise :class:`OldFolderError` for a folder written before shard schema 2.0 (``manifest.json`` and no
+    ``_manifest.json``), saying what to do."""
+    d = Path(folder)
+    if (d / "manifest.json").is_file() and not (d / MANIFEST).is_file():
+        raise OldFolderError(
+            f"{d}: written by an older d2c (manifest.json, stats.json, rejects.jsonl: shard schema 1.0); "
+            f"convert the input again into a new folder (side files are now {MANIFEST}, {STATS}, {REJECTS})")
 
 
 class ShardReadError(D2CError, ValueError):
@@ -398,7 +420,7 @@ def read_metadata(shard_path: Path | str) -> dict[str, Any]:
 
 
 def write_manifest(out_dir: Path | str, known: list[ShardInfo] | None = None) -> dict[str, Any]:
-    """(Re)write ``manifest.json`` from the shards present: rows, bytes and sha256 of each. ``known``:
+    """(Re)write ``_manifest.json`` from the shards present: rows, bytes and sha256 of each. ``known``:
     shards whose figures a writer has just worked out (they are not read again when unchanged on disk)."""
     out = Path(out_dir)
     by_name = {info.path.name: info for info in known or []}
@@ -426,6 +448,7 @@ def write_manifest(out_dir: Path | str, known: list[ShardInfo] | None = None) ->
 
 def read_manifest(out_dir: Path | str) -> dict[str, Any]:
     path = Path(out_dir) / MANIFEST
+    check_not_old(out_dir)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -439,7 +462,7 @@ def verify(out_dir: Path | str) -> list[str]:
     out = Path(out_dir)
     try:
         manifest = read_manifest(out)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, OldFolderError) as exc:
         return [str(exc)]
     problems: list[str] = []
     listed = {s["file"] for s in manifest.get("shards", [])}
@@ -466,6 +489,75 @@ def verify(out_dir: Path | str) -> list[str]:
     if manifest.get("rows") != total:
         problems.append(f"{out / MANIFEST}: total rows {manifest.get('rows')} != sum of shards {total}")
     return problems
+
+
+def shard_folders(path: Path | str) -> list[Path]:
+    """The shard folders of ``path``: ``[path]`` when it holds shards or a shard manifest itself, else every
+    folder below it that does (a dataset root: an ``mmsar build`` output's train/, val/, test/, chips/...;
+    the folders its own manifest lists, when it has one), sorted. Raises :class:`FileNotFoundError` when
+    there is none, :class:`OldFolderError` for a folder written before schema 2.0."""
+    root = Path(path)
+    check_not_old(root)
+    own = (root / MANIFEST).is_file() and "shards" in _manifest_keys(root)
+    if own or any(q for q in root.glob("*.parquet") if not q.name.startswith((".", "_"))):
+        return [root]
+    listed = _listed_folders(root)
+    if listed is not None:  # a dataset root whose manifest names its folders (mmsar build): those alone
+        found = [root / name for name in sorted(listed)]
+    else:
+        manifests = [*root.rglob(MANIFEST), *root.rglob(OLD_SIDE_FILES[0])]  # old ones: to be refused below
+        found = sorted({m.parent for m in manifests if m.parent != root})
+    if not found:
+        raise FileNotFoundError(f"{root}: no shard files (*.parquet) and no shard folder below it")
+    for folder in found:
+        check_not_old(folder)
+    return found
+
+
+def _listed_folders(root: Path) -> list[str] | None:
+    """The ``folders`` a dataset root's own manifest lists (``mmsar build``), else None."""
+    try:
+        folders = json.loads((root / MANIFEST).read_text(encoding="utf-8")).get("folders")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return list(folders) if isinstance(folders, dict) else None
+
+
+def _manifest_keys(folder: Path) -> set[str]:
+    try:
+        return set(json.loads((folder / MANIFEST).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return {"shards"}  # unreadable: let verify report it as the folder's own manifest
+
+
+def verify_tree(path: Path | str) -> tuple[list[str], list[tuple[Path, dict[str, Any]]]]:
+    """:func:`verify` of every shard folder of ``path`` (see :func:`shard_folders`), and of a dataset root's
+    own manifest (``folders``: rows per folder, as ``mmsar build`` writes it) against them: the problems,
+    and each folder with its manifest."""
+    root = Path(path)
+    try:
+        folders = shard_folders(root)
+    except (FileNotFoundError, OldFolderError) as exc:
+        return [str(exc)], []
+    problems: list[str] = []
+    checked: list[tuple[Path, dict[str, Any]]] = []
+    for folder in folders:
+        found = verify(folder)
+        problems += found
+        if not found:
+            checked.append((folder, read_manifest(folder)))
+    if folders != [root] and (root / MANIFEST).is_file():
+        try:
+            listed = read_manifest(root).get("folders") or {}
+        except ValueError as exc:
+            return [*problems, str(exc)], checked
+        rows = {f.relative_to(root).as_posix(): m["rows"] for f, m in checked}
+        for name, entry in sorted(listed.items()):
+            if name not in rows and not any(f.relative_to(root).as_posix() == name for f in folders):
+                problems.append(f"{root / name}: listed in {root / MANIFEST} but missing")
+            elif name in rows and rows[name] != entry.get("rows"):
+                problems.append(f"{root / name}: {rows[name]} rows, {root / MANIFEST} says {entry.get('rows')}")
+    return problems, checked
 
 
 def iter_rows(path_or_dir: Path | str, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:

@@ -4,7 +4,7 @@ Why in this order: conversion (per source, in parallel, reused when unchanged) p
 records; dedupe, splits and SARCount selection are cheap global decisions on those records; the writing
 (per folder and source, in parallel) only copies staged rows and cuts chips. Everything global is a pure
 function of the records in config order, so the output does not depend on the distributor or on the
-number of workers. The top-level ``manifest.json`` is written last: its presence means the build finished.
+number of workers. The top-level ``_manifest.json`` is written last: its presence means the build finished.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import orjson
 
 from d2c.model import SPLITS
 from d2c.progress import Progress
-from d2c.shards import atomic_write_bytes
+from d2c.shards import MANIFEST, OLD_SIDE_FILES, REJECTS, atomic_write_bytes
 from mmsar import card, plots, sarcount
 from mmsar.config import BuildConfig, check_inputs, load_config
 from mmsar.dedupe import DedupeResult, dedupe
@@ -32,7 +32,10 @@ from mmsar.writing import ChipJob, RowRef, run_task, write_json
 log = logging.getLogger(__name__)
 
 SCENE_FOLDERS = ("train", "val", "test", "sarcount", "sarcount_train")
-OUTPUT_NAMES = (*SCENE_FOLDERS, "chips", "plots", "gallery.png", "README.md", "stats.json", "dedupe.json", "manifest.json")
+# side files start with "_" (as in every shard folder): Parquet readers given a folder skip them
+STATS, DEDUPE, INDEX = "_stats.json", "_dedupe.json", "_index.json"
+OUTPUT_NAMES = (*SCENE_FOLDERS, "chips", "plots", "gallery.png", "README.md", STATS, DEDUPE, MANIFEST,
+                *OLD_SIDE_FILES, "dedupe.json")  # and an older build's
 
 
 @dataclass
@@ -60,6 +63,7 @@ def build(config: BuildConfig | Path | str, *, distributor: str = "local", sched
     check_inputs(cfg)
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)
     (out / "manifest.json").unlink(missing_ok=True)
     for name in OUTPUT_NAMES:
         p = out / name
@@ -77,8 +81,8 @@ def build(config: BuildConfig | Path | str, *, distributor: str = "local", sched
             summaries = dist.map(run_task, tasks, bar.advance)
     folders = _finish_folders(cfg, plan, summaries)
     stats = _stats(cfg, plan, stages, folders)
-    write_json(out / "stats.json", stats)
-    write_json(out / "dedupe.json", {"exact": plan.dd.exact, "near_groups": plan.dd.near_groups,
+    write_json(out / STATS, stats)
+    write_json(out / DEDUPE, {"exact": plan.dd.exact, "near_groups": plan.dd.near_groups,
                                      "near_dropped": plan.dd.near_dropped, "split_conflicts": plan.sp.conflicts})
     kept = [{**r, "split": plan.sp.split[r["key"]]} for r in plan.dd.kept]
     try:
@@ -91,7 +95,7 @@ def build(config: BuildConfig | Path | str, *, distributor: str = "local", sched
     info["gallery"] = gallery_name
     atomic_write_bytes(out / "README.md", card.render_card(info).encode("utf-8"))
     manifest = _manifest(cfg, folders)
-    write_json(out / "manifest.json", manifest)
+    write_json(out / MANIFEST, manifest)
     return BuildResult(out, manifest, stats, [s["source"] for s in stages if not s["reused"]],
                        [s["source"] for s in stages if s["reused"]])
 
@@ -203,7 +207,7 @@ def _folder_stats(recs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _finish_folders(cfg: BuildConfig, plan: _Plan, summaries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per output folder: stats.json, rejects.jsonl, manifest.json (and index.json for SARCount)."""
+    """Per output folder: _stats.json, _rejects.jsonl, _manifest.json (and _index.json for SARCount)."""
     from d2c.shards import write_manifest
 
     kept_by_key = {r["key"]: r for r in plan.dd.kept}
@@ -217,7 +221,7 @@ def _finish_folders(cfg: BuildConfig, plan: _Plan, summaries: list[dict[str, Any
         d.mkdir(parents=True, exist_ok=True)
         if folder in plan.counting:
             recs = [kept_by_key[it["key"]] for it in plan.counting[folder]]
-            write_json(d / "index.json", plan.counting[folder])
+            write_json(d / INDEX, plan.counting[folder])
         else:
             recs = [r for r in plan.dd.kept if plan.sp.split[r["key"]] == folder]
         stats = {**_folder_stats(recs), "rejects": 0}
@@ -245,8 +249,8 @@ def _close_folder(d: Path, stats: dict[str, Any], rejects: list[dict[str, Any]],
 
     manifest = write_manifest(d)
     stats = {**stats, "rows": manifest["rows"], "bytes": manifest["bytes"], "shards": len(manifest["shards"])}
-    write_json(d / "stats.json", stats)
-    atomic_write_bytes(d / "rejects.jsonl",
+    write_json(d / STATS, stats)
+    atomic_write_bytes(d / REJECTS,
                        "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rejects).encode())
     return stats
 

@@ -159,13 +159,13 @@ def render_card(info: dict[str, Any]) -> str:
     sc = info["sarcount"]
     lines += ["", "## SARCount", "",
               f"Counting benchmark (RemoteCount style): one class with {sc['min_count']} to {sc['max_count']} "
-              "instances, none difficult. `sarcount/index.json` lists items with a `{n}` template.", ""]
+              "instances, none difficult. `sarcount/_index.json` lists items with a `{n}` template.", ""]
     lines += _table(["set", *sc["counts_range"]],
                     [[name, *(h.get(str(c), 0) for c in sc["counts_range"])] for name, h in sc["histograms"].items()])
     dd = info["dedupe"]
     lines += ["", "## Duplicates", "",
               f"{dd['exact']} exact duplicate images dropped (first source in config order kept; "
-              f"{dd['labels_disagree']} with disagreeing labels, listed in `dedupe.json`); "
+              f"{dd['labels_disagree']} with disagreeing labels, listed in `_dedupe.json`); "
               f"{dd['near_groups']} near-duplicate groups (perceptual hash distance < {dd['threshold']}) "
               f"{'dropped to one image each' if dd['drop_near'] else 'kept together in one split'}.", ""]
     if info.get("plots"):

@@ -56,6 +56,7 @@ class SourceConfig:
     weight: float = 1.0
     licence: str = "unknown"
     tile: TileSpec | None = None
+    keep_partial_scenes: bool = False  # d2c convert --keep-partial-scenes (see d2c.partial)
 
 
 @dataclass(frozen=True)
@@ -310,6 +311,7 @@ def _source(t: _Table) -> SourceConfig:
         name=name, format=fmt, inputs=_inputs(t), class_map=_class_map(t),
         split=_split(t, "split", allow_source=True), ratios=_ratios(t, "ratios", None), weight=weight,
         licence=t.get("licence", str, "unknown"), tile=_tile(t) if "tile" in t.data else None,
+        keep_partial_scenes=t.get("keep_partial_scenes", bool, False),
     )
     t.get("images", str)
     t.get("annotations", str)

@@ -26,14 +26,14 @@ import orjson
 
 from d2c.errors import D2CError
 from d2c.model import Reject
+from d2c.shards import MANIFEST, REJECTS
 from mmsar.config import BuildConfig, InputSpec, SourceConfig
 
 log = logging.getLogger(__name__)
 
 STAGE = "stage.json"
 RECORDS = "records.json"
-REJECTS = "rejects.jsonl"
-STAGE_VERSION = 1
+STAGE_VERSION = 2  # 2: d2c shard schema 2.0 (side files _manifest.json, _stats.json, _rejects.jsonl)
 ACCOUNT_KEYS = ("scenes_read", "scenes_written", "instances_in", "instances_out", "instances_rejected",
                 "captions")
 
@@ -133,7 +133,7 @@ def stage_source(job: StageJob) -> dict[str, Any]:
         except D2CError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise type(exc)(f"source {src.name!r}, input {spec.path}: {exc}") from None
-        rejects_text.append((tmp / f"part-{i}" / "rejects.jsonl").read_text(encoding="utf-8"))
+        rejects_text.append((tmp / f"part-{i}" / REJECTS).read_text(encoding="utf-8"))
     records, extra_rejects = _index(tmp, parts, src, job.images_mode)
     account = {k: sum(int(p["stats"].get(k) or 0) for p in parts) for k in ACCOUNT_KEYS}
     codes: dict[str, int] = {}
@@ -172,10 +172,10 @@ def _convert_part(job: StageJob, spec: InputSpec, out: Path) -> dict[str, Any]:
         source=src.name, class_map=_class_map(src), templates=job.templates,
         captions_per_image=job.captions_per_image, seed=job.caption_seed, images_mode=job.images_mode,
         shard_rows=job.shard_rows, workers=1, max_side=job.max_side, stretch=StretchConfig(**job.stretch),
-        progress=_inline_progress(), **tile,
+        progress=_inline_progress(), keep_partial_scenes=src.keep_partial_scenes, **tile,
     )
     stats = {k: v for k, v in result.stats.items() if k in (*ACCOUNT_KEYS, "classes")}
-    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
     return {"dir": out.name, "input": str(spec.path), "split": spec.split, "stats": stats,
             "shards": [{"file": s["file"], "rows": s["rows"], "bytes": s["bytes"]} for s in manifest["shards"]]}
 

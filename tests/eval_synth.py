@@ -79,7 +79,7 @@ def write_build(root: Path, per_class: int = 6) -> Path:
                 items.append({"key": key, "split": "test", "class": CLASSES[cls], "count": count,
                               "template": TEMPLATE, "singular": CLASSES[cls], "plural": PLURAL[CLASSES[cls]]})
         _write(root / name, rows, SCHEMA)
-        (root / name / "index.json").write_text(json.dumps(items))
+        (root / name / "_index.json").write_text(json.dumps(items))
     return root
 
 

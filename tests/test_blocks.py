@@ -142,10 +142,10 @@ def test_conversion_through_blocks_writes_what_scenes_write(real_samples, tmp_pa
             monkeypatch.undo()
         names = [[p.name for p in shard_paths(o)] for o in outs]
         assert names[0] == names[1] == names[2], path
-        for name in [*names[0], "manifest.json", "stats.json", "rejects.jsonl"]:
+        for name in [*names[0], "_manifest.json", "_stats.json", "_rejects.jsonl"]:
             data = {(o / name).read_bytes() for o in outs}
             assert len(data) == 1, (path, name)
-    stats = json.loads((tmp_path / "out0-blocks-1" / "stats.json").read_text())
+    stats = json.loads((tmp_path / "out0-blocks-1" / "_stats.json").read_text())
     assert stats["scenes_written"] > 500  # SSDD with its class map: real rows went through blocks
 
 
@@ -164,7 +164,7 @@ def test_blocks_with_rejected_scenes_write_what_scenes_write(tmp_path, monkeypat
         out = tmp_path / mode
         convert(path, out=out, format="coco", templates=tpl, include_default_templates=False, progress=False)
         outs.append(out)
-    rejects = [json.loads(line) for line in (outs[0] / "rejects.jsonl").read_text().splitlines()]
+    rejects = [json.loads(line) for line in (outs[0] / "_rejects.jsonl").read_text().splitlines()]
     assert [r["scene_key"] for r in rejects if r["code"] == "caption_error"] == ["ann/005", "ann/014"]
-    for name in [*(p.name for p in shard_paths(outs[0])), "manifest.json", "stats.json", "rejects.jsonl"]:
+    for name in [*(p.name for p in shard_paths(outs[0])), "_manifest.json", "_stats.json", "_rejects.jsonl"]:
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name

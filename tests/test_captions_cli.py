@@ -21,6 +21,7 @@ def test_templates_list():
     r = run("templates", "list")
     assert r.exit_code == 0, r.output
     assert "count.shows" in r.output and "multi-class" in r.output and "main, single_cell" in r.output
+    assert "main, single_cell  (scenes: any)" in r.output and "partial  (scenes: partial)" in r.output
     assert "49 templates" in r.output or "templates, set hash" in r.output
 
 
@@ -98,3 +99,16 @@ def test_captions_stats_reads_shards(tmp_path):
     empty.mkdir()
     r = run("captions", "stats", empty)
     assert r.exit_code == 1 and "no shard files" in r.output
+
+
+def test_preview_shows_a_partial_scene_as_keep_partial_would_write_it(tmp_path):
+    root = dota_folder(tmp_path)
+    with open(root / "labelTxt" / "p1.txt", "a") as fh:
+        fh.write("1 2 3 oops ship 0\n")  # a malformed line: p1 has two valid ships of three
+    r = run("templates", "preview", root, "--format", "dota", "-n", "5", "--captions-per-image", "10")
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    head = lines.index("dota/p1  (2 ship; some objects rejected: left out unless --keep-partial-scenes)")
+    caps = [ln for ln in lines[head + 1 : lines.index("dota/p2  (no objects)")]]
+    assert len(caps) >= 3 and all("/partial." in c for c in caps), caps
+    assert all("at least" in c.lower() for c in caps), caps

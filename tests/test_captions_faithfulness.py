@@ -19,6 +19,7 @@ from d2c.captions import CaptionEngine
 from d2c.captions.lint import _inst, battery
 from d2c.captions.words import number_words
 from d2c.model import Scene
+from d2c.partial import PARTIAL_FLAG
 
 THRESHOLD = 10
 ENGINE = CaptionEngine(captions_per_image=100, seed=0, count_threshold=THRESHOLD)
@@ -304,6 +305,11 @@ def c_sensor(text, scene):
     assert name in text, text
 
 
+def c_partial(text, scene):
+    """Of a scene some of whose objects were rejected, only that it has annotated objects."""
+    assert PARTIAL_FLAG in scene.flags and re.search(r"\bat least (one|1) annotated target\b", text), text
+
+
 CHECKERS = {
     "empty": c_empty,
     "total": c_total,
@@ -326,6 +332,7 @@ CHECKERS = {
     "scattered": c_scattered,
     "isolated": c_isolated,
     "sensor": c_sensor,
+    "partial": c_partial,
 }
 
 # claim words -> the attributes that license them
@@ -445,7 +452,76 @@ def test_every_claim_is_true(seed):
                     assert allowed & set(info.requires), (
                         f"{cap.template_id} claims {pattern.pattern!r}: {cap.text}"
                     )
-    assert used == set(infos), f"templates never rendered (unchecked): {set(infos) - used}"
+    complete = {t.id for t in engine.templates if t.captions(partial=False)}
+    assert used == complete, f"templates never rendered (unchecked): {complete - used}"
+
+
+def partial_scenes() -> list[tuple[Scene, Scene]]:
+    """(what was annotated, what was kept) pairs: each truth scene with a random part of its objects
+    rejected (all of them, for some), the kept part flagged as the convert pipeline flags it."""
+    rng = np.random.default_rng(18)
+    pairs = []
+    for k, full in enumerate(SCENES):
+        if not full.instances:
+            continue
+        n = len(full.instances)
+        lost = n if k % 7 == 0 else int(rng.integers(1, n + 1)) if n > 1 else 1
+        drop = set(rng.choice(n, size=lost, replace=False).tolist())
+        kept = Scene(key=full.key + "-partial", source=full.source, image_path=full.image_path, root=full.root,
+                     width=full.width, height=full.height, gsd=full.gsd, image_source=full.image_source,
+                     instances=[i for j, i in enumerate(full.instances) if j not in drop], flags=[PARTIAL_FLAG])
+        pairs.append((full, kept))
+    return pairs
+
+
+TOTAL_CLAIMS = {"empty", "total", "only"}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_partial_scenes_claim_no_total(seed):
+    """A scene kept with --keep-partial-scenes is captioned only by templates whose ``scenes`` allows it,
+    and every caption is true whatever the rejected objects were: counts are lower bounds of what was kept
+    ("at least", "many", "more than"), never totals; no emptiness or "only"."""
+    engine = CaptionEngine(captions_per_image=100, seed=seed, count_threshold=THRESHOLD)
+    infos = {t.id: t for t in engine.templates}
+    used = set()
+    for full, kept in partial_scenes():
+        caps = engine.caption(kept)
+        assert caps, f"{kept.key}: no caption"
+        for cap in caps:
+            info = infos[cap.template_id]
+            used.add(cap.template_id)
+            assert info.scenes in ("partial", "any") and not TOTAL_CLAIMS & set(info.requires), cap
+            for m in COUNT_RE.finditer(cap.text):
+                hedge, phrase, _, noun = m.groups()
+                assert hedge or phrase.lower() in ("many", "dozens of") or phrase.lower().startswith("more than "), (
+                    f"{cap.template_id} states a total of a partial scene: {cap.text}")
+                cls = NOUNS[noun.lower()]
+                truth = full.num_instances if cls == "*" else kept.counts().get(cls, 0)
+                assert count_claim_true(phrase, True, truth), f"{m.group(0)!r} but {truth} kept: {cap.text}"
+            for req in info.requires:
+                CHECKERS[req](cap.text, kept)
+            for pattern, allowed in GUARDS:
+                if pattern.search(cap.text):
+                    assert allowed & set(info.requires) - TOTAL_CLAIMS, f"{cap.template_id}: {cap.text}"
+    assert used == {t.id for t in engine.templates if t.captions(partial=True)}
+
+
+def test_partial_flag_changes_the_templates_not_the_cache():
+    """The same objects flagged partial or not share no cached choice: the engine's memo keys on the flag
+    (one at a time and in a batch)."""
+    engine = CaptionEngine(captions_per_image=5, seed=0)
+    full, kept = next((f, k) for f, k in partial_scenes() if k.instances)
+    plain = Scene(key=kept.key, source=kept.source, image_path=kept.image_path, root=kept.root, width=kept.width,
+                  height=kept.height, gsd=kept.gsd, image_source=kept.image_source, instances=kept.instances)
+    for _ in range(2):
+        ids_plain = {c.template_id for c in engine.caption(plain)}
+        ids_partial = {c.template_id for c in engine.caption(kept)}
+        assert all(engine._by_id[t].captions(partial=False) for t in ids_plain)
+        assert all(engine._by_id[t].captions(partial=True) for t in ids_partial)
+    batch = engine.caption_many([plain, kept] * 20)
+    assert batch[0] != batch[1] and batch[0] == batch[-2] and batch[1] == batch[-1]
+    assert batch[1][0] == [c.text for c in engine.caption(kept)]
 
 
 def test_checkers_catch_false_claims():

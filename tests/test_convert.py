@@ -10,13 +10,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow.dataset as pads
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from d2c.cli import main
+from d2c.convert import convert
 from d2c.imageio import decode_image
+from d2c.schema import SCHEMA_VERSION
 from d2c.shards import iter_rows, read_metadata, shard_paths, verify
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,13 +76,13 @@ def test_dota_embed_end_to_end(tmp_path):
     truth = make_dota(tmp_path / "ds")
     out = tmp_path / "shards"
     run("convert", tmp_path / "ds", "--format", "dota", "--out", out, "--images-mode", "embed",
-        "--shard-rows", "2", "--captions-per-image", "3", "--source", "toy")
+        "--shard-rows", "2", "--captions-per-image", "3", "--source", "toy", "--keep-partial-scenes")
     assert [p.name for p in shard_paths(out)] == ["toy-00000.parquet", "toy-00001.parquet", "toy-00002.parquet"]
-    stats = json.loads((out / "stats.json").read_text())
+    stats = json.loads((out / "_stats.json").read_text())
     assert stats["instances_in"] == truth["instances"]
     assert stats["instances_in"] == stats["instances_out"] + stats["instances_rejected"]
     assert stats["scenes_written"] == 6 and stats["rows"] == 6 and stats["invariant_holds"]
-    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    rejects = [json.loads(line) for line in (out / "_rejects.jsonl").read_text().splitlines()]
     assert {r["file"] for r in rejects} >= {"labelTxt/P002.txt"}
     bad = next(r for r in rejects if r["file"] == "labelTxt/P002.txt")
     assert bad["record"] and "line" in bad["record"] and bad["instances"] == 1 and bad["code"]
@@ -95,6 +96,7 @@ def test_dota_embed_end_to_end(tmp_path):
     assert rows[1]["image"]["bytes"] == original and rows[1]["image_format"] == "png"
     assert decode_image(rows[1]["image"]["bytes"]).shape == (48, 64, 3)
     assert rows[1]["counts"] == [{"category": "ship", "count": 2}] and len(rows[1]["objects"]) == 2
+    assert [("objects_rejected" in r["flags"]) for r in rows] == [k == 2 for k in range(6)]  # P002's bad line
     meta = read_metadata(shard_paths(out)[0])
     assert meta["source"] == "toy" and meta["seed"] == 0 and meta["images_mode"] == "embed"
     assert Path(meta["dataset_root"]) == (tmp_path / "ds").resolve() and meta["template_set_hash"]
@@ -109,7 +111,7 @@ def test_workers_give_byte_identical_shards(tmp_path):
     a, b = shard_paths(tmp_path / "w1"), shard_paths(tmp_path / "w4")
     assert len(a) == 3 and [p.name for p in a] == [p.name for p in b]
     assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b, strict=True))
-    for name in ("manifest.json", "stats.json", "rejects.jsonl"):
+    for name in ("_manifest.json", "_stats.json", "_rejects.jsonl"):
         assert (tmp_path / "w1" / name).read_bytes() == (tmp_path / "w4" / name).read_bytes()
 
 
@@ -137,39 +139,76 @@ def test_resume_after_deleted_shard_and_after_crash(tmp_path):
     assert {p.name: p.read_bytes() for p in shard_paths(crash)} == expected
     keys = [r["key"] for r in iter_rows(crash, columns=["key"])]
     assert len(keys) == len(set(keys)) == 12
-    assert json.loads((crash / "stats.json").read_text())["instances_out"] == \
-        json.loads((ref / "stats.json").read_text())["instances_out"]
+    assert json.loads((crash / "_stats.json").read_text())["instances_out"] == \
+        json.loads((ref / "_stats.json").read_text())["instances_out"]
 
 
 def test_exit_codes_strict_and_usage(tmp_path):
     make_dota(tmp_path / "ds")
     run("convert", tmp_path / "ds", "--format", "dota", "--out", tmp_path / "s", "--strict", expect=1)
-    assert (tmp_path / "s" / "rejects.jsonl").read_text().strip()  # the report is still written
+    assert (tmp_path / "s" / "_rejects.jsonl").read_text().strip()  # the report is still written
     res = run("convert", tmp_path / "nope", "--out", tmp_path / "x", expect=2)
     assert "nope" in res.output and "Traceback" not in res.output
     run("convert", tmp_path / "ds", "--format", "yolo9", "--out", tmp_path / "x", expect=2)
     assert "Usage" in run("convert", "--help").output or "INPUT" in run("convert", "--help").output
 
 
-def test_loaders_hf_pandas_pyarrow(tmp_path):
-    ann = make_coco(tmp_path / "ds", n=5)
-    out = tmp_path / "s"
-    run("convert", ann, "--format", "coco", "--out", out, "--images-mode", "embed", "--shard-rows", "3")
-    import datasets
-    import pandas as pd
+def test_partial_scene_rejected_whole_by_default(tmp_path, caplog):
+    """P002 has one malformed line: its three valid ships are not written either (a caption would say "three
+    ships" of a scene with four), and the reject says why and how many objects it takes; workers agree."""
+    make_dota(tmp_path / "ds")
+    outs = []
+    for w in (1, 2):
+        outs.append(tmp_path / f"w{w}")
+        with caplog.at_level("WARNING"):
+            convert(tmp_path / "ds", out=outs[-1], format="dota", workers=w, progress=False, source="toy")
+    stats = json.loads((outs[0] / "_stats.json").read_text())
+    assert stats["scenes_read"] == 6 and stats["scenes_written"] == 5 and stats["rows"] == 5
+    assert stats["rejected_instances"]["partial_scene"] == 3 and stats["invariant_holds"]
+    rejects = [json.loads(line) for line in (outs[0] / "_rejects.jsonl").read_text().splitlines()]
+    (whole,) = [r for r in rejects if r["code"] == "partial_scene"]
+    assert whole["scene_key"] == "toy/P002" and whole["instances"] == 3 and whole["file"] == "labelTxt/P002.txt"
+    assert "1 of its 4 annotated objects were rejected (1 bad_record)" in whole["reason"]
+    assert "--keep-partial-scenes" in caplog.text and "5 of 14 annotated objects were rejected" in caplog.text
+    assert "toy/P002" not in {r["key"] for r in iter_rows(outs[0])}
+    for name in [*(p.name for p in shard_paths(outs[0])), "_manifest.json", "_stats.json", "_rejects.jsonl"]:
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
 
-    files = [str(p) for p in shard_paths(out)]
-    ds = datasets.load_dataset("parquet", data_files=files, split="train")
-    assert ds.num_rows == 5
-    ds = ds.cast_column("image", datasets.Image())
-    img = ds[0]["image"]
-    assert img.size == (40, 40)
-    assert isinstance(ds[0]["captions"], list) and ds[0]["counts"] is not None
-    df = pd.read_parquet(files)  # a list of files: the folder also holds manifest.json and reports
-    assert len(df) == 5 and "objects" in df.columns
-    assert len(pd.read_parquet(out, ignore_prefixes=["manifest", "stats", "rejects"])) == 5
-    table = pads.dataset(str(out), format="parquet", exclude_invalid_files=True).to_table()
-    assert table.num_rows == 5 and table.schema.field("counts").type.value_type.names == ["category", "count"]
+
+def test_resume_refuses_the_other_partial_scene_policy(tmp_path):
+    make_dota(tmp_path / "ds")
+    run("convert", tmp_path / "ds", "--out", tmp_path / "s", "--shard-rows", "2")
+    res = run("convert", tmp_path / "ds", "--out", tmp_path / "s", "--shard-rows", "2", "--resume",
+              "--keep-partial-scenes", expect=2)
+    assert "--keep-partial-scenes" in res.output and "written with other settings" in res.output
+    run("convert", tmp_path / "ds", "--out", tmp_path / "s", "--shard-rows", "2", "--resume")
+
+
+def test_numeric_class_refused_whole_suggests_the_class_map(tmp_path, caplog):
+    """A COCO file whose only category is "0" (SSDD): every object is refused, every scene with one goes
+    whole, and the summary names the fix."""
+    path = make_coco(tmp_path / "c")
+    doc = json.loads(path.read_text())
+    doc["categories"] = [{"id": 1, "name": "0"}, {"id": 2, "name": "0"}]
+    path.write_text(json.dumps(doc))
+    with caplog.at_level("WARNING"):
+        res = CliRunner().invoke(main, ["convert", str(path), "--out", str(tmp_path / "o")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "rejected: numeric_class" in res.output and "rejected: partial_scene" in res.output  # the table
+    assert "objects rejected as numeric_class" in caplog.text and "--class-map ssdd" in caplog.text
+    stats = json.loads((tmp_path / "o" / "_stats.json").read_text())
+    assert stats["rows"] == 3 and stats["rejects"]["partial_scene"] == 9  # the three images without objects
+    kept = tmp_path / "k"
+    run("convert", path, "--out", kept, "--keep-partial-scenes")
+    rows = list(iter_rows(kept))
+    assert len(rows) == 12 and sum("objects_rejected" in r["flags"] for r in rows) == 9
+    for r in rows:
+        if "objects_rejected" in r["flags"]:
+            assert r["template_ids"] == ["partial.annotated"], r
+            assert r["captions"] == ["A SAR image with at least one annotated target."] or \
+                "at least one annotated target" in r["captions"][0]
+        else:
+            assert not r["objects"] and any("no annotated" in c or "without any" in c for c in r["captions"])
 
 
 def test_inspect_and_verify_cli(tmp_path):
@@ -178,8 +217,9 @@ def test_inspect_and_verify_cli(tmp_path):
     run("convert", tmp_path / "ds", "--out", out, "--shard-rows", "4")
     res = run("inspect", out, "--json")
     summary = json.loads(res.output)
-    assert summary["rows"] == 6 and summary["classes"] == {"ship": 12} and summary["schema_version"] == "1.0"
-    assert summary["captions_per_image"] == {"5": 6} and sum(summary["rejects"].values()) == 2
+    assert summary["rows"] == 5 and summary["classes"] == {"ship": 9} and summary["schema_version"] == SCHEMA_VERSION
+    assert summary["captions_per_image"] == {"5": 5} and summary["rejects"] == {
+        "bad_record": 1, "no_image_no_size": 1, "partial_scene": 1}
     assert "ok" in run("verify", out).output
     shard = shard_paths(out)[0]
     shard.write_bytes(shard.read_bytes()[:-10] + b"0123456789")
@@ -189,20 +229,20 @@ def test_inspect_and_verify_cli(tmp_path):
 def test_real_samples_all_formats(real_samples, tmp_path):
     ssdd = real_samples / "SSDD_mmrotate_DOTA_COCO"
     run("convert", ssdd / "test" / "all", "--format", "dota", "--out", tmp_path / "dota", "--images-mode", "embed")
-    dota = json.loads((tmp_path / "dota" / "stats.json").read_text())
+    dota = json.loads((tmp_path / "dota" / "_stats.json").read_text())
     assert dota["scenes_written"] == 25 and dota["invariant_holds"]
     run("convert", real_samples / "SSDD_VOC_labelImg", "--out", tmp_path / "voc", "--images-mode", "embed")
-    voc = json.loads((tmp_path / "voc" / "stats.json").read_text())
+    voc = json.loads((tmp_path / "voc" / "_stats.json").read_text())
     assert voc["scenes_written"] == 50 and voc["classes"].get("ship", 0) > 0 and voc["invariant_holds"]
     coco_json = ssdd / "test" / "all" / "test.json"
     run("convert", coco_json, "--out", tmp_path / "coco", "--class-map", REPO / "templates/classmaps/ssdd.toml")
-    coco = json.loads((tmp_path / "coco" / "stats.json").read_text())
+    coco = json.loads((tmp_path / "coco" / "_stats.json").read_text())
     assert coco["scenes_written"] == 232 and coco["rejects_total"] == 0 and coco["invariant_holds"]
     rows = list(iter_rows(tmp_path / "coco", columns=["flags", "image", "sha256"]))
     assert sum("image_missing" in r["flags"] for r in rows) == 232 - 25
     assert sum(r["sha256"] is not None for r in rows) == 25
     run("convert", real_samples / "DOTA_v1_devkit_example", "--out", tmp_path / "v1")
-    v1 = json.loads((tmp_path / "v1" / "stats.json").read_text())
+    v1 = json.loads((tmp_path / "v1" / "_stats.json").read_text())
     assert v1["invariant_holds"] and v1["scenes_read"] >= 2
 
 
@@ -225,7 +265,7 @@ def test_tiled_conversion_resume_and_accounting(tmp_path):
     (root / "labelTxt" / "S0.txt").write_text("\n".join(lines) + "\n")
     args = ["--format", "dota", "--tile", "128", "--overlap", "32", "--images-mode", "embed", "--shard-rows", "2"]
     run("convert", root, "--out", tmp_path / "a", *args)
-    stats = json.loads((tmp_path / "a" / "stats.json").read_text())
+    stats = json.loads((tmp_path / "a" / "_stats.json").read_text())
     assert stats["instances_in"] == 5 and stats["invariant_holds"] and stats["scenes_read"] == 1
     rows = list(iter_rows(tmp_path / "a"))
     assert len(rows) >= 4 and all(r["parent_key"] == "big/S0" and len(r["tile_offset"]) == 2 for r in rows)
@@ -239,7 +279,7 @@ def test_tiled_conversion_resume_and_accounting(tmp_path):
         p.unlink()
     run("convert", root, "--out", tmp_path / "b", *args, "--resume")
     assert {p.name: p.read_bytes() for p in shard_paths(tmp_path / "b")} == expected
-    assert (tmp_path / "b" / "stats.json").read_bytes() == (tmp_path / "a" / "stats.json").read_bytes()
+    assert (tmp_path / "b" / "_stats.json").read_bytes() == (tmp_path / "a" / "_stats.json").read_bytes()
 
 
 def _tiling_scene(root: Path, boxes: list[tuple[int, int, int, int]]) -> Path:
@@ -256,18 +296,18 @@ def test_tiling_policy_options_through_the_cli(tmp_path):
     root = _tiling_scene(tmp_path / "big", [(60, 10, 200, 18), (10, 150, 30, 158)])
     args = ["--format", "dota", "--tile", "128", "--overlap", "32"]
     run("convert", root, "--out", tmp_path / "keep", *args, "--tile-negative-rate", "0")
-    kept = json.loads((tmp_path / "keep" / "stats.json").read_text())
+    kept = json.loads((tmp_path / "keep" / "_stats.json").read_text())
     assert kept["instances_out"] == 2 and kept["rejects_total"] == 0
-    assert (tmp_path / "keep" / "rejects.jsonl").read_text() == ""
+    assert (tmp_path / "keep" / "_rejects.jsonl").read_text() == ""
 
     drop = tmp_path / "drop"
     run("convert", root, "--out", drop, *args, "--tile-below", "drop", "--tile-min-visible", "0.9",
         "--tile-negative-rate", "0")
-    stats = json.loads((drop / "stats.json").read_text())
+    stats = json.loads((drop / "_stats.json").read_text())
     assert stats["instances_in"] == 2 and stats["instances_out"] == 1 and stats["invariant_holds"]
     assert stats["tiling"] == {"tile": 128, "overlap": 32, "min_visible": 0.9, "below": "drop",
                                "negative_rate": 0.0}
-    (rej,) = [json.loads(line) for line in (drop / "rejects.jsonl").read_text().splitlines()]
+    (rej,) = [json.loads(line) for line in (drop / "_rejects.jsonl").read_text().splitlines()]
     assert rej["code"] == "tile_dropped" and "90%" in rej["reason"] and rej["scene_key"] == "big/S0"
     meta = read_metadata(shard_paths(drop)[0])
     assert (meta["tile_min_visible"], meta["tile_below"], meta["tile_negative_rate"]) == (0.9, "drop", 0.0)
@@ -337,7 +377,7 @@ def test_class_map_by_name_or_file(real_samples, tmp_path):
 
     for k, spec in enumerate(["ssdd", str(CLASSMAP_DIR / "ssdd.toml")]):
         run("convert", ann, "--format", "coco", "--out", tmp_path / f"out{k}", "--class-map", spec)
-        stats = json.loads((tmp_path / f"out{k}" / "stats.json").read_text())
+        stats = json.loads((tmp_path / f"out{k}" / "_stats.json").read_text())
         assert stats["instances_rejected"] == 0 and stats["instances_out"] > 0
         assert stats["classes"] == {"ship": stats["instances_out"]}
     res = run("convert", ann, "--format", "coco", "--out", tmp_path / "bad", "--class-map", "nosuch", expect=2)

@@ -92,7 +92,7 @@ def test_missing_data_is_skipped_with_reason(tmp_path):
     res = evaluate(FakeModel().eval_model(), tmp_path / "empty", "retrieval,counting", None)
     assert res["results"] == {}
     assert "no test shard folder" in res["skipped"]["retrieval"]
-    assert "index.json" in res["skipped"]["counting"]
+    assert "_index.json" in res["skipped"]["counting"]
     with pytest.raises(ValueError, match="unknown task"):
         parse_tasks("retrieval,bogus")
 

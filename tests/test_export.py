@@ -29,7 +29,7 @@ def shards(tmp_path_factory):
     make_dota(tmp / "ds", n=5)
     out = tmp / "shards"
     run("convert", tmp / "ds", "--format", "dota", "--out", out, "--images-mode", "embed",
-        "--captions-per-image", "2", "--shard-rows", "2", "--source", "toy")
+        "--captions-per-image", "2", "--shard-rows", "2", "--source", "toy", "--keep-partial-scenes")
     return out
 
 
@@ -105,7 +105,8 @@ def test_yolo_round_trip(tmp_path, fmt, mode):
 
     make_dota(tmp_path / "ds", n=4)
     shards = tmp_path / "s"
-    run("convert", tmp_path / "ds", "--format", "dota", "--out", shards, "--source", "toy", "--images-mode", mode)
+    run("convert", tmp_path / "ds", "--format", "dota", "--out", shards, "--source", "toy", "--images-mode", mode,
+        "--keep-partial-scenes")  # make_dota has a scene with a rejected object: keep all 4
     out = tmp_path / fmt
     res = run("export", shards, "--to", fmt, out)
     assert "rows 4, images 4" in res.output
@@ -136,7 +137,7 @@ def test_export_usage_errors(shards, tmp_path):
 
 def test_reference_mode_export_keeps_original_images(tmp_path):
     make_dota(tmp_path / "ds", n=3)
-    run("convert", tmp_path / "ds", "--format", "dota", "--out", tmp_path / "s", "--source", "toy")
+    run("convert", tmp_path / "ds", "--format", "dota", "--out", tmp_path / "s", "--source", "toy", "--keep-partial-scenes")
     run("export", tmp_path / "s", "--to", "dota", tmp_path / "d")
     assert not (tmp_path / "d" / "images").exists()  # nothing to copy: rows reference the originals
     shutil.copytree(tmp_path / "ds" / "images", tmp_path / "d" / "images")  # the user brings the images

@@ -121,7 +121,7 @@ def _rows(folder: Path) -> list[dict]:
 
 def test_dedupe_finds_the_ssdd_label_versions(setup):
     root, result = setup
-    report = json.loads((root / "out" / "dedupe.json").read_text())
+    report = json.loads((root / "out" / "_dedupe.json").read_text())
     dropped = {e["key"]: e for e in report["exact"]}
     assert len(dropped) == 50 and all(e["source"] == "ssdd_dota" and e["kept_source"] == "ssdd_voc"
                                       for e in dropped.values())
@@ -154,7 +154,7 @@ def test_no_split_leakage(setup):
 def test_sarcount_items_are_true_and_balanced(setup):
     root, result = setup
     for folder, split in (("sarcount", "test"), ("sarcount_train", "train")):
-        items = json.loads((root / "out" / folder / "index.json").read_text())
+        items = json.loads((root / "out" / folder / "_index.json").read_text())
         rows = {r["key"]: r for r in _rows(root / "out" / folder)}
         assert {it["key"] for it in items} == set(rows) and len(items) == len(rows)
         split_rows = {r["key"]: r for r in _rows(root / "out" / split)}
@@ -230,7 +230,7 @@ def test_card_plots_and_stats_add_up(setup):
         data = (out / "plots" / f"{name}.png").read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n")
         Image.open(io.BytesIO(data)).verify()
-    stats = json.loads((out / "stats.json").read_text())
+    stats = json.loads((out / "_stats.json").read_text())
     assert stats["total"]["invariant_holds"]
     for name, s in stats["sources"].items():
         assert s["instances_in"] == (s["kept"]["instances"] + s["instances_rejected"]
@@ -238,14 +238,26 @@ def test_card_plots_and_stats_add_up(setup):
         assert s["kept"]["scenes"] == sum(v["scenes"] for v in s["splits"].values()), name
     for split in ("train", "val", "test"):
         assert stats["splits"][split]["scenes"] == sum(s["splits"][split]["scenes"] for s in stats["sources"].values())
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["rows"] == sum(f["rows"] for f in manifest["folders"].values())
     assert manifest["config"]["sources"][3]["weight"] == 0.5
     for folder in manifest["folders"]:
         assert verify(out / folder) == []
-        assert json.loads((out / folder / "stats.json").read_text())["rows"] == manifest["folders"][folder]["rows"]
-        assert (out / folder / "rejects.jsonl").is_file()
+        assert json.loads((out / folder / "_stats.json").read_text())["rows"] == manifest["folders"][folder]["rows"]
+        assert (out / folder / "_rejects.jsonl").is_file()
     assert read_metadata(next((out / "train").glob("*.parquet")))["mmsar_folder"] == "train"
+    # the build output as a dataset root: every folder verified, and the root manifest's row counts
+    from click.testing import CliRunner
+
+    from d2c.cli import main as d2c_main
+
+    res = CliRunner().invoke(d2c_main, ["verify", str(out)])
+    assert res.exit_code == 0 and f"in {len(manifest['folders'])} folders, {manifest['rows']} rows" in res.output, res.output
+    summary = json.loads(CliRunner().invoke(d2c_main, ["inspect", str(out), "--json"]).output)
+    assert summary["rows"] == manifest["rows"] and set(summary["by_folder"]) == set(manifest["folders"])
+    import pandas as pd
+
+    assert len(pd.read_parquet(out / "sarcount")) == manifest["folders"]["sarcount"]["rows"]  # _index.json skipped
 
 
 def test_dask_cluster_output_is_byte_identical(setup):
@@ -279,7 +291,7 @@ def test_incremental_build_reuses_finished_sources(setup):
     after = {r["key"]: r["split"] for s in ("train", "val", "test")
              for r in iter_rows(root / "out_inc" / s, columns=["key", "split"])}
     assert all(after[k] == v for k, v in before.items())
-    report = json.loads((root / "out_inc" / "dedupe.json").read_text())
+    report = json.loads((root / "out_inc" / "_dedupe.json").read_text())
     group = next(g for g in report["near_groups"] if "synth_copy/copy" in g)
     assert group[0] == "synth_a/synth_000001" and len({after[k] for k in group}) == 1
 

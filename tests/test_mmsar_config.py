@@ -112,3 +112,27 @@ def test_load_config_errors_name_the_file(tmp_path):
 def test_inline_class_map_table_is_kept(tmp_path):
     cfg = parse_config({"sources": [{"name": "a", "input": "x", "class_map": {"aliases": {"0": "ship"}}}]}, tmp_path)
     assert cfg.sources[0].class_map == {"aliases": {"0": "ship"}}
+
+
+def test_keep_partial_scenes_reaches_the_conversion(tmp_path):
+    """A source's keep_partial_scenes (default false) is what its d2c conversion gets: the scene with a bad
+    line is staged flagged, or left out as a partial_scene reject."""
+    import json
+
+    from test_convert import make_dota
+
+    from mmsar.sources import job_for, stage_source
+
+    make_dota(tmp_path / "ds", n=3)
+    with pytest.raises(UsageError, match=r"sources\[0\]\.keep_partial_scenes: expected"):
+        parse_config({"sources": [{"name": "a", "input": "ds", "keep_partial_scenes": "yes"}]}, tmp_path)
+    staged = {}
+    for keep in (False, True):
+        cfg = parse_config({"sources": [{"name": "toy", "format": "dota", "input": "ds", "keep_partial_scenes": keep}],
+                            "images": {"mode": "reference"}}, tmp_path, out=tmp_path / f"o{keep}")
+        assert cfg.sources[0].keep_partial_scenes is keep
+        stage = stage_source(job_for(cfg, cfg.sources[0], "hash"))
+        staged[keep] = stage
+        codes = [json.loads(line)["code"] for line in (cfg.work / "toy" / "_rejects.jsonl").read_text().splitlines()]
+        assert ("partial_scene" in codes) is not keep
+    assert staged[False]["rows"] == 2 and staged[True]["rows"] == 3

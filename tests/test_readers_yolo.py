@@ -102,25 +102,52 @@ def test_yolo_obb_corners_and_detection(tmp_path):
         "names:\n  0: ship\n  2: aircraft\n  1: oil tank\ntrain: x\n",
         "nc: 3\nnames: {0: ship, 1: oil tank, 2: aircraft}\n",
         "# names: [no]\npath: .\n\nnames:\n\n  0: ship\n  1: \"oil tank\"\n  2: aircraft\n",
+        "ship: &s ship\nnames: [*s, oil tank, aircraft]\n",  # an anchor naming a string
+        "names: &n\n  - ship\n  - oil tank\n  - aircraft\nval_names: *n\n",
     ],
 )
-def test_simple_names_forms_parse_without_yaml(text):
+def test_names_forms_parse_with_yaml(text):
     assert parse_names_yaml(text) == ["ship", "oil tank", "aircraft"]
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("names: !include names.txt\n", "not a simple list"),
-        ("names:\n  0: ship\n  2: aircraft\n", "0..1"),
-        ("names: [[ship], tank]\n", "nested"),
-        ("names:\n  - ship\n  1: tank\n", "mixes"),
+        ("names: !include names.txt\n", r"line 1, column 8: invalid YAML"),
+        ("names:\n  0: ship\n  2: aircraft\n", r"0..1 without gaps, got \[0, 2\] \(missing \[1\]\)"),
+        ("names: [[ship], tank]\n", r"class 0 must be a non-empty name, got \['ship'\]"),
+        ("names:\n  - ship\n  1: tank\n", "invalid YAML"),
         ("nc: 2\n", "no top-level 'names:'"),
+        ("a: &x [1, 2]\nnames: *x\n", r"class 0 must be a non-empty name, got 1 \(quote"),  # anchor to numbers
+        ("a: &x {k: v}\nnames: [ship, *x]\n", r"class 1 must be a non-empty name, got \{'k': 'v'\}"),
+        ("nc: 3\nnames: [ship, tank]\n", "nc is 3 but names has 2 entries"),
+        ("names: {0: ship, one: tank}\n", "keys must be the integers"),
+        ("names: ship\n", "must be a list or an index -> name mapping"),
+        ("names: [ship, '']\n", "class 1 must be a non-empty name"),
     ],
 )
-def test_other_names_forms_are_refused(text, message):
+def test_invalid_or_incomplete_names_are_refused(text, message):
     with pytest.raises(NamesError, match=message):
         parse_names_yaml(text, "data.yaml")
+
+
+def test_a_names_gap_stops_the_read_even_with_a_class_map(tmp_path):
+    """3 harbors and 1 ship under a names list with a gap: never read as "no annotated targets"."""
+    root = tmp_path / "ds"
+    make_image(root / "images/a.png", 10, 10)
+    write(root / "labels/a.txt", "2 0.5 0.5 0.2 0.2\n2 0.2 0.2 0.1 0.1\n2 0.7 0.7 0.1 0.1\n0 0.3 0.6 0.1 0.1\n")
+    write(root / "data.yaml", "names:\n  0: ship\n  2: harbor\n")
+    cmap = ClassMap.from_dict({"name": "idx", "classes": ["ship"], "aliases": {"0": "ship"}})
+    for kw in ({}, {"class_map": cmap}):
+        with pytest.raises(UsageError, match=r"^data.yaml: names keys must run 0..1 without gaps.*fix the names list"):
+            READER.read(root, ReadOptions(**kw))
+    from click.testing import CliRunner
+
+    from d2c.cli import main
+
+    res = CliRunner().invoke(main, ["convert", str(root), "--format", "yolo", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "data.yaml" in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("*.parquet"))
 
 
 def test_unreadable_or_missing_names_ask_for_a_class_map(tmp_path):
@@ -129,10 +156,12 @@ def test_unreadable_or_missing_names_ask_for_a_class_map(tmp_path):
     write(root / "labels/a.txt", "0 0.5 0.5 0.2 0.2\n")
     with pytest.raises(UsageError, match="class map"):
         READER.read(root, ReadOptions())  # raised at the call, before iterating
-    write(root / "data.yaml", "names: *anchor\n")
-    with pytest.raises(UsageError, match=r"data.yaml.*class map"):
-        READER.read(root, ReadOptions())
     cmap = ClassMap.from_dict({"name": "idx", "classes": ["ship"], "aliases": {"0": "ship"}})
+    write(root / "data.yaml", "names: *anchor\n")  # an undefined alias: the read stops, class map or not
+    for kw in ({}, {"class_map": cmap}):
+        with pytest.raises(UsageError, match=r"data.yaml: line 1, column 8: invalid YAML"):
+            READER.read(root, ReadOptions(**kw))
+    (root / "data.yaml").unlink()
     scenes, rejects = read_all(READER, root, class_map=cmap)
     assert rejects == [] and [i.category for s in scenes.values() for i in s.instances] == ["ship"]
     assert next(iter(scenes.values())).instances[0].raw_category == "0"

@@ -25,7 +25,8 @@ from d2c.shards import iter_rows, read_metadata, shard_paths, verify
 
 REPO = Path(__file__).resolve().parents[1]
 SCENES = 12
-ARGS = ["--format", "coco", "--shard-rows", "3", "--images-mode", "embed", "--captions-per-image", "2"]
+ARGS = ["--format", "coco", "--shard-rows", "3", "--images-mode", "embed", "--captions-per-image", "2",
+        "--keep-partial-scenes"]  # the input has a scene with a bad annotation: kept, flagged
 # (crash point, n): the n-th time the point is reached. Chosen to cover a kill after the first row, in the
 # middle of a shard, with a row group flushed to the temporary file, and between close and rename.
 CRASHES = [("after_rows", 1), ("after_rows", 5), ("mid_shard", 2), ("before_rename", 3)]
@@ -57,7 +58,7 @@ def _cli(args: list) -> None:
 def _snapshot(out: Path) -> dict[str, bytes]:
     """Every shard's bytes plus the reports a reader relies on."""
     files = {p.name: p.read_bytes() for p in shard_paths(out)}
-    for name in ("manifest.json", "rejects.jsonl", "stats.json"):
+    for name in ("_manifest.json", "_rejects.jsonl", "_stats.json"):
         files[name] = (out / name).read_bytes()
     return files
 
@@ -113,7 +114,7 @@ def test_convert_killed_at_each_point_then_resumed(reference):
         keys = [r["key"] for r in iter_rows(out, columns=["key"])]
         assert len(keys) == len(set(keys)) == SCENES, crash
         assert verify(out) == []
-        stats = json.loads((out / "stats.json").read_text())
+        stats = json.loads((out / "_stats.json").read_text())
         assert stats["invariant_holds"] and stats["instances_rejected"] == 1, crash
 
 
@@ -195,7 +196,7 @@ licence = "CC0-1.0"
 def _tree(out: Path) -> dict[str, bytes]:
     """Every file of a build output except the run's timings."""
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()
-            and p.suffix != ".png" and p.name not in ("stats.json", "README.md")}
+            and p.suffix != ".png" and p.name not in ("_stats.json", "README.md")}
 
 
 @pytest.mark.timeout(90)
@@ -225,7 +226,7 @@ def test_mmsar_build_killed_then_rerun(reference, tmp_path):
     for name, proc in procs.items():
         _wait(proc)
         out = tmp_path / name
-        assert not (out / "manifest.json").exists()  # the manifest, written last, marks a finished build
+        assert not (out / "_manifest.json").exists()  # the manifest, written last, marks a finished build
         res = CliRunner().invoke(mmsar_main, ["build", "--config", str(runs[name]), "--out", str(out),
                                               "--workers", "1"])
         assert res.exit_code == 0 and "Traceback" not in res.output, res.output[-2000:]

@@ -165,17 +165,17 @@ def _convert(args: list, expect: int) -> str:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("fmt", ["coco", "dota", "voc"])
 def test_cli_converts_what_remains(corpus, tmp_path, fmt):
-    """Through ``d2c convert`` (embed mode): exit 0, every reject in rejects.jsonl, the rest in shards,
-    the invariant in stats.json; with --strict the same run exits 1 with a one-line error."""
+    """Through ``d2c convert`` (embed mode): exit 0, every reject in _rejects.jsonl, the rest in shards,
+    the invariant in _stats.json; with --strict the same run exits 1 with a one-line error."""
     inputs = [corpus / "coco" / n for n in COCO_FILES] if fmt == "coco" else [corpus / fmt]
     for i, inp in enumerate(inputs):
         out = tmp_path / f"out{i}"
         _convert([inp, "--format", fmt, "--out", out, "--images-mode", "embed", "--shard-rows", "3",
                   "--captions-per-image", "2"], 0)
-        stats = json.loads((out / "stats.json").read_text())
+        stats = json.loads((out / "_stats.json").read_text())
         assert stats["invariant_holds"] and stats["instances_in"] == stats["instances_out"] + \
             stats["instances_rejected"]
-        rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+        rejects = [json.loads(line) for line in (out / "_rejects.jsonl").read_text().splitlines()]
         assert len(rejects) == stats["rejects_total"] >= (inp.name != "bom.json")
         assert all(r["file"] and r["code"] and r["reason"] for r in rejects)
         rows = list(iter_rows(out, columns=["key", "image"])) if stats["rows"] else []

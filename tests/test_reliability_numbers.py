@@ -48,20 +48,21 @@ def _star(n: int, cx: float = 32, cy: float = 24) -> list[float]:
 
 
 def _cli(args: list, expect: int = 0) -> str:
-    result = CliRunner().invoke(main, ["convert", *map(str, args)])
+    # the attacks sit beside good objects in the same scenes: keep those scenes (flagged) to see both
+    result = CliRunner().invoke(main, ["convert", *map(str, args), "--keep-partial-scenes"])
     assert result.exit_code == expect, result.output[-2000:]
     assert "Traceback" not in result.output and (result.exception is None or isinstance(result.exception, SystemExit))
     return result.output
 
 
 def _outcome(out: Path) -> tuple[dict, dict[str, tuple[str, str]], dict[str, list]]:
-    """stats.json (its invariant checked), the rejects by ``file:record`` -> (code, reason), and each
+    """_stats.json (its invariant checked), the rejects by ``file:record`` -> (code, reason), and each
     written row's objects' hbbs by key."""
-    stats = json.loads((out / "stats.json").read_text())
+    stats = json.loads((out / "_stats.json").read_text())
     assert stats["invariant_holds"], stats
     assert stats["instances_in"] == stats["instances_out"] + stats["instances_rejected"]
     rejects = {}
-    for line in (out / "rejects.jsonl").read_text().splitlines():
+    for line in (out / "_rejects.jsonl").read_text().splitlines():
         r = json.loads(line)
         assert r["file"] and r["code"] and r["reason"] and "\n" not in r["reason"], r
         rejects[f"{r['file']}:{r['record']}"] = (r["code"], r["reason"])
@@ -314,6 +315,7 @@ def _text(v) -> str:
 def _converted(root: Path, fmt: str, mode: str = "reference", **options) -> tuple[dict, dict[str, list]]:
     out = Path(tempfile.mkdtemp(prefix="d2c-num-"))
     try:
+        options.setdefault("keep_partial_scenes", True)  # bad objects beside good ones in one scene
         convert(root, out=out / "o", format=fmt, images_mode=mode, captions_per_image=1, progress=False, **options)
         stats, _, rows = _outcome(out / "o")
     finally:

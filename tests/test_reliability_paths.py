@@ -92,7 +92,7 @@ def test_traversal_absolute_and_symlinks_are_refused(tmp_path):
     rows = list(iter_rows(tmp_path / "out", columns=["key", "image"]))
     assert sorted(r["key"] for r in rows) == ["ann/good", "ann/inside"]
     assert all(r["image"]["bytes"] != secret for r in rows)
-    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    stats = json.loads((tmp_path / "out" / "_stats.json").read_text())
     assert stats["rejects"]["unsafe_path"] == 8 and stats["invariant_holds"]
 
 
@@ -142,7 +142,7 @@ def test_decompression_bomb_refused_before_decoding(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["convert", str(root / "images" / "ann.json"), "--format", "coco",
                                        "--out", str(tmp_path / "out"), "--images-mode", "embed"])
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
-    rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    rejects = [json.loads(line) for line in (tmp_path / "out" / "_rejects.jsonl").read_text().splitlines()]
     assert [r["scene_key"] for r in rejects] == ["ann/bomb"] and "pixels" in rejects[0]["reason"]
     assert decoded == []
 
@@ -173,7 +173,7 @@ def test_truncated_or_corrupt_images_are_rejects_in_embed_mode(tmp_path):
     result = CliRunner().invoke(main, ["convert", str(ann), "--format", "coco", "--out", str(out),
                                        "--images-mode", "embed", "--shard-rows", "2"])
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
-    rejects = {r["record"]: r for r in map(json.loads, (out / "rejects.jsonl").read_text().splitlines())}
+    rejects = {r["record"]: r for r in map(json.loads, (out / "_rejects.jsonl").read_text().splitlines())}
     bad = [n for n in files if not n.startswith("good")]
     assert sorted(rejects) == sorted(f"image {list(files).index(n)}" for n in bad)
     for r in rejects.values():
@@ -181,7 +181,7 @@ def test_truncated_or_corrupt_images_are_rejects_in_embed_mode(tmp_path):
     rows = list(iter_rows(out, columns=["key", "image"]))
     assert sorted(r["key"] for r in rows) == ["ann/good", "ann/good.jpg", "ann/good16"]
     assert next(r for r in rows if r["key"] == "ann/good")["image"]["bytes"] == png
-    stats = json.loads((out / "stats.json").read_text())
+    stats = json.loads((out / "_stats.json").read_text())
     assert stats["instances_in"] == len(files) and stats["invariant_holds"]
 
 

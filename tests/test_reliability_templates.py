@@ -88,10 +88,10 @@ def test_convert_and_lint_report_the_template(tmp_path):
         args = ["convert", str(ds), "--format", "dota", "--out", str(out), "--templates", str(evil)]
         result = runner.invoke(main, args + (["--strict"] if strict else []))
         assert result.exit_code == code and "Traceback" not in result.output, result.output
-        rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+        rejects = [json.loads(line) for line in (out / "_rejects.jsonl").read_text().splitlines()]
         assert len(rejects) == 3 and {r["code"] for r in rejects} == {"caption_error"}
         assert all(str(path) in r["reason"] and "sandbox" in r["reason"] for r in rejects)
-        assert json.loads((out / "stats.json").read_text())["invariant_holds"]
+        assert json.loads((out / "_stats.json").read_text())["invariant_holds"]
     lint = runner.invoke(main, ["templates", "lint", str(evil), "--words"])
     assert lint.exit_code == 1 and "evil.0" in lint.output and "Traceback" not in lint.output, lint.output
 

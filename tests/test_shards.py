@@ -83,7 +83,7 @@ def test_manifest_verify_and_tamper(tmp_path):
     assert any("sha256" in p and "toy-00001" in p for p in problems)
     shard.unlink()
     assert any("missing" in p for p in verify(tmp_path))
-    (tmp_path / "manifest.json").unlink()
+    (tmp_path / "_manifest.json").unlink()
     assert any("no manifest" in p for p in verify(tmp_path))
 
 
@@ -113,7 +113,7 @@ def test_crash_before_rename_leaves_no_final_file(tmp_path):
 def test_manifest_is_json_with_checksums(tmp_path):
     _write(tmp_path, 3)
     write_manifest(tmp_path)
-    doc = json.loads((tmp_path / "manifest.json").read_text())
+    doc = json.loads((tmp_path / "_manifest.json").read_text())
     assert set(doc["shards"][0]) == {"file", "rows", "bytes", "sha256"} and len(doc["shards"][0]["sha256"]) == 64
 
 

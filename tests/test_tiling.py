@@ -308,5 +308,5 @@ def test_tiled_rows_are_the_rows_convert_writes(tmp_path):
                                below="drop", seed=3)
     assert len(rows) == written.num_rows >= 1
     assert pa.Table.from_pylist(rows, schema=SCHEMA).equals(written.cast(SCHEMA))
-    logged = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    logged = [json.loads(line) for line in (out / "_rejects.jsonl").read_text().splitlines()]
     assert [r.to_dict() for r in rejects] == logged and [r["code"] for r in logged] == ["tile_dropped"]

@@ -38,6 +38,7 @@ import numpy as np
 
 from d2c.blocks import SceneBlock
 from d2c.model import Scene
+from d2c.partial import PARTIAL_FLAG
 
 SIZE_THRESHOLDS = (("tiny", 0.001), ("small", 0.01), ("medium", 0.1))  # upper bounds; else "large"
 SIZE_NAMES = ("tiny", "small", "medium", "large")
@@ -233,6 +234,11 @@ class Batch:
         return np.isnan(self.gsd) & (self.classes.n_main < SHARED_MAX_MAIN)
 
     @cached_property
+    def partial(self) -> np.ndarray:
+        """(S,) bool: the scene is flagged :data:`d2c.partial.PARTIAL_FLAG` (some objects were rejected)."""
+        return np.fromiter((PARTIAL_FLAG in f for f in self.block.flags), bool, self.count)
+
+    @cached_property
     def facts(self) -> list[Facts]:
         """Per-scene :class:`Facts`, for attributes registered with :func:`attribute`."""
         return [build_facts(s, self.sensors) for s in self.scenes]
@@ -300,8 +306,8 @@ class Batch:
         return self.main_counts(self.main_orientations, 4)
 
     def discrete_facts(self, class_ids: np.ndarray, source_ids: np.ndarray) -> np.ndarray:
-        """For every scene one int row of what the attributes of a :attr:`shared` scene read: [framed,
-        image source id, main-class count, number of classes, (cell, size, orientation) code of its first
+        """For every scene one int row of what the attributes of a :attr:`shared` scene read: [framed + 2 x
+        partial, image source id, main-class count, number of classes, (cell, size, orientation) code of its first
         two main-class instances in instance order, (class id, count, difficult count) of each class in
         :class:`_Classes` order], padded with -1 (the two counts say how much of the row is used).
         ``class_ids`` maps this batch's class codes and ``source_ids`` its scenes to ids that mean the
@@ -309,7 +315,7 @@ class Batch:
         attributes (the facts :func:`signature` keys on, as codes); rows of other scenes mean nothing."""
         c = self.classes
         rows = np.full((self.count, FACTS_HEAD + 3 * int(c.per_scene.max(initial=0))), -1, np.int64)
-        rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3] = self.framed, source_ids, c.n_main, c.per_scene
+        rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3] = self.framed + 2 * self.partial, source_ids, c.n_main, c.per_scene
         s = self.sid[self.main_idx]
         rank = np.arange(len(s)) - np.searchsorted(s, s)  # the main-class instances of a scene are consecutive
         first = rank < SHARED_MAX_MAIN - 1  # all of a shared scene's
@@ -453,7 +459,7 @@ def metres_range(lo: float, hi: float) -> tuple[int, int] | None:
 SIGNATURE_SAFE = frozenset({
     "empty", "total", "main", "only", "multi", "single_cell", "region", "centre_edge", "all_edge",
     "size_uniform", "size_dominant", "length_single", "length_range", "orientation_uniform",
-    "orientation_dominant", "dense", "clusters", "scattered", "isolated", "row", "sensor",
+    "orientation_dominant", "dense", "clusters", "scattered", "isolated", "row", "sensor", "partial",
 })
 SMALL_BATCH = 16  # up to this many scenes, AttributeCache.get_many looks scenes up by signature first
 
@@ -600,7 +606,7 @@ def signature(scene: Scene) -> tuple | None:
     or more main-class instances), or its frame or boxes cannot be discretised in plain Python (zero or
     non-finite sizes). Per class its count and difficult count, and for the main-class instances their grid
     cell, size bucket and orientation codes (the scalar twins of the array helpers), sorted; whether the
-    scene has a frame, and its image source. Scenes with equal keys have equal :data:`SIGNATURE_SAFE`
+    scene has a frame, whether it is partial, and its image source. Scenes with equal keys have equal :data:`SIGNATURE_SAFE`
     attributes."""
     if scene.gsd is not None:
         return None
@@ -632,7 +638,18 @@ def signature(scene: Scene) -> tuple | None:
     except (ArithmeticError, ValueError):  # a zero frame, an infinite centre: leave it to the arrays
         return None
     classes = tuple(sorted((k, v[0], v[1]) for k, v in counts.items()))
-    return (framed, scene.image_source, classes, tuple(sorted(per)))
+    return (framed, PARTIAL_FLAG in scene.flags, scene.image_source, classes, tuple(sorted(per)))
+
+
+# ---- partial scenes ----
+
+
+@batch_attribute("partial")
+def _partial(b: Batch) -> list[bool | None]:
+    """True for a scene some of whose annotated objects were rejected (flagged ``objects_rejected``): the
+    engine then chooses only among templates whose ``scenes`` is ``partial`` or ``any``, and a template
+    requiring it may say only that the scene has annotated objects."""
+    return [True if p else None for p in b.partial.tolist()]
 
 
 # ---- counts ----

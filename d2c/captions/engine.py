@@ -114,7 +114,8 @@ class CaptionEngine:
         self.templates: list[TemplateInfo] = [loaded[t][0] for t in sorted(loaded)]
         self._by_id = {t.id: t for t in self.templates}
         self._req_sets = [frozenset(t.requires) for t in self.templates]
-        self._needed = sorted({r for t in self.templates for r in t.requires})
+        # "partial" always: it decides which templates may caption a scene (TemplateInfo.scenes)
+        self._needed = sorted({"partial", *(r for t in self.templates for r in t.requires)})
         digest = hashlib.sha256()
         for tid in sorted(loaded):
             digest.update(f"{tid}\0{loaded[tid][1]}\0".encode())
@@ -135,9 +136,13 @@ class CaptionEngine:
         return attributes.compute(scene, self._needed, sensors=self.vocab.sensors)
 
     def eligible(self, attrs: dict[str, Any]) -> list[TemplateInfo]:
-        """Templates whose every required attribute the scene supports (non-None)."""
+        """Templates whose every required attribute the scene supports (non-None) and that may caption it:
+        a partial scene (some objects rejected) only those whose ``scenes`` is ``partial`` or ``any``, a
+        complete one only those whose ``scenes`` is ``complete`` or ``any``."""
         met = {k for k, v in attrs.items() if v is not None}
-        return [t for t, req in zip(self.templates, self._req_sets, strict=True) if req <= met]
+        partial = attrs.get("partial") is not None
+        return [t for t, req in zip(self.templates, self._req_sets, strict=True)
+                if req <= met and t.captions(partial)]
 
     def caption(self, scene: Scene) -> list[Caption]:
         """Up to ``captions_per_image`` distinct captions, spread over families first (see

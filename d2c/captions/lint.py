@@ -161,9 +161,22 @@ def battery(seed: int = 0) -> list[Scene]:
     return scenes
 
 
+def partial_battery(seed: int = 0) -> list[Scene]:
+    """Battery scenes flagged ``objects_rejected`` (some of their objects were rejected), for the templates
+    whose ``scenes`` is ``partial`` or ``any``: one with nothing kept, one object, one class, several
+    classes, a sensor and a gsd."""
+    from d2c.partial import PARTIAL_FLAG
+
+    picks = battery(seed)
+    chosen = [picks[0], picks[1], picks[2], picks[11], picks[15], picks[16]]
+    return [Scene(key=s.key.replace("lint/", "lint-partial/"), source=s.source, image_path=s.image_path, root=s.root,
+                  width=s.width, height=s.height, instances=list(s.instances), gsd=s.gsd,
+                  image_source=s.image_source, flags=[PARTIAL_FLAG]) for s in chosen]
+
+
 @functools.lru_cache(maxsize=4)
 def _battery_attributes(sensors: tuple[tuple[str, str], ...]) -> list[dict]:
-    return [attributes.compute(s, sensors=dict(sensors)) for s in battery()]
+    return [attributes.compute(s, sensors=dict(sensors)) for s in battery() + partial_battery()]
 
 
 def _check_file(path: Path, env: jinja2.Environment, problems: list[LintProblem]) -> tuple | None:
@@ -237,7 +250,8 @@ def _render_battery(
     """Render ``tmpl`` on every battery scene it is eligible for, with every synonym index and the longest
     modality noun; record sandbox violations, errors and over-long captions (first of each)."""
     modality = max(vocab.modality or ["SAR image"], key=len)
-    eligible = [a for a in scenes if all(a.get(r) is not None for r in info.requires)]
+    eligible = [a for a in scenes if all(a.get(r) is not None for r in info.requires)
+                and info.captions(a.get("partial") is not None)]
     if not eligible:
         report.problems.append(LintProblem(str(info.path), info.id, "no battery scene meets its requires"))
         return

@@ -20,8 +20,8 @@ STYLE_NAMES = ("modality", "syn", "digits")  # wording draws every template rece
 SYN_RANGE = 12  # synonym index drawn in [0, 12): divisible by 1, 2, 3, 4 and 6 options alike
 STYLE_DEFAULT = ("SAR image", 0, False)
 # filters that read each wording draw from the context (``map`` may apply any of them)
-_SYN_FILTERS = {"number", "quantity", "noun", "synonym", "place", "metres", "map"}
-_DIGIT_FILTERS = {"number", "quantity", "map"}
+_SYN_FILTERS = {"number", "quantity", "at_least", "noun", "synonym", "place", "metres", "map"}
+_DIGIT_FILTERS = {"number", "quantity", "at_least", "map"}
 MAX_WORDS = 45
 
 
@@ -281,6 +281,10 @@ def make_environment(v: Vocabulary, threshold: int) -> SandboxedEnvironment:
             )
         )
     )
+    at_least_memo = _Memo(
+        _recording(lambda syn, group, digits: v.quantity(group, digits=digits, syn=syn, threshold=threshold,
+                                                         at_least=True))
+    )
     noun_memo = _Memo(_recording(lambda syn, name, n: v.noun(name, syn, n)))
     article_memo = _Memo(v.article)
 
@@ -298,6 +302,15 @@ def make_environment(v: Vocabulary, threshold: int) -> SandboxedEnvironment:
         if _plain_group(group) and (adjective is None or type(adjective) is str):
             return _replayed(syn, quantity_memo[(int(syn), group, digits, adjective)])
         return v.quantity(group, digits=digits, syn=syn, threshold=threshold, adjective=adjective)
+
+    @jinja2.pass_context
+    def at_least(ctx: Any, group: Any) -> str:
+        """A group as a lower bound: ``at least three ships``, ``at least one ship``, ``many ships``."""
+        digits = bool(_draw(ctx, "digits"))
+        syn = _syn_of(ctx)
+        if _plain_group(group):
+            return _replayed(syn, at_least_memo[(int(syn), group, digits)])
+        return v.quantity(group, digits=digits, syn=syn, threshold=threshold, at_least=True)
 
     @jinja2.pass_context
     def noun(ctx: Any, cls_name: str, n: int = 1) -> str:
@@ -324,6 +337,7 @@ def make_environment(v: Vocabulary, threshold: int) -> SandboxedEnvironment:
         {
             "number": number,
             "quantity": quantity,
+            "at_least": at_least,
             "noun": noun,
             "synonym": noun,
             "place": place,

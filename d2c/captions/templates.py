@@ -1,7 +1,8 @@
 """Caption template files: front matter, validation and loading (a later folder overrides an id).
 
 A template is data: a ``.j2`` file whose leading ``{# ... #}`` comment gives its ``id``, ``family``,
-``weight`` and ``requires`` (attribute names); see docs/templates.md.
+``weight``, ``requires`` (attribute names) and ``scenes`` (which scenes it may caption: ``complete``, the
+default, ``partial`` or ``any``); see docs/templates.md.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ DEFAULT_SYNONYMS = REPO_TEMPLATES / "synonyms.toml"
 FAMILIES = ("count", "position", "size", "orientation", "arrangement", "multi-class", "empty", "sensor")
 _FRONT = re.compile(r"\A\{#-?(.*?)-?#\}", re.DOTALL)
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+# Which scenes a template may caption. A *partial* scene is one some of whose annotated objects were rejected
+# (flagged ``objects_rejected``, see d2c.partial): a caption of it must not claim a total, emptiness or
+# "only", since the rejected objects are unknown. ``complete`` (default): scenes with every object kept;
+# ``partial``: only partial scenes; ``any``: both (the template makes no such claim).
+SCENES = ("complete", "partial", "any")
 
 
 class TemplateError(D2CError):
@@ -33,6 +39,11 @@ class TemplateInfo:
     weight: float
     requires: tuple[str, ...]
     path: Path
+    scenes: str = "complete"  # one of SCENES
+
+    def captions(self, partial: bool) -> bool:
+        """Whether this template may caption a partial scene (``partial``) or a complete one."""
+        return self.scenes == "any" or (self.scenes == "partial") == partial
 
 
 def parse_front_matter(source: str, path: Path) -> dict[str, Any]:
@@ -76,7 +87,10 @@ def template_info(source: str, path: Path) -> TemplateInfo:
         raise TemplateError(f"{path}: requires unknown attribute(s) {', '.join(unknown)} (known: {known})")
     if not requires:
         raise TemplateError(f"{path}: requires must name at least one attribute (the claims it makes)")
-    return TemplateInfo(tid, family, weight, requires, path)
+    scenes = meta.get("scenes", "complete")
+    if scenes not in SCENES:
+        raise TemplateError(f"{path}: scenes {scenes!r} is not one of {', '.join(SCENES)}")
+    return TemplateInfo(tid, family, weight, requires, path, scenes)
 
 
 def load_sources(dirs: list[Path]) -> dict[str, tuple[TemplateInfo, str]]:

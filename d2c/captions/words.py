@@ -156,13 +156,14 @@ class Vocabulary:
         return str(n) if digits else number_words(n)
 
     def quantity(
-        self, group: Any, *, digits: bool, syn: int, threshold: int, adjective: str | None = None
+        self, group: Any, *, digits: bool, syn: int, threshold: int, adjective: str | None = None,
+        at_least: bool = False,
     ) -> str:
-        """``three ships``, ``a single small ship``, ``at least three ships`` (some difficult),
-        ``many ships``."""
+        """``three ships``, ``a single small ship``, ``at least three ships`` (some difficult, or
+        ``at_least``: a lower bound, for scenes some of whose objects were rejected), ``many ships``."""
         cls_name, n, difficult = group
         n = int(n)
-        hedge = "at least " if difficult and n <= threshold else ""
+        hedge = "at least " if (difficult or at_least) and n <= threshold else ""
         if n == 1 and not digits and not hedge:
             phrase = ("a single", "one")[syn % 2]
         else:

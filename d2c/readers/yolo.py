@@ -9,10 +9,10 @@ the image size (read from the image header):
 - ``yolo_obb``: ``class x1 y1 x2 y2 x3 y3 x4 y4`` (the four corners of an oriented box).
 
 ``class`` is an index into a names list: ``classes.txt`` (one name per line, in the root or in
-``labels/``) or the ``names:`` entry of a ``data.yaml``-style file in the root, read without a YAML library
-when it has one of the simple forms (``names: [a, b]``, ``names: {0: a}``, a ``- a`` block list or a
-``0: a`` block mapping). Without a names list the raw class is the index itself, which a class map must
-then name (``"0" = "ship"``). An image without a label file is a scene without objects (YOLO's background
+``labels/``) or the ``names:`` entry of a ``data.yaml``-style file in the root, read with
+``yaml.safe_load`` (a list, or an index -> name mapping with keys 0..n-1; ``nc`` must agree). An invalid or
+incomplete names list stops the read with a one-line error. Without a names list the raw class is the
+index itself, which a class map must then name (``"0" = "ship"``). An image without a label file is a scene without objects (YOLO's background
 images). Subfolders named train / val (valid, validation) / test set the scene's split.
 """
 
@@ -49,86 +49,51 @@ _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 
 
 class NamesError(D2CError):
-    """A names list that cannot be read without a YAML parser."""
+    """A names list that is invalid or incomplete (it stops the read: see :meth:`YoloReader.read`)."""
 
 
 # ---------------------------------------------------------------------------------------------- names
 
 
-def _unquote(text: str) -> str:
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
-    return text
-
-
-def _strip_comment(line: str) -> str:
-    """Drop a ``# comment`` that is not inside quotes."""
-    quote = None
-    for i, ch in enumerate(line):
-        if ch in "'\"" and quote in (None, ch):
-            quote = None if quote == ch else ch
-        elif ch == "#" and quote is None and (i == 0 or line[i - 1].isspace()):
-            return line[:i].rstrip()
-    return line.rstrip()
-
-
-def _flow_items(body: str, origin: str) -> list[str]:
-    if any(c in body for c in "[]{}"):
-        raise NamesError(f"{origin}: nested brackets in names are not a simple list")
-    return [_unquote(p) for p in body.split(",") if p.strip()]
-
-
-def _pairs_to_list(pairs: list[tuple[str, str]], origin: str) -> list[str]:
-    try:
-        index = {int(k): _unquote(v) for k, v in pairs}
-    except ValueError:
-        raise NamesError(f"{origin}: names keys must be integers 0, 1, ...") from None
-    if sorted(index) != list(range(len(index))):
-        raise NamesError(f"{origin}: names keys must run 0..{len(index) - 1}, got {sorted(index)}")
-    return [index[i] for i in range(len(index))]
-
-
-def _split_pair(item: str, origin: str) -> tuple[str, str]:
-    if ":" not in item:
-        raise NamesError(f"{origin}: expected 'index: name', got {item!r}")
-    k, v = item.split(":", 1)
-    return k.strip(), v
-
-
 def parse_names_yaml(text: str, origin: str = "data.yaml") -> list[str]:
-    """The ``names:`` list of a data.yaml in one of the simple forms, else :class:`NamesError`."""
-    lines = [_strip_comment(raw) for raw in text.splitlines()]
-    for i, line in enumerate(lines):
-        if not line.startswith("names:"):
-            continue
-        rest = line[len("names:"):].strip()
-        if rest.startswith("[") and rest.endswith("]"):
-            return _flow_items(rest[1:-1], origin)
-        if rest.startswith("{") and rest.endswith("}"):
-            return _pairs_to_list([_split_pair(p, origin) for p in _flow_items(rest[1:-1], origin)], origin)
-        if rest:
-            raise NamesError(f"{origin}: line {i + 1}: names is not a simple list or mapping: {rest!r}")
-        items, pairs = [], []
-        for j, sub in enumerate(lines[i + 1 :], start=i + 2):
-            if not sub.strip():
-                continue
-            if not sub[0].isspace():
-                break
-            body = sub.strip()
-            if body.startswith("- "):
-                items.append(_unquote(body[2:]))
-            elif ":" in body:
-                pairs.append(_split_pair(body, f"{origin}: line {j}"))
-            else:
-                raise NamesError(f"{origin}: line {j}: cannot read names entry {body!r}")
-        if items and pairs:
-            raise NamesError(f"{origin}: names mixes a list and a mapping")
-        names = items or _pairs_to_list(pairs, origin)
-        if not names:
-            raise NamesError(f"{origin}: names is empty")
-        return names
-    raise NamesError(f"{origin}: no top-level 'names:' entry")
+    """The class names of a data.yaml (read with ``yaml.safe_load``: anchors, flow and block forms, quoting):
+    its top-level ``names`` as a list, or as a mapping whose keys are the indices 0..n-1, each name a
+    non-empty string; with ``nc``, exactly that many. Anything else is a :class:`NamesError` naming the file
+    (and the line, for a YAML syntax error): an incomplete list would misname or drop objects silently."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f": line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise NamesError(f"{origin}{where}: invalid YAML: {problem}") from None
+    if not isinstance(doc, dict) or "names" not in doc:
+        raise NamesError(f"{origin}: no top-level 'names:' entry")
+    names = doc["names"]
+    if isinstance(names, dict):
+        keys = list(names)
+        if not all(type(k) is int for k in keys):
+            raise NamesError(f"{origin}: names keys must be the integers 0, 1, ..., got {sorted(map(str, keys))}")
+        if sorted(keys) != list(range(len(keys))):
+            missing = sorted(set(range(max(keys) + 1)) - set(keys)) if keys else []
+            raise NamesError(f"{origin}: names keys must run 0..{len(keys) - 1} without gaps, got {sorted(keys)}"
+                             + (f" (missing {missing})" if missing else ""))
+        names = [names[i] for i in range(len(keys))]
+    if not isinstance(names, list):
+        raise NamesError(f"{origin}: names must be a list or an index -> name mapping, got {type(names).__name__}")
+    bad = [(i, n) for i, n in enumerate(names) if not isinstance(n, str) or not n.strip()]
+    if bad:
+        i, n = bad[0]
+        hint = " (quote a name that looks like a number)" if isinstance(n, (int, float)) else ""
+        raise NamesError(f"{origin}: class {i} must be a non-empty name, got {n!r}{hint} ({len(bad)} such entries)")
+    if not names:
+        raise NamesError(f"{origin}: names is empty")
+    nc = doc.get("nc")
+    if nc is not None and nc != len(names):
+        raise NamesError(f"{origin}: nc is {nc!r} but names has {len(names)} entries")
+    return [n.strip() for n in names]
 
 
 def _names_text(path: Path, root: Path) -> str:
@@ -276,12 +241,8 @@ class YoloReader:
     def _names(self, root: Path, labels_dir: Path, options: ReadOptions) -> tuple[list[str] | None, str | None]:
         try:
             names, origin = load_names(root, labels_dir)
-        except NamesError as exc:
-            if options.class_map is None:
-                raise UsageError(f"{exc}; write the names one per line in classes.txt, or give a class map "
-                                 f"that names the indices ([aliases] \"0\" = \"ship\")") from None
-            log.warning("%s; using the class map on the raw indices", exc)
-            return None, None
+        except NamesError as exc:  # never guessed around: the indices would be misnamed or dropped
+            raise UsageError(f"{exc}; fix the names list (or write the names one per line in classes.txt)") from None
         if names is None and options.class_map is None:
             raise UsageError(f"{root}: no classes.txt or data.yaml names list: add one, or give a class map "
                              f"that names the indices ([aliases] \"0\" = \"ship\")")

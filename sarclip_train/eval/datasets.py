@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mmsar.build import INDEX as SARCOUNT_INDEX  # a SARCount folder's item list (mmsar build)
+
 log = logging.getLogger(__name__)
 
 MAX_PIXELS = 1 << 28
@@ -151,8 +153,8 @@ def shard_source(folder: Path, name: str, extra: list[str] = ()) -> tuple[ImageS
 
 
 def load_index(folder: Path) -> list[dict]:
-    """A SARCount folder's ``index.json`` items."""
-    path = Path(folder) / "index.json"
+    """A SARCount folder's ``_index.json`` items."""
+    path = Path(folder) / SARCOUNT_INDEX
     try:
         items = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from sarclip_train.eval import counting, probes, retrieval, zeroshot
-from sarclip_train.eval.datasets import ImageSource, imagefolder_source, load_index, shard_source
+from sarclip_train.eval.datasets import (
+    SARCOUNT_INDEX,
+    ImageSource,
+    imagefolder_source,
+    load_index,
+    shard_source,
+)
 from sarclip_train.eval.features import EvalModel, FeatureCache, image_features, text_features
 
 log = logging.getLogger(__name__)
@@ -125,8 +131,8 @@ def _count_items(model, folder: Path, cache, bs) -> tuple[list[dict], np.ndarray
 
 def run_counting(model, data: Path, cache, bs) -> dict:
     folder = data / "sarcount"
-    if not (folder / "index.json").is_file():
-        raise Skip(f"{folder}: no SARCount index.json")
+    if not (folder / SARCOUNT_INDEX).is_file():
+        raise Skip(f"{folder}: no SARCount {SARCOUNT_INDEX}")
     items, x = _count_items(model, folder, cache, bs)
     true = np.asarray([int(it["count"]) for it in items])
     out: dict = {"num_items": len(items)}
@@ -139,13 +145,13 @@ def run_counting(model, data: Path, cache, bs) -> dict:
         out[variant] = counting.counting_metrics(true, pred)
         out[variant].update(true=true.tolist(), pred=pred.tolist())
     train_folder = data / "sarcount_train"
-    if (train_folder / "index.json").is_file():
+    if (train_folder / SARCOUNT_INDEX).is_file():
         titems, tx = _count_items(model, train_folder, cache, bs)
         reg = probes.count_regression_probe(tx, [int(it["count"]) for it in titems], x, true)
         reg["true"] = true.tolist()
         out["regression_probe"] = reg
     else:
-        out["regression_probe"] = {"skipped": f"{train_folder}: no SARCount-train index.json"}
+        out["regression_probe"] = {"skipped": f"{train_folder}: no SARCount-train {SARCOUNT_INDEX}"}
     return {"metrics": out}
 
 
