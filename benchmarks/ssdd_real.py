@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mmsar.build import INDEX
+
 REPO = Path(__file__).resolve().parents[1]
 SSDD = REPO.parent / "shared" / "real-data" / "SSDD"
 
@@ -61,7 +63,7 @@ licence = "research use; cite SSDD (Zhang et al., Remote Sens. 2021)"
 
 def count_baselines(data: Path, true: list[int]) -> dict[str, float]:
     """MAE of always answering the training mean / the most common training count, on the test items."""
-    train = np.array([it["count"] for it in json.loads((data / "sarcount_train" / "index.json").read_text())])
+    train = np.array([it["count"] for it in json.loads((data / "sarcount_train" / INDEX).read_text())])
     y = np.asarray(true, dtype=float)
     values, freq = np.unique(train, return_counts=True)
     common = float(values[np.argmax(freq)])
