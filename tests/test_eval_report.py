@@ -67,7 +67,7 @@ def test_report_md_table_and_plots(run):
     assert cells["ZS top-1 (imagefolder:folder)"] == "1.0000"
     pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
     assert pngs == ["counting_confusion_digits.png", "counting_confusion_words.png", "counting_pred_vs_true.png",
-                    "retrieval_recall.png", "zeroshot_chips.png", "zeroshot_imagefolder_folder.png"]
+                    "fewshot_chips.png", "retrieval_recall.png", "zeroshot_chips.png", "zeroshot_imagefolder_folder.png"]
     for name in pngs:
         assert f"(plots/{name})" in md
         with Image.open(out / "plots" / name) as im:

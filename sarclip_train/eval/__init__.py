@@ -50,6 +50,18 @@ def as_eval_model(model_or_checkpoint: Any, device: str | None = None):
     return wrap_model(model_or_checkpoint, getattr(model_or_checkpoint, "name", "model"), fp)
 
 
+def find_train_log(checkpoint: str | Path | None) -> Path | None:
+    """The ``log.jsonl`` of the run that wrote ``checkpoint`` (``RUN_OUT/checkpoints/NAME.pt`` or
+    ``RUN_OUT/NAME.pt``), None when there is none."""
+    if not checkpoint:
+        return None
+    ckpt = Path(checkpoint)
+    for run_dir in (ckpt.parent.parent, ckpt.parent) if ckpt.parent.name == "checkpoints" else (ckpt.parent,):
+        if (run_dir / "log.jsonl").is_file():
+            return run_dir / "log.jsonl"
+    return None
+
+
 def evaluate(
     model_or_checkpoint: Any,
     data_dir: Path | str | None,
@@ -64,12 +76,15 @@ def evaluate(
     fewshot_ks: Sequence[int] | None = None,
     fewshot_seeds: Sequence[int] | None = None,
     device: str | None = None,
+    train_log: Path | str | None = None,
 ) -> dict:
     """Run ``tasks`` and return the results dict (written to ``out_dir/results.json`` when given).
 
     A task whose data is missing is recorded under ``skipped`` with the reason; the others still run.
     The feature cache defaults to ``out_dir/.feature-cache`` (none without ``out_dir``); ``device``
-    (default: cuda when available) applies to models loaded here from a path or spec.
+    (default: cuda when available) applies to models loaded here from a path or spec. ``train_log`` is the
+    training run's ``log.jsonl`` for the report's loss curve; by default it is found from the checkpoint
+    (``RUN_OUT/checkpoints/final.pt`` -> ``RUN_OUT/log.jsonl``).
     """
     from sarclip_train.eval import probes
     from sarclip_train.eval import tasks as T
@@ -99,6 +114,9 @@ def evaluate(
         "results": results,
         "skipped": skipped,
     }
+    log_file = Path(train_log) if train_log is not None else find_train_log(model.info.get("checkpoint"))
+    if log_file is not None and log_file.is_file():
+        out["train_log"] = str(log_file)
     if out_dir is not None:
         from sarclip_train.eval.clip_benchmark import write_clip_benchmark
         from sarclip_train.eval.report import write_report

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
+from sarclip_train.eval import baselines as B
 from sarclip_train.eval import counting, probes, retrieval, zeroshot
 from sarclip_train.eval.datasets import (
     SARCOUNT_INDEX,
     ImageSource,
     imagefolder_source,
     load_index,
+    read_shards,
     shard_source,
 )
 from sarclip_train.eval.features import EvalModel, FeatureCache, image_features, text_features
@@ -43,7 +45,19 @@ def run_retrieval(model: EvalModel, data: Path, cache: FeatureCache, bs: int) ->
     temb = text_features(model, texts, cache)
     metrics = retrieval.evaluate_retrieval(np.stack([feats[r["key"]] for r in rows]), captions,
                                            dict(zip(texts, temb, strict=True)))
-    return {"dataset": "test", "fingerprint": src.fingerprint, "metrics": metrics}
+    train_caps = train_captions(data)
+    base = B.retrieval_baselines(captions, train_caps)
+    return {"dataset": "test", "fingerprint": src.fingerprint, "metrics": metrics, "baselines": base,
+            "baselines_from": "train captions" if train_caps else "test captions (no train split)",
+            "beats_baselines": B.beats(metrics, base)}
+
+
+def train_captions(data: Path) -> list[list[str]]:
+    """The training split's caption lists (for the popularity baseline); empty without a train folder."""
+    folder = data / "train"
+    if not folder.is_dir():
+        return []
+    return [list(r["captions"] or []) for r in read_shards(folder, ["captions"])]
 
 
 def chip_sets(data: Path) -> dict[str, tuple[ImageSource, list[str]]]:
@@ -85,13 +99,34 @@ def class_names(sets: dict) -> list[str]:
     return sorted({lab for _, labels in sets.values() for lab in labels if lab})
 
 
+def _labels(sets, split: str, classes: list[str]) -> np.ndarray | None:
+    """A split's class indices (no features needed), None when the split is absent."""
+    if split not in sets:
+        return None
+    index = {c: i for i, c in enumerate(classes)}
+    return np.asarray([index[lab] for lab in sets[split][1] if lab in index], dtype=np.int64)
+
+
+def _with_baselines(result: dict, base: dict, source: str) -> dict:
+    result.update(baselines=base, baselines_from=source, beats_baselines=B.beats(result["metrics"], base))
+    return result
+
+
+def _class_baselines(sets, y_test: np.ndarray, classes: list[str]) -> tuple[dict, str]:
+    train = _labels(sets, "train", classes)
+    source = "majority class of the train split" if train is not None and len(train) else \
+        "majority class of the test split (no train split)"
+    return B.classification_baselines(y_test, train, len(classes)), source
+
+
 def run_zeroshot(model, sets, cache, bs, templates) -> dict:
     if "test" not in sets:
         raise Skip("no test split")
     classes = class_names(sets)
     x, y = _xy(model, sets, "test", classes, cache, bs)
     weights = zeroshot.class_weights(lambda t: text_features(model, t, cache), classes, templates)
-    return {"fingerprint": sets["test"][0].fingerprint, "metrics": zeroshot.zeroshot_metrics(x, y, weights, classes)}
+    out = {"fingerprint": sets["test"][0].fingerprint, "metrics": zeroshot.zeroshot_metrics(x, y, weights, classes)}
+    return _with_baselines(out, *_class_baselines(sets, y, classes))
 
 
 def run_fewshot(model, sets, cache, bs, ks, seeds) -> dict:
@@ -100,7 +135,11 @@ def run_fewshot(model, sets, cache, bs, ks, seeds) -> dict:
     classes = class_names(sets)
     train = _xy(model, sets, "train", classes, cache, bs)
     test = _xy(model, sets, "test", classes, cache, bs)
-    return {"metrics": probes.fewshot_probe(train, test, classes, ks, seeds)}
+    metrics = probes.fewshot_probe(train, test, classes, ks, seeds)
+    base, source = _class_baselines(sets, test[1], classes)
+    base = B.renamed(base, {"acc1": "acc1_mean", "mean_per_class_recall": "mean_per_class_recall_mean"})
+    return {"metrics": metrics, "baselines": base, "baselines_from": source,
+            "beats_baselines": {k: B.beats(m, base) for k, m in metrics.items()}}
 
 
 def run_linear(model, sets, cache, bs, seed) -> dict:
@@ -112,7 +151,9 @@ def run_linear(model, sets, cache, bs, seed) -> dict:
     test = _xy(model, sets, "test", classes, cache, bs)
     if len(np.unique(train[1])) < 2:
         raise Skip("linear probe needs at least two classes in train")
-    return {"metrics": probes.linear_probe(train, val, test, classes, seed=seed)}
+    base, source = _class_baselines(sets, test[1], classes)
+    base = B.renamed(base, {"acc1": "lp_acc1", "acc5": "lp_acc5", "mean_per_class_recall": "lp_mean_per_class_recall"})
+    return _with_baselines({"metrics": probes.linear_probe(train, val, test, classes, seed=seed)}, base, source)
 
 
 def _count_items(model, folder: Path, cache, bs) -> tuple[list[dict], np.ndarray]:
@@ -145,14 +186,19 @@ def run_counting(model, data: Path, cache, bs) -> dict:
         out[variant] = counting.counting_metrics(true, pred)
         out[variant].update(true=true.tolist(), pred=pred.tolist())
     train_folder = data / "sarcount_train"
+    train_counts: list[int] = []
     if (train_folder / SARCOUNT_INDEX).is_file():
         titems, tx = _count_items(model, train_folder, cache, bs)
-        reg = probes.count_regression_probe(tx, [int(it["count"]) for it in titems], x, true)
+        train_counts = [int(it["count"]) for it in titems]
+        reg = probes.count_regression_probe(tx, train_counts, x, true)
         reg["true"] = true.tolist()
         out["regression_probe"] = reg
     else:
         out["regression_probe"] = {"skipped": f"{train_folder}: no SARCount-train {SARCOUNT_INDEX}"}
-    return {"metrics": out}
+    base = B.counting_baselines(true, train_counts)
+    judged = {k: B.beats(m, base) for k, m in out.items() if isinstance(m, dict) and "skipped" not in m}
+    source = "SARCount train counts" if train_counts else "SARCount test counts (no SARCount train items)"
+    return {"metrics": out, "baselines": base, "baselines_from": source, "beats_baselines": judged}
 
 
 def classification_sets(data: Path, imagefolders: list[Path]) -> dict[str, dict]:

@@ -72,7 +72,8 @@ def per_class_recall(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> 
 
 
 def classification_metrics(scores: np.ndarray, labels: np.ndarray, classnames: Sequence[str]) -> dict:
-    """acc1, acc5, mean_per_class_recall (over classes present) and the per-class recalls by name.
+    """acc1, acc5, mean_per_class_recall (over classes present), the per-class recalls by name and each
+    class's number of test items (``per_class_support``).
 
     Ties go to the lower class index everywhere (as ``argmax`` does).
     """
@@ -86,6 +87,7 @@ def classification_metrics(scores: np.ndarray, labels: np.ndarray, classnames: S
         "acc5": topk_accuracy(scores, labels, 5),
         "mean_per_class_recall": float(np.mean(pcr[present])) if present.any() else float("nan"),
         "per_class_recall": {c: float(pcr[i]) for i, c in enumerate(classnames) if present[i]},
+        "per_class_support": {c: int(np.sum(labels == i)) for i, c in enumerate(classnames) if present[i]},
         "num_samples": int(len(labels)),
         "num_classes": int(len(classnames)),
     }
