@@ -163,7 +163,7 @@ def baseline_table(node: dict) -> list[str]:
         lines.append(f"| {' '.join(path)} | {_fmt(value)}{mark} | " + " | ".join(cells)
                      + f" | {_verdict(path[-1], beats, base)} |")
     if node.get("baselines_from"):
-        lines.append(f"\nConstant baselines from: {node['baselines_from']}.")
+        lines.append(f"\nBaselines taken from: {node['baselines_from']}.")
     return lines
 
 
