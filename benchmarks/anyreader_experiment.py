@@ -1,18 +1,21 @@
-"""The AnyReader experiment (issue 10): does tiling large scenes help a small CLIP see small targets?
+"""The AnyReader experiment (issues 10 and 17): does tiling large scenes help a small CLIP see small targets?
 
 Large synthetic SAR scenes with small ships (``mmsar.synth``), assembled into MMSAR (``mmsar.build``), and
-three arms trained with the same backbone, data, steps and seeds:
+three arms trained with the demo's CPU recipe, the same backbone, data, steps and seeds:
 
 - ``anyreader``: SARCLIP's AnyReader, at most ``--max-tiles`` tiles of the encoder's size plus a thumbnail;
-- ``plain-S``: plain letterbox resize to the encoder's own size S;
-- ``plain-E``: plain letterbox resize to a larger size E chosen so the encoder's FLOPs per image match
-  AnyReader's (its mean tile count on the training images, plus the thumbnail).
+- ``plain``: plain letterbox resize to the encoder's own size S;
+- ``plain-eq``: plain letterbox resize to a larger size E whose encoder FLOPs (counted by torch's
+  ``FlopCounterMode``) are nearest AnyReader's (its mean tile count on the training images, plus the thumbnail).
 
-Each run is scored with ``sarclip_train.eval.evaluate`` on counting (SARCount, words and digits prompts, plus the
-ridge count probe) and retrieval (test split); the script prints a Markdown table of mean and spread over seeds
-and writes ``results.json`` and ``results.md`` to ``--out``.
+Pick the scene regime first with ``benchmarks/anyreader_regime.py`` (where targets vanish at S but survive
+in the tiles). Each run is scored with ``sarclip_train.eval.evaluate`` on retrieval (test split) and counting
+(SARCount prompts and the ridge count probe), beside the same items' baselines. The script writes
+``results.json`` and ``results.md`` (mean ± 95% t interval over seeds, and AnyReader minus each plain arm
+paired by seed, with its standard error). Runs already in ``results.json`` are kept and skipped, so the
+arms and seeds can be run one invocation at a time.
 
-    .venv/bin/python benchmarks/anyreader_experiment.py --out /tmp/anyreader --seeds 0,1,2 --steps 120
+    .venv/bin/python benchmarks/anyreader_experiment.py --out /tmp/anyreader --gsd 10 --size-range 512:1024
 """
 
 from __future__ import annotations
@@ -30,17 +33,18 @@ import numpy as np
 log = logging.getLogger("anyreader_experiment")
 
 
-def vit_flops(arch: str, image_size: int) -> float:
-    """Multiply-adds x 2 of one forward pass of the open_clip ViT image tower at ``image_size``:
-    patch embedding, then per layer 24*N*D^2 (QKV, output projection, MLP with ratio 4) + 4*N^2*D (QK^T and
-    attention x V), with N = patches + class token. Norms, softmax and the projection are left out."""
-    from sarclip_train.model import resolve_arch
+def encoder_flops(arch: str, image_size: int) -> float:
+    """FLOPs of one forward pass of the image tower at ``image_size``, counted by torch's own
+    ``FlopCounterMode`` (convolutions and matrix products; any architecture, ViT or ResNet)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
-    cfg = _vision_cfg(resolve_arch(arch))
-    d, layers, p = cfg["width"], cfg["layers"], cfg["patch_size"]
-    n = (image_size // p) ** 2 + 1
-    patch = 2.0 * (n - 1) * 3 * p * p * d
-    return patch + layers * (24.0 * n * d * d + 4.0 * n * n * d)
+    from sarclip_train.model import create_clip
+
+    visual = create_clip(arch, image_size=image_size).visual.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        visual(torch.zeros(1, 3, image_size, image_size))
+    return float(counter.get_total_flops())
 
 
 def _vision_cfg(arch: str) -> dict[str, Any]:
@@ -49,9 +53,19 @@ def _vision_cfg(arch: str) -> dict[str, Any]:
     cfg = open_clip.get_model_config(arch)
     if cfg is None:
         raise SystemExit(f"{arch}: not an open_clip architecture (or a shipped config)")
-    v = dict(cfg["vision_cfg"])
-    v.setdefault("patch_size", 16)
-    return v
+    return dict(cfg["vision_cfg"])
+
+
+def size_step(arch: str) -> int:
+    """Input sizes to try: multiples of the patch (ViT); of 16 for a ResNet (its pooling floors odd sizes)."""
+    v = _vision_cfg(resolve(arch))
+    return int(v.get("patch_size", 0)) or 16
+
+
+def resolve(arch: str) -> str:
+    from sarclip_train.model import resolve_arch
+
+    return resolve_arch(arch)
 
 
 def mean_tiles(data: Path, tile: int, max_tiles: int, max_side: int) -> float:
@@ -69,13 +83,13 @@ def mean_tiles(data: Path, tile: int, max_tiles: int, max_side: int) -> float:
 
 
 def equal_compute_size(arch: str, tile: int, tiles: float) -> tuple[int, float, float]:
-    """The input size (a multiple of the patch size) whose FLOPs best match ``tiles`` tiles + 1 thumbnail."""
-    from sarclip_train.model import resolve_arch
-
-    p = _vision_cfg(resolve_arch(arch))["patch_size"]
-    target = (tiles + 1.0) * vit_flops(arch, tile)
-    best = min(range(tile, 8 * tile + 1, p), key=lambda s: abs(vit_flops(arch, s) - target))
-    return best, target, vit_flops(arch, best)
+    """The plain-resize input size whose encoder FLOPs are nearest AnyReader's (``tiles`` tiles + thumbnail):
+    (size, AnyReader FLOPs, that size's FLOPs)."""
+    step = size_step(arch)
+    target = (tiles + 1.0) * encoder_flops(arch, tile)
+    costs = {s: encoder_flops(arch, s) for s in range(tile, 4 * tile + 1, step)}
+    best = min(costs, key=lambda s: abs(costs[s] - target))
+    return best, target, costs[best]
 
 
 def build_config(args: argparse.Namespace, out: Path, synth: Path) -> Path:
@@ -120,25 +134,15 @@ def prepare(args: argparse.Namespace, out: Path) -> Path:
 
 
 def train_config(args: argparse.Namespace, data: Path, run_dir: Path, seed: int, anyreader: bool, size: int):
-    from sarclip_train.config import TrainConfig
+    """The demo's CPU recipe (``sarclip_train.demo.recipe_config``), one arm: only the view differs."""
+    from sarclip_train.demo import recipe_config
 
-    cfg = TrainConfig()
-    cfg.data.train = [str(data / "train")]
-    cfg.data.workers = 1
-    cfg.data.seed = seed
+    cfg = recipe_config(data / "train", run_dir, steps=args.steps, anyreader=anyreader, seed=seed,
+                        batch_size=args.batch_size, max_tiles=args.max_tiles)
     cfg.model.arch = args.arch
-    cfg.model.anyreader = anyreader
     cfg.model.image_size = size
-    cfg.model.max_tiles = args.max_tiles
     cfg.optim.lr = args.lr
-    cfg.optim.warmup_steps = max(1, args.steps // 10)
-    cfg.run.out = str(run_dir)
-    cfg.run.batch_size = args.batch_size
-    cfg.run.epochs = 10_000
-    cfg.run.max_steps = args.steps
-    cfg.run.seed = seed
     cfg.run.device = args.device
-    cfg.run.progress = False
     cfg.run.threads = args.threads
     return cfg
 
@@ -149,56 +153,97 @@ def summarise(res: dict[str, Any]) -> dict[str, float]:
     cnt = r["counting"]["metrics"]
     probe = cnt.get("regression_probe", {})
     return {
-        "count_acc_words": cnt["words"]["acc1"], "count_mae_words": cnt["words"]["mae"],
-        "count_acc_digits": cnt["digits"]["acc1"], "count_mae_digits": cnt["digits"]["mae"],
-        "probe_mae": probe.get("mae", float("nan")), "probe_acc": probe.get("acc1", float("nan")),
         "mean_recall": ret["mean_recall"],
+        "probe_mae": probe.get("mae", float("nan")), "probe_acc": probe.get("acc1", float("nan")),
+        "count_acc_words": cnt["words"]["acc1"], "count_mae_words": cnt["words"]["mae"],
     }
 
 
-COLUMNS = [("count_acc_words", "count acc (words)"), ("count_mae_words", "count MAE (words)"),
-           ("count_acc_digits", "count acc (digits)"), ("count_mae_digits", "count MAE (digits)"),
-           ("probe_mae", "count probe MAE"), ("probe_acc", "count probe acc"),
-           ("mean_recall", "retrieval mean recall")]
+def baselines(res: dict[str, Any]) -> dict[str, float]:
+    """The same test items' baselines (identical in every run: they depend on the data only)."""
+    r = res["results"]
+    rb, cb = r["retrieval"]["baselines"], r["counting"]["baselines"]
+    return {"retrieval random": rb["random"]["mean_recall"], "retrieval popularity": rb["popularity"]["mean_recall"],
+            "count MAE always-the-mean": cb["always_mean"]["mae"],
+            "count MAE always-the-most-common": cb["always_most_common"]["mae"],
+            "count acc always-the-most-common": cb["always_most_common"]["acc1"]}
+
+
+COLUMNS = [("mean_recall", "retrieval mean recall", True), ("probe_mae", "count-probe MAE", False),
+           ("probe_acc", "count-probe acc", True), ("count_acc_words", "count prompt acc (words)", True),
+           ("count_mae_words", "count prompt MAE (words)", False)]
+
+
+def mean_se_ci(values: np.ndarray) -> tuple[float, float, float]:
+    """Mean, standard error and the half-width of the 95% t interval over seeds."""
+    from scipy import stats
+
+    n = len(values)
+    if n < 2:
+        return float(values.mean()), float("nan"), float("nan")
+    se = float(values.std(ddof=1) / np.sqrt(n))
+    return float(values.mean()), se, float(stats.t.ppf(0.975, n - 1) * se)
+
+
+def per_arm(runs: list[dict[str, Any]], arm: str, key: str) -> dict[int, float]:
+    return {r["seed"]: r["metrics"][key] for r in runs if r["arm"] == arm}
 
 
 def table(runs: list[dict[str, Any]], arms: list[str]) -> str:
-    """Mean ± sample standard deviation over seeds, one row per arm."""
-    head = "| arm | seeds | train s | " + " | ".join(label for _, label in COLUMNS) + " |"
+    """Mean ± 95% CI over seeds (t interval), one row per arm."""
+    head = "| arm | seeds | train s | " + " | ".join(label for _, label, _ in COLUMNS) + " |"
     lines = [head, "|" + "---|" * (len(COLUMNS) + 3)]
     for arm in arms:
         rs = [r for r in runs if r["arm"] == arm]
         if not rs:
             continue
         cells = []
-        for key, _ in COLUMNS:
-            v = np.array([r["metrics"][key] for r in rs], dtype=float)
-            sd = v.std(ddof=1) if len(v) > 1 else 0.0
-            cells.append(f"{v.mean():.3f} ± {sd:.3f}")
+        for key, _, _ in COLUMNS:
+            m, _, ci = mean_se_ci(np.array([r["metrics"][key] for r in rs], dtype=float))
+            cells.append(f"{m:.3f} ± {ci:.3f}")
         secs = np.mean([r["train_s"] for r in rs])
         lines.append(f"| {arm} | {len(rs)} | {secs:.0f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def differences(runs: list[dict[str, Any]], ref: str, others: list[str]) -> str:
+    """``ref`` minus each other arm, paired by seed: mean, standard error, and whether ``ref`` is ahead by
+    more than two standard errors (for MAE, ahead means lower)."""
+    lines = ["| comparison | metric | difference (mean ± SE) | ahead by > 2 SE |", "|---|---|---|---|"]
+    for other in others:
+        for key, label, higher in COLUMNS:
+            a, b = per_arm(runs, ref, key), per_arm(runs, other, key)
+            seeds = sorted(set(a) & set(b))
+            if not seeds:
+                continue
+            d = np.array([a[s] - b[s] for s in seeds], dtype=float)
+            m, se, _ = mean_se_ci(d)
+            ahead = (m > 2 * se) if higher else (m < -2 * se)
+            lines.append(f"| {ref} - {other} | {label} | {m:+.4f} ± {se:.4f} | {'yes' if ahead else 'no'} |")
+    return "\n".join(lines)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                epilog="example: benchmarks/anyreader_experiment.py --out /tmp/arx --gsd 10 "
+                                       "--size-range 512:1024 --seeds 0,1,2")
     p.add_argument("--out", type=Path, default=Path("anyreader-experiment"))
-    p.add_argument("--images", type=int, default=240, help="synthetic scenes")
-    p.add_argument("--size-range", default="1024:2048", help="scene side range in pixels, LO:HI")
-    p.add_argument("--gsd", type=float, default=3.0, help="metres per pixel (fixes ship sizes in pixels)")
+    p.add_argument("--images", type=int, default=2000, help="synthetic scenes")
+    p.add_argument("--size-range", default="512:1024", help="scene side range in pixels, LO:HI")
+    p.add_argument("--gsd", type=float, default=10.0, help="metres per pixel (fixes ship sizes in pixels)")
     p.add_argument("--classes", default="ship")
     p.add_argument("--max-objects", type=int, default=12)
-    p.add_argument("--max-side", type=int, default=512, help="stored image side (>= tiles x encoder size)")
+    p.add_argument("--max-side", type=int, default=256, help="stored image side (>= tiles x encoder size)")
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--seeds", default="0,1,2", help="training seeds (model init and data order)")
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--arch", default="sarclip-tiny-vit")
+    p.add_argument("--steps", type=int, default=450)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--arch", default="sarclip-tiny-rn")
     p.add_argument("--max-tiles", type=int, default=4)
     p.add_argument("--eq-size", type=int, default=0, help="size of the equal-compute arm (0 = from FLOPs)")
     p.add_argument("--arms", default="anyreader,plain,plain-eq")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="processes for synth and build")
     return p.parse_args(argv)
@@ -210,14 +255,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
     from sarclip_train.eval import evaluate
-    from sarclip_train.model import resolve_arch
     from sarclip_train.train import run
 
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     data = prepare(args, out)
-    size = _vision_cfg(resolve_arch(args.arch))["image_size"]
+    size = _vision_cfg(resolve(args.arch))["image_size"]
     tile = int(size[0] if isinstance(size, (list, tuple)) else size)
     tiles = mean_tiles(data, tile, args.max_tiles, args.max_side)
     eq, target, got = equal_compute_size(args.arch, tile, tiles)
@@ -225,28 +269,41 @@ def main(argv: list[str] | None = None) -> int:
     arms = {"anyreader": (True, 0), "plain": (False, tile), "plain-eq": (False, eq)}
     names = {"anyreader": f"anyreader ({args.max_tiles} tiles + thumb @{tile})", "plain": f"plain @{tile}",
              "plain-eq": f"plain @{eq} (equal compute)"}
-    compute = {"tile": tile, "mean_tiles": tiles, "anyreader_gflops": target / 1e9, "eq_size": eq,
-               "eq_gflops": vit_flops(args.arch, eq) / 1e9, "plain_gflops": vit_flops(args.arch, tile) / 1e9}
+    compute = {"tile": tile, "mean_tiles": tiles, "anyreader_mflops": target / 1e6, "eq_size": eq,
+               "eq_mflops": encoder_flops(args.arch, eq) / 1e6, "plain_mflops": encoder_flops(args.arch, tile) / 1e6}
     log.info("compute per image: %s", compute)
-    runs: list[dict[str, Any]] = []
+    results_file = out / "results.json"
+    previous = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    runs: list[dict[str, Any]] = previous.get("runs", [])
+    base: dict[str, float] = previous.get("baselines", {})
     for seed in (int(s) for s in args.seeds.split(",")):
         for arm in args.arms.split(","):
             anyreader, size = arms[arm]
             run_dir = out / "runs" / f"{arm}-seed{seed}"
+            if any(r["arm"] == names[arm] and r["seed"] == seed for r in runs):
+                log.info("%s seed %d: already in %s", arm, seed, results_file)
+                continue
             t = time.perf_counter()
             trained = run(train_config(args, data, run_dir, seed, anyreader, size))
             train_s = time.perf_counter() - t
             res = evaluate(str(trained.checkpoint), data, "retrieval,counting", run_dir / "eval",
                            seed=0, device="cpu" if args.device == "cpu" else None)
+            base = baselines(res)
             runs.append({"arm": names[arm], "seed": seed, "train_s": train_s, "metrics": summarise(res),
                          "first_loss": trained.losses[0], "last_loss": float(np.mean(trained.losses[-5:]))})
             log.info("%s seed %d: %s (%.0f s)", arm, seed, runs[-1]["metrics"], train_s)
-            (out / "results.json").write_text(json.dumps({"args": vars(args) | {"out": str(out)},
-                                                          "compute": compute, "runs": runs}, indent=2))
-    md = table(runs, [names[a] for a in args.arms.split(",")])
+            results_file.write_text(json.dumps({"args": vars(args) | {"out": str(out)}, "compute": compute,
+                                                "baselines": base, "runs": runs}, indent=2))
+    order = [n for n in names.values() if any(r["arm"] == n for r in runs)]
+    md = "\n\n".join([
+        table(runs, order),
+        "Baselines on the same test items: " + ", ".join(f"{k} {v:.4f}" for k, v in base.items()),
+        differences(runs, names["anyreader"], [n for n in order if n != names["anyreader"]])
+        if names["anyreader"] in order else "",
+    ])
     (out / "results.md").write_text(md + "\n", encoding="utf-8")
     print(md)
-    print(f"\ncompute per image (GFLOPs): {json.dumps(compute)}; total {time.perf_counter() - t0:.0f} s")
+    print(f"\ncompute per image (MFLOPs): {json.dumps(compute)}; total {time.perf_counter() - t0:.0f} s")
     return 0
 
 
