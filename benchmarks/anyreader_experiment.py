@@ -147,6 +147,21 @@ def train_config(args: argparse.Namespace, data: Path, run_dir: Path, seed: int,
     return cfg
 
 
+def trained_arm(args: argparse.Namespace, data: Path, run_dir: Path, seed: int, anyreader: bool, size: int
+                ) -> tuple[Path, float, list[float]]:
+    """Train one arm, or reuse its finished run (``final.pt`` and ``log.jsonl`` already in ``run_dir``):
+    (checkpoint, training seconds (NaN when reused without a record), the loss of every step)."""
+    from sarclip_train.train import run
+
+    final, seconds = run_dir / "checkpoints" / "final.pt", run_dir / "train_seconds.txt"
+    if not final.is_file():
+        t = time.perf_counter()
+        run(train_config(args, data, run_dir, seed, anyreader, size))
+        seconds.write_text(f"{time.perf_counter() - t:.1f}\n", encoding="utf-8")
+    losses = [json.loads(line)["loss"] for line in (run_dir / "log.jsonl").read_text().splitlines() if line]
+    return final, float(seconds.read_text()) if seconds.is_file() else float("nan"), losses
+
+
 def summarise(res: dict[str, Any]) -> dict[str, float]:
     r = res["results"]
     ret = r["retrieval"]["metrics"]
@@ -201,8 +216,8 @@ def table(runs: list[dict[str, Any]], arms: list[str]) -> str:
         for key, _, _ in COLUMNS:
             m, _, ci = mean_se_ci(np.array([r["metrics"][key] for r in rs], dtype=float))
             cells.append(f"{m:.3f} ± {ci:.3f}")
-        secs = np.mean([r["train_s"] for r in rs])
-        lines.append(f"| {arm} | {len(rs)} | {secs:.0f} | " + " | ".join(cells) + " |")
+        secs = [r["train_s"] for r in rs if r["train_s"] is not None and not np.isnan(r["train_s"])]
+        lines.append(f"| {arm} | {len(rs)} | {np.mean(secs) if secs else float('nan'):.0f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -255,7 +270,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
     from sarclip_train.eval import evaluate
-    from sarclip_train.train import run
 
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -283,14 +297,12 @@ def main(argv: list[str] | None = None) -> int:
             if any(r["arm"] == names[arm] and r["seed"] == seed for r in runs):
                 log.info("%s seed %d: already in %s", arm, seed, results_file)
                 continue
-            t = time.perf_counter()
-            trained = run(train_config(args, data, run_dir, seed, anyreader, size))
-            train_s = time.perf_counter() - t
-            res = evaluate(str(trained.checkpoint), data, "retrieval,counting", run_dir / "eval",
+            checkpoint, train_s, losses = trained_arm(args, data, run_dir, seed, anyreader, size)
+            res = evaluate(str(checkpoint), data, "retrieval,counting", run_dir / "eval",
                            seed=0, device="cpu" if args.device == "cpu" else None)
             base = baselines(res)
             runs.append({"arm": names[arm], "seed": seed, "train_s": train_s, "metrics": summarise(res),
-                         "first_loss": trained.losses[0], "last_loss": float(np.mean(trained.losses[-5:]))})
+                         "first_loss": losses[0], "last_loss": float(np.mean(losses[-20:]))})
             log.info("%s seed %d: %s (%.0f s)", arm, seed, runs[-1]["metrics"], train_s)
             results_file.write_text(json.dumps({"args": vars(args) | {"out": str(out)}, "compute": compute,
                                                 "baselines": base, "runs": runs}, indent=2))

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -189,6 +191,21 @@ class _Tally:
         }
 
 
+# A run keeps its job and caption engine in d2c.convert_worker's module globals (so forked pool workers
+# inherit them rather than rebuild them): threads of one process (a Dask worker's, an app's) therefore
+# convert one at a time. Processes, the unit of parallel work here, are unaffected.
+_ONE_RUN_AT_A_TIME = threading.RLock()
+
+
+def _one_run_at_a_time(fn: Any) -> Any:
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with _ONE_RUN_AT_A_TIME:
+            return fn(*args, **kwargs)
+    return run
+
+
+@_one_run_at_a_time
 def convert(
     input: str | Path = ".",
     *,
