@@ -4,6 +4,8 @@ Large synthetic SAR scenes with small ships (``mmsar.synth``), assembled into MM
 three arms trained with the demo's CPU recipe, the same backbone, data, steps and seeds:
 
 - ``anyreader``: SARCLIP's AnyReader, at most ``--max-tiles`` tiles of the encoder's size plus a thumbnail;
+- ``anyreader-zero``: the same with the ``zero_out`` merger (a zero-initialised output layer in place of
+  the scalar gate, ``model.merger``);
 - ``plain``: plain letterbox resize to the encoder's own size S;
 - ``plain-eq``: plain letterbox resize to a larger size E whose encoder FLOPs (counted by torch's
   ``FlopCounterMode``) are nearest AnyReader's (its mean tile count on the training images, plus the thumbnail).
@@ -133,7 +135,8 @@ def prepare(args: argparse.Namespace, out: Path) -> Path:
     return result.out
 
 
-def train_config(args: argparse.Namespace, data: Path, run_dir: Path, seed: int, anyreader: bool, size: int):
+def train_config(args: argparse.Namespace, data: Path, run_dir: Path, seed: int, anyreader: bool, size: int,
+                 merger: str = "gate"):
     """The demo's CPU recipe (``sarclip_train.demo.recipe_config``), one arm: only the view differs."""
     from sarclip_train.demo import recipe_config
 
@@ -141,14 +144,15 @@ def train_config(args: argparse.Namespace, data: Path, run_dir: Path, seed: int,
                         batch_size=args.batch_size, max_tiles=args.max_tiles)
     cfg.model.arch = args.arch
     cfg.model.image_size = size
+    cfg.model.merger = merger
     cfg.optim.lr = args.lr
     cfg.run.device = args.device
     cfg.run.threads = args.threads
     return cfg
 
 
-def trained_arm(args: argparse.Namespace, data: Path, run_dir: Path, seed: int, anyreader: bool, size: int
-                ) -> tuple[Path, float, list[float]]:
+def trained_arm(args: argparse.Namespace, data: Path, run_dir: Path, seed: int, anyreader: bool, size: int,
+                merger: str = "gate") -> tuple[Path, float, list[float]]:
     """Train one arm, or reuse its finished run (``final.pt`` and ``log.jsonl`` already in ``run_dir``):
     (checkpoint, training seconds (NaN when reused without a record), the loss of every step)."""
     from sarclip_train.train import run
@@ -156,7 +160,7 @@ def trained_arm(args: argparse.Namespace, data: Path, run_dir: Path, seed: int, 
     final, seconds = run_dir / "checkpoints" / "final.pt", run_dir / "train_seconds.txt"
     if not final.is_file():
         t = time.perf_counter()
-        run(train_config(args, data, run_dir, seed, anyreader, size))
+        run(train_config(args, data, run_dir, seed, anyreader, size, merger))
         seconds.write_text(f"{time.perf_counter() - t:.1f}\n", encoding="utf-8")
     losses = [json.loads(line)["loss"] for line in (run_dir / "log.jsonl").read_text().splitlines() if line]
     return final, float(seconds.read_text()) if seconds.is_file() else float("nan"), losses
@@ -280,9 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     tiles = mean_tiles(data, tile, args.max_tiles, args.max_side)
     eq, target, got = equal_compute_size(args.arch, tile, tiles)
     eq = args.eq_size or eq
-    arms = {"anyreader": (True, 0), "plain": (False, tile), "plain-eq": (False, eq)}
-    names = {"anyreader": f"anyreader ({args.max_tiles} tiles + thumb @{tile})", "plain": f"plain @{tile}",
-             "plain-eq": f"plain @{eq} (equal compute)"}
+    arms = {"anyreader": (True, 0, "gate"), "anyreader-zero": (True, 0, "zero_out"), "plain": (False, tile, "gate"),
+            "plain-eq": (False, eq, "gate")}
+    names = {"anyreader": f"anyreader ({args.max_tiles} tiles + thumb @{tile})",
+             "anyreader-zero": f"anyreader, zero_out merger ({args.max_tiles} tiles + thumb @{tile})",
+             "plain": f"plain @{tile}", "plain-eq": f"plain @{eq} (equal compute)"}
     compute = {"tile": tile, "mean_tiles": tiles, "anyreader_mflops": target / 1e6, "eq_size": eq,
                "eq_mflops": encoder_flops(args.arch, eq) / 1e6, "plain_mflops": encoder_flops(args.arch, tile) / 1e6}
     log.info("compute per image: %s", compute)
@@ -292,12 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     base: dict[str, float] = previous.get("baselines", {})
     for seed in (int(s) for s in args.seeds.split(",")):
         for arm in args.arms.split(","):
-            anyreader, size = arms[arm]
+            anyreader, size, merger = arms[arm]
             run_dir = out / "runs" / f"{arm}-seed{seed}"
             if any(r["arm"] == names[arm] and r["seed"] == seed for r in runs):
                 log.info("%s seed %d: already in %s", arm, seed, results_file)
                 continue
-            checkpoint, train_s, losses = trained_arm(args, data, run_dir, seed, anyreader, size)
+            checkpoint, train_s, losses = trained_arm(args, data, run_dir, seed, anyreader, size, merger)
             res = evaluate(str(checkpoint), data, "retrieval,counting", run_dir / "eval",
                            seed=0, device="cpu" if args.device == "cpu" else None)
             base = baselines(res)
@@ -310,8 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     md = "\n\n".join([
         table(runs, order),
         "Baselines on the same test items: " + ", ".join(f"{k} {v:.4f}" for k, v in base.items()),
-        differences(runs, names["anyreader"], [n for n in order if n != names["anyreader"]])
-        if names["anyreader"] in order else "",
+        *(differences(runs, names[ref], [n for n in order if not n.startswith("anyreader")])
+          for ref in ("anyreader", "anyreader-zero") if names[ref] in order),
     ])
     (out / "results.md").write_text(md + "\n", encoding="utf-8")
     print(md)

@@ -5,8 +5,11 @@ keeps the most of the image's resolution with the least padding, InternVL / LLaV
 global thumbnail letterboxed to S x S. Thumbnail and tiles go through the shared open_clip visual encoder in
 one batched pass; the tile embeddings (already projected by the encoder) get a position code from their
 normalised centre, are pooled by learned queries plus a sum branch (totals survive, which counting needs),
-and are added to the global embedding through a gate that starts at zero: at step 0 the model *is* the
-global-thumbnail CLIP model.
+and are added to the global embedding through a merger that starts at zero: at step 0 the model *is* the
+global-thumbnail CLIP model. Two mergers (``MERGERS``): ``gate``, a learned scalar from 0 (the merger's own
+weights get no gradient until it moves, so it has its own learning rate), and ``zero_out``, the output
+layer initialised to zero with the gate fixed at 1 (LoRA-style: that layer gets gradient at step 0, the
+rest from step 1).
 
 Padding: the image is resized by one factor (aspect kept) to fit inside the canvas and centred; the border
 is filled with the normalisation mean, so it is zero after normalisation. Nothing is cropped. The resize
@@ -25,6 +28,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+
+from sarclip_train.config import MERGERS
 
 
 def choose_grid(width: int, height: int, tile: int, max_tiles: int) -> tuple[int, int]:
@@ -132,14 +137,22 @@ class ImageTransform:
 class AnyReader(nn.Module):
     """Merges tile embeddings into the global-thumbnail embedding (see the module docstring)."""
 
-    def __init__(self, embed_dim: int, pool_queries: int = 4, pos_hidden: int = 64, sum_scale: float = 6.0) -> None:
+    def __init__(self, embed_dim: int, pool_queries: int = 4, pos_hidden: int = 64, sum_scale: float = 6.0,
+                 merger: str = "gate") -> None:
         super().__init__()
         self.pos = nn.Sequential(nn.Linear(4, pos_hidden), nn.GELU(), nn.Linear(pos_hidden, embed_dim))
         self.norm = nn.LayerNorm(embed_dim)
         self.queries = nn.Parameter(torch.randn(pool_queries, embed_dim) * embed_dim**-0.5)
         self.sum_proj = nn.Linear(embed_dim, embed_dim)
         self.out = nn.Linear(embed_dim * (pool_queries + 1), embed_dim)
-        self.gate = nn.Parameter(torch.zeros(()))
+        if merger == "gate":
+            self.gate = nn.Parameter(torch.zeros(()))
+        elif merger == "zero_out":
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+            self.register_buffer("gate", torch.ones(()))  # fixed; kept under the same name for the export's report
+        else:
+            raise ValueError(f"unknown AnyReader merger {merger!r} (one of {', '.join(MERGERS)})")
         self.sum_scale = float(sum_scale)
 
     def merge(self, tile_feats, counts, coords):

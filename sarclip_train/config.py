@@ -17,6 +17,8 @@ from typing import Any
 
 from d2c.errors import UsageError
 
+MERGERS = ("gate", "zero_out")  # AnyReader's mergers (sarclip_train/anyreader.py)
+
 
 @dataclass
 class DataConfig:
@@ -40,6 +42,7 @@ class ModelConfig:
     tile_cap: int = 0  # max tiles per batch over all images (0 = batch_size * max_tiles)
     pool_queries: int = 4  # learned pooling queries of the tile merger
     pos_hidden: int = 64  # width of the tile-position MLP
+    merger: str = "gate"  # how tiles join the thumbnail: "gate" (a learned scalar from 0) or "zero_out" (a zero-initialised output layer)
     grad_checkpointing: bool = False  # recompute activations in the backward pass (less memory, slower)
     freeze_image: bool = False  # freeze the open_clip visual tower (AnyReader merger still trains)
     freeze_text: bool = False  # freeze the open_clip text tower
@@ -246,6 +249,7 @@ def problems(cfg: TrainConfig, where: str) -> list[str]:
         (1 <= cfg.model.max_tiles <= 36, f"model.max_tiles must be in 1..36, got {cfg.model.max_tiles}"),
         (cfg.model.tile_cap >= 0, "model.tile_cap must be >= 0"),
         (cfg.model.pool_queries >= 1, "model.pool_queries must be >= 1"),
+        (cfg.model.merger in MERGERS, f"model.merger must be one of {'/'.join(MERGERS)}, got {cfg.model.merger!r}"),
         (cfg.model.image_size >= 0, "model.image_size must be >= 0"),
         (cfg.loss.kind in ("clip", "siglip"), f"loss.kind must be 'clip' or 'siglip', got {cfg.loss.kind!r}"),
         (cfg.data.tail in ("drop", "wrap"), f"data.tail must be 'drop' or 'wrap', got {cfg.data.tail!r}"),

@@ -72,6 +72,7 @@ class ModelInfo:
     std: list[float]
     norm_source: str  # "pretrained" or "shards"
     siglip: bool = False
+    merger: str = "gate"  # AnyReader's merger (checkpoints from before it have the gate)
     arch_config: dict | None = None  # the open_clip JSON config, so a checkpoint rebuilds without the file
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,7 +113,8 @@ class SarClipModel(nn.Module):
         super().__init__()
         self.clip = clip
         self.info = info
-        self.reader = AnyReader(info.embed_dim, info.pool_queries, info.pos_hidden, float(info.max_tiles)) \
+        self.reader = AnyReader(info.embed_dim, info.pool_queries, info.pos_hidden, float(info.max_tiles),
+                                info.merger) \
             if info.anyreader else None
 
     def transform(self) -> ImageTransform:
@@ -162,7 +164,7 @@ def build_model(mcfg: ModelConfig, *, mean: list[float] | None = None, std: list
         arch=name, anyreader=mcfg.anyreader, tile_size=size, image_size=size, max_tiles=mcfg.max_tiles,
         tile_cap=mcfg.tile_cap, pool_queries=mcfg.pool_queries, pos_hidden=mcfg.pos_hidden,
         embed_dim=int(clip.text_projection.shape[1] if hasattr(clip, "text_projection") else clip.visual.output_dim),
-        mean=[float(v) for v in mean], std=[float(v) for v in std], norm_source=source, siglip=siglip,
+        mean=[float(v) for v in mean], std=[float(v) for v in std], norm_source=source, siglip=siglip, merger=mcfg.merger,
         arch_config=open_clip.get_model_config(name),
     )
     model = SarClipModel(clip, info)

@@ -85,6 +85,46 @@ def test_every_parameter_gets_gradient(anyreader):
         assert any(n.startswith("reader.") for n, _ in model.named_parameters())
 
 
+def test_zero_out_merger_starts_as_the_thumbnail_model_and_gets_gradient_at_once(tmp_path):
+    """``model.merger='zero_out'``: at step 0 the embedding is the thumbnail's alone (the output layer is
+    zero), yet that layer's weight gets gradient in the very first backward pass (the gate's design gives the
+    merger none until the gate moves); after one step every merger parameter has gradient, the fixed gate is
+    not trained, and a checkpoint rebuilds the same merger."""
+    from sarclip_train.model import model_from_info
+
+    torch.manual_seed(0)
+    cfg = load_config(None, ["model.arch='sarclip-micro-vit'", "model.anyreader=true", "model.merger='zero_out'",
+                             "optim.lr=1e-3"])
+    model = build_model(cfg.model, mean=[0.3] * 3, std=[0.2] * 3)
+    batch, tokens, ids = _batch(model)
+    with torch.no_grad():
+        thumbs_only = model.clip.encode_image(batch["thumbs"])
+        assert torch.equal(model.encode_images(batch), thumbs_only)
+    assert "reader.gate" not in dict(model.named_parameters()) and float(model.reader.gate) == 1.0
+    opt = make_optimizer(model, cfg)
+    loss_fn = MaskedClipLoss()
+    for step in range(2):
+        opt.zero_grad(set_to_none=True)
+        img, txt, scale, _bias = model(batch, tokens)
+        loss_fn(img, txt, scale, text_ids=ids).backward()
+        if step == 0:
+            assert float(model.reader.out.weight.grad.abs().sum()) > 0
+            opt.step()
+    dead = [n for n, p in model.named_parameters() if n.startswith("reader.")
+            and (p.grad is None or float(p.grad.abs().sum()) == 0.0)]
+    assert not dead, dead
+    rebuilt = model_from_info(model.info.to_dict())
+    rebuilt.load_state_dict(model.state_dict())
+    assert rebuilt.info.merger == "zero_out" and float(rebuilt.reader.gate) == 1.0
+    with torch.no_grad():
+        assert torch.allclose(rebuilt.encode_images(batch), model.encode_images(batch))
+
+
+def test_unknown_merger_is_a_config_error():
+    with pytest.raises(Exception, match="model.merger must be one of gate/zero_out"):
+        load_config(None, ["model.merger='sum'"])
+
+
 def test_learning_rate_schedule_and_logit_scale(tmp_path):
     """Warm-up is linear to the peak, the cosine ends at lr * min_lr_ratio, each group gets lr x its scale;
     the logit scale starts at 1/0.07, stays within (0, 100] and grows while the model memorises."""
