@@ -11,15 +11,15 @@ import operator
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from d2c.captions.sandbox import SYN_RANGE, SynIndex
 from d2c.captions.templates import FAMILIES, TemplateError, TemplateInfo
 
-if TYPE_CHECKING:
-    from d2c.captions.engine import CaptionEngine
+# The engine's renderer: (template id, context, (modality noun, synonym index, digits)) -> text.
+RenderText = Callable[[str, dict[str, Any], tuple[str, Any, bool]], str]
 
 DRAWS = 5  # uniform draws per step: family, template, modality noun, synonym index, digits or words
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
@@ -371,19 +371,24 @@ class Texts:
     looks them up with array gathers (see :class:`_Memo`): an entry's context for a template (the values of its ``requires``) is
     interned once, and texts are interned too (id 0 is the empty text); failures get negative ids."""
 
-    def __init__(self, engine: CaptionEngine) -> None:
-        self.engine = engine
-        self.templates = engine.templates
-        self.use = np.array([engine._style_use[t.id] for t in engine.templates], dtype=np.int64).reshape(-1, 3)
+    def __init__(self, templates: Sequence[TemplateInfo], style_use: dict[str, tuple[bool, bool, bool]],
+                 syn_named: dict[str, bool], modality: Sequence[str], render_text: RenderText) -> None:
+        """``style_use``/``syn_named`` per template id: which wording draws it reads, and whether it reads
+        ``syn`` itself; ``modality``: the modality nouns; ``render_text``: the engine's renderer (taken as
+        arguments, so that this module never imports the engine: no import circle)."""
+        self.templates = templates
+        self._modality = modality
+        self._render_text = render_text
+        self.use = np.array([style_use[t.id] for t in templates], dtype=np.int64).reshape(-1, 3)
         self._use = self.use.tolist()
-        self.n_modality = len(engine._modality)
+        self.n_modality = len(modality)
         # a text of a template that reads ``syn`` only through the wording filters serves every synonym
         # index those filters cannot tell apart (see _render)
         self._syn_shared = [
-            u[1] and not engine._syn_named[t.id] for u, t in zip(self._use, self.templates, strict=True)
+            u[1] and not syn_named[t.id] for u, t in zip(self._use, self.templates, strict=True)
         ]
         self._requires = [_values_of(t.requires) for t in self.templates]
-        self.template_ids = np.array([t.id for t in engine.templates], dtype=object)
+        self.template_ids = np.array([t.id for t in templates], dtype=object)
         self.clear()
 
     def clear(self) -> None:
@@ -466,9 +471,9 @@ class Texts:
         modality, rest = divmod(wording, SYN_RANGE * 2)
         idx, values = self._contexts[context]
         syn = SynIndex(rest // 2)
-        style = (self.engine._modality[modality], syn, bool(rest % 2))
+        style = (self._modality[modality], syn, bool(rest % 2))
         try:
-            text = self.engine._render_text(self.templates[idx].id, values, style)
+            text = self._render_text(self.templates[idx].id, values, style)
         except TemplateError as exc:
             self._failures.append(exc)
             return -len(self._failures)

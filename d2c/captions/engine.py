@@ -126,7 +126,7 @@ class CaptionEngine:
         self._modality = self.vocab.modality or [STYLE_DEFAULT[0]]
         self._pools: dict[tuple, int] = {}
         self._choices = Choices(self.templates)
-        self._texts = Texts(self)
+        self._texts = Texts(self.templates, self._style_use, self._syn_named, self._modality, self._render_text)
         self._attr_cache = attributes.AttributeCache(self._needed, self.vocab.sensors, derive=self._entry)
 
     # ---- captions ----
