@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from d2c import convert_worker as worker
-from d2c.arrow_arrays import indices
 from d2c.convert_worker import Entry
 from d2c.errors import D2CError, UsageError
 from d2c.gc_tuning import gc_relaxed
@@ -450,7 +449,7 @@ def _account(entries: list[Entry], result: Any, tally: _Tally, sink: _Sink, fres
         tally.written_many(written, n_captions, n_out)
     if keep:
         if len(keep) != table.num_rows:
-            table = table.take(indices(keep))
+            table = table.take(keep)
         sink.write(first, table, items, sizes)
 
 
