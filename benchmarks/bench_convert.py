@@ -112,8 +112,9 @@ def case_pycocotools(ann: str, out: str) -> None:
 
 def case_convert(ann: str, mode: str, workers: str, out: str) -> None:
     from d2c.convert import convert
+    from d2c.options import ConvertOptions
 
-    convert(ann, out=out, format="coco", images_mode=mode, workers=int(workers), progress=False)
+    convert(ann, out, ConvertOptions(format="coco", images_mode=mode, workers=int(workers), progress=False))
 
 
 def case_read_decode(ann: str) -> None:
