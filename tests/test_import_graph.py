@@ -136,3 +136,11 @@ def test_no_top_level_import_cycle_in_d2c() -> None:
 
 def test_cycle_finder_finds_a_circle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_packages_import_one_way():
+    """``sarclip_train -> mmsar -> d2c``, never back (docs/architecture.md)."""
+    rank = {pkg: k for k, pkg in enumerate(PACKAGES)}
+    back = [(m, t) for m, targets in import_graph(top_level_only=False).items() for t in targets
+            if rank[t.split(".")[0]] > rank[m.split(".")[0]]]
+    assert back == []
