@@ -112,8 +112,9 @@ def case_pycocotools(ann: str, out: str) -> None:
 
 def case_convert(ann: str, mode: str, workers: str, out: str) -> None:
     from d2c.convert import convert
+    from d2c.options import ConvertOptions
 
-    convert(ann, out=out, format="coco", images_mode=mode, workers=int(workers), progress=False)
+    convert(ann, out, ConvertOptions(format="coco", images_mode=mode, workers=int(workers), progress=False))
 
 
 def case_read_decode(ann: str) -> None:
@@ -232,18 +233,14 @@ def main() -> None:
 def _image_cases(jpg_ann: Path, tif_ann: Path, n_emb: int, n_tif: int, size: int, out: Any) -> list:
     """Embedding 8-bit images, and stretching uint16 GeoTIFFs, against reading + decoding them."""
     rows: list[tuple[str, dict, str]] = []
-    dec = measure("read_decode", str(jpg_ann))
-    rows.append((f"read + decode {n_emb:,} 8-bit JPEGs ({size}px)", dec, "floor"))
-    for w in (1, 2):
-        r = measure("convert", str(jpg_ann), "embed", str(w), out=out(f"emb{w}"))
-        rows.append((f"d2c convert --images-mode embed --workers {w}", r,
-                     f"{r['seconds'] / dec['seconds']:.2f}x floor"))
-    tdec = measure("read_decode", str(tif_ann))
-    rows.append((f"read + decode {n_tif:,} uint16 GeoTIFFs ({size}px)", tdec, "floor"))
-    for w in (1, 2):
-        r = measure("convert", str(tif_ann), "embed", str(w), out=out(f"tif{w}"))
-        rows.append((f"d2c convert embed, uint16 stretched to PNG, --workers {w}", r,
-                     f"{r['seconds'] / tdec['seconds']:.2f}x floor"))
+    for ann, floor_label, label, tag in (
+            (jpg_ann, f"{n_emb:,} 8-bit JPEGs", "d2c convert --images-mode embed", "emb"),
+            (tif_ann, f"{n_tif:,} uint16 GeoTIFFs", "d2c convert embed, uint16 stretched to PNG,", "tif")):
+        dec = measure("read_decode", str(ann))
+        rows.append((f"read + decode {floor_label} ({size}px)", dec, "floor"))
+        for w in (1, 2):
+            r = measure("convert", str(ann), "embed", str(w), out=out(f"{tag}{w}"))
+            rows.append((f"{label} --workers {w}", r, f"{r['seconds'] / dec['seconds']:.2f}x floor"))
     return rows
 
 

@@ -33,9 +33,9 @@ CLASSES = ["ship", "aircraft", "car", "tank", "bridge", "harbor"]
 CHILD = """
 import json, resource, sys, time
 t0 = time.perf_counter()
-from d2c.convert import convert
-res = convert(sys.argv[1], out=sys.argv[2], format=sys.argv[3], images_mode="reference", workers=int(sys.argv[4]),
-              captions_per_image=5, shard_rows=20000, progress=False)
+from d2c import ConvertOptions, convert
+res = convert(sys.argv[1], sys.argv[2], ConvertOptions(format=sys.argv[3], images_mode="reference",
+              workers=int(sys.argv[4]), captions_per_image=5, shard_rows=20000, progress=False))
 print(json.dumps({"seconds": time.perf_counter() - t0, "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                   "children_peak_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
 """

@@ -24,10 +24,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 def make_data(work: Path, images: int, size: int) -> Path:
     from d2c.convert import convert
+    from d2c.options import ConvertOptions
     from mmsar.synth import generate
 
     raw = generate(work / "raw", images=images, size=size, formats=("coco",), seed=0)
-    return convert(raw.files["coco"], out=work / "shards", format="coco", images_mode="embed", seed=0).out
+    options = ConvertOptions(format="coco", images_mode="embed", seed=0)
+    return convert(raw.files["coco"], work / "shards", options).out
 
 
 def loader_rate(shards: Path, model, batch: int, workers: int, batches: int) -> float:

@@ -3,7 +3,8 @@
 Public API (the CLIs are thin wrappers over these):
 
 - :func:`read` yields :class:`Scene` and :class:`Reject` objects from COCO, DOTA or VOC annotations;
-- :func:`convert` runs read -> caption -> Parquet shards (see ``d2c.convert``).
+- :func:`convert` runs read -> caption -> Parquet shards (see ``d2c.convert``), with the settings of a
+  :class:`ConvertOptions` (see ``d2c.options``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 from d2c.model import Instance, Provenance, Reject, Scene, scene_key, scene_seed
 
 __version__ = "0.1.0"
-__all__ = ["Instance", "Provenance", "Reject", "Scene", "scene_key", "scene_seed", "read", "convert", "__version__"]
+__all__ = ["Instance", "Provenance", "Reject", "Scene", "scene_key", "scene_seed", "read", "convert",
+           "ConvertOptions", "__version__"]
 
 
 def read(input: Any, format: str = "auto", **options: Any):
@@ -26,3 +28,4 @@ def read(input: Any, format: str = "auto", **options: Any):
 # Imported eagerly on purpose: the submodule d2c.convert would otherwise replace this name with the
 # module the first time anything imports it, and `d2c.convert(...)` would stop being callable.
 from d2c.convert import convert  # noqa: E402
+from d2c.options import ConvertOptions  # noqa: E402

@@ -98,6 +98,7 @@ def convert_cmd(input: Path, fmt: str, out: Path, images: Path | None, annotatio
     """
     from d2c.convert import StrictError, convert
     from d2c.imageio import StretchConfig
+    from d2c.options import ConvertOptions
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
     if not input.exists():
@@ -105,16 +106,15 @@ def convert_cmd(input: Path, fmt: str, out: Path, images: Path | None, annotatio
     if no_default_templates and templates is None:
         _fail(ValueError("--no-default-templates needs --templates DIR (the templates to use instead)"), 2)
     try:
-        result = convert(input, out=out, format=fmt, images=images, annotations=annotations, source=source,
-                         class_map=class_map, templates=templates, captions_per_image=captions_per_image,
-                         seed=seed, images_mode=images_mode, shard_rows=shard_rows, workers=workers,
-                         resume=resume, strict=strict, max_side=max_side, tile=tile, overlap=overlap,
-                         tile_min_visible=tile_min_visible, tile_below=tile_below,
-                         tile_negative_rate=tile_negative_rate,
-                         include_default_templates=not no_default_templates,
-                         keep_partial_scenes=keep_partial_scenes,
-                         stretch=StretchConfig(db=db, dual_pol=dual_pol),
-                         max_vertices=max_vertices, max_parts=max_parts)
+        options = ConvertOptions(
+            format=fmt, images=images, annotations=annotations, source=source, class_map=class_map,
+            templates=templates, include_default_templates=not no_default_templates,
+            captions_per_image=captions_per_image, seed=seed, images_mode=images_mode, shard_rows=shard_rows,
+            max_side=max_side, tile=tile, overlap=overlap, stretch=StretchConfig(db=db, dual_pol=dual_pol),
+            keep_partial_scenes=keep_partial_scenes, tile_min_visible=tile_min_visible, tile_below=tile_below,
+            tile_negative_rate=tile_negative_rate, max_vertices=max_vertices, max_parts=max_parts,
+            workers=workers, resume=resume, strict=strict)
+        result = convert(input, out, options)
     except StrictError as exc:
         _print_summary(out)
         _fail(exc, 1)

@@ -20,7 +20,6 @@ to a shard's temporary file), ``before_rename`` (a shard closed, not yet renamed
 from __future__ import annotations
 
 import collections
-import dataclasses
 import functools
 import json
 import logging
@@ -32,13 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from d2c import convert_worker as worker
-from d2c.arrow_arrays import indices
 from d2c.convert_worker import Entry
 from d2c.errors import D2CError, UsageError
 from d2c.gc_tuning import gc_relaxed
-from d2c.imageio import StretchConfig
-from d2c.limits import DEFAULT_MAX_PARTS, DEFAULT_MAX_VERTICES
 from d2c.model import Reject, Scene
+from d2c.options import RUN_KEYS, ConvertOptions
 from d2c.partial import settle as settle_partial
 from d2c.progress import Progress
 from d2c.schema import SCHEMA_VERSION
@@ -51,16 +48,8 @@ from d2c.shards import (
     shard_paths,
     write_manifest,
 )
-from d2c.tiling import BELOW_POLICIES, DEFAULT_MIN_VISIBLE, DEFAULT_NEGATIVE_RATE
 
 log = logging.getLogger(__name__)
-
-# Settings that must match for --resume to reuse shards written earlier.
-RUN_KEYS = ("schema_version", "seed", "template_set_hash", "captions_per_image", "images_mode", "shard_rows",
-            "max_bytes", "max_side", "class_map", "source", "stretch", "tile", "overlap",
-            "tile_min_visible", "tile_below", "tile_negative_rate", "keep_partial_scenes", "max_vertices",
-            "max_parts")
-
 
 @dataclass
 class ConvertResult:
@@ -113,7 +102,7 @@ def _resume_plan(out: Path, run: dict[str, Any]) -> _ResumePlan:
             for later in shard_paths(out)[i:]:
                 later.unlink()
             break
-        same = all(meta.get(k) == run.get(k) for k in RUN_KEYS if k != "source")
+        same = all(meta.get(k) == run.get(k) for k in RUN_KEYS)
         # a tiled scene's rows may straddle two shards: the next shard starts at the last item or after
         if not same or meta.get("shard_index") != i or meta.get("first_item", -1) < plan.next_item - 1:
             if not same:
@@ -206,89 +195,43 @@ def _one_run_at_a_time(fn: Any) -> Any:
 
 
 @_one_run_at_a_time
-def convert(
-    input: str | Path = ".",
-    *,
-    out: str | Path,
-    format: str = "auto",
-    images: str | Path | None = None,
-    annotations: str | Path | None = None,
-    source: str | None = None,
-    class_map: Any = None,
-    templates: str | Path | None = None,
-    captions_per_image: int = 5,
-    seed: int = 0,
-    images_mode: str = "reference",
-    shard_rows: int = 2000,
-    workers: int = 1,
-    resume: bool = False,
-    strict: bool = False,
-    max_side: int | None = None,
-    tile: int | None = None,
-    overlap: int = 200,
-    tile_min_visible: float = DEFAULT_MIN_VISIBLE,
-    tile_below: str = "difficult",
-    tile_negative_rate: float = DEFAULT_NEGATIVE_RATE,
-    progress: bool | str | None = None,
-    max_bytes: int = 512 << 20,
-    stretch: StretchConfig = StretchConfig(),
-    max_pixels: int = 1 << 30,
-    include_default_templates: bool = True,
-    keep_partial_scenes: bool = False,
-    max_vertices: int = DEFAULT_MAX_VERTICES,
-    max_parts: int = DEFAULT_MAX_PARTS,
-) -> ConvertResult:
+def convert(input: str | Path, out: str | Path, options: ConvertOptions | None = None) -> ConvertResult:
     """Read ``input``, caption every scene and write Parquet shards, ``_manifest.json``, ``_stats.json`` and
-    ``_rejects.jsonl`` to ``out``. Raises :class:`UsageError` for impossible options and
-    :class:`StrictError` (after writing everything) when ``strict`` and anything was rejected.
-    ``include_default_templates=False`` captions with the ``templates`` folder alone (d2c's set left out).
-    With ``tile``, ``tile_min_visible``/``tile_below``/``tile_negative_rate`` are
-    :func:`d2c.tiling.tile_scene`'s ``min_visible``/``below``/``negative_rate`` (ignored without ``tile``).
-    A scene some of whose objects were rejected is rejected whole (``partial_scene``), unless
-    ``keep_partial_scenes``: then it is written flagged ``objects_rejected`` and captioned only by templates
-    that claim no total (see :mod:`d2c.partial`).
-    ``max_vertices``/``max_parts``: the geometry budget of one object (:mod:`d2c.limits`); an object over
-    it is a ``too_complex`` Reject."""
-    tiling = TileOptions(tile_min_visible, tile_below, tile_negative_rate)
-    _check_options(images_mode, shard_rows, workers, captions_per_image, max_side, tile, overlap, tiling)
+    ``_rejects.jsonl`` to ``out``, with the settings ``options`` (:class:`d2c.options.ConvertOptions`; the
+    defaults when None). Raises :class:`UsageError` for impossible options and :class:`StrictError` (after
+    writing everything) when ``options.strict`` and anything was rejected. A scene some of whose objects
+    were rejected is rejected whole (``partial_scene``), unless ``keep_partial_scenes``; an object over the
+    geometry budget is a ``too_complex`` Reject."""
+    o = options if options is not None else ConvertOptions()
     from d2c import read
     from d2c.captions import CaptionEngine
     from d2c.readers import plan as plan_reading
 
     out = Path(out)
     existing = shard_paths(out) if out.is_dir() else []
-    if existing and not resume:
+    if existing and not o.resume:
         raise UsageError(f"{out} already holds {len(existing)} shard(s); use --resume or an empty --out folder")
-    cmap = _load_class_map(class_map)
-    templates_path = Path(templates) if templates is not None else None
-    engine = CaptionEngine(templates_path, captions_per_image=captions_per_image, seed=seed,
-                           include_defaults=include_default_templates)
-    run = {
-        "schema_version": SCHEMA_VERSION, "seed": int(seed), "template_set_hash": engine.template_set_hash,
-        "captions_per_image": captions_per_image, "images_mode": images_mode, "shard_rows": shard_rows,
-        "max_bytes": max_bytes, "max_side": max_side, "class_map": cmap.to_dict(), "source": source,
-        "tile": tile, "overlap": overlap if tile is not None else None,
-        "stretch": dataclasses.asdict(stretch), "keep_partial_scenes": bool(keep_partial_scenes),
-        # only tiled runs record these, so untiled shards stay as they were (absent reads as None on resume)
-        **(tiling.run_metadata() if tile is not None else {}),
-        # only runs with other geometry limits record them (same reason: default shards stay as they were)
-        **({"max_vertices": max_vertices, "max_parts": max_parts}
-           if (max_vertices, max_parts) != (DEFAULT_MAX_VERTICES, DEFAULT_MAX_PARTS) else {}),
-    }
-    plan = _resume_plan(out, run) if resume and existing else _ResumePlan()
+    cmap = _load_class_map(o.class_map)
+    templates_path = Path(o.templates) if o.templates is not None else None
+    engine = CaptionEngine(templates_path, captions_per_image=o.captions_per_image, seed=o.seed,
+                           include_defaults=o.include_default_templates)
+    run = o.run_metadata({"templates": engine.template_set_hash, "class_map": cmap.to_dict()})
+    plan = _resume_plan(out, run) if o.resume and existing else _ResumePlan()
     fresh_from = max(plan.next_item - 1, 0)  # the last kept item may have rows still to write (tiles)
     out.mkdir(parents=True, exist_ok=True)
-    job = worker.Job(templates_path, captions_per_image, int(seed), images_mode, max_side, stretch,
-                     max_pixels, tile, overlap, frozenset(plan.done_keys), include_default_templates,
-                     tiling.min_visible, tiling.below, tiling.negative_rate, bool(keep_partial_scenes))
+    job = worker.Job(templates_path, o.captions_per_image, int(o.seed), o.images_mode, o.max_side, o.stretch,
+                     o.max_pixels, o.tile, o.overlap, frozenset(plan.done_keys), o.include_default_templates,
+                     o.tile_min_visible, o.tile_below, o.tile_negative_rate, bool(o.keep_partial_scenes))
     read_args: dict[str, Any] = {
-        "source": source, "images": Path(images) if images else None, "class_map": cmap,
-        "annotations": Path(annotations) if annotations else None, "require_images": images_mode == "embed",
-        "max_pixels": max_pixels, "max_vertices": max_vertices, "max_parts": max_parts}
+        "source": o.source, "images": Path(o.images) if o.images else None, "class_map": cmap,
+        "annotations": Path(o.annotations) if o.annotations else None,
+        "require_images": o.images_mode == "embed",
+        "max_pixels": o.max_pixels, "max_vertices": o.max_vertices, "max_parts": o.max_parts}
+    workers = o.workers
     # workers read the input themselves when the reader can split it (not when resuming: which items
     # to skip depends on their positions, known only in order)
     # (and, on one worker, annotation-only runs read the plan as blocks of scenes when it gives them)
-    units = plan_reading(input, format=format, **read_args) \
+    units = plan_reading(input, format=o.format, **read_args) \
         if (workers > 1 and not plan.done_keys and worker.can_read_in_workers()) or \
         (workers <= 1 and worker.uses_blocks(job)) else None
     planned = units.units + len(units.head) if units is not None else None
@@ -297,16 +240,18 @@ def convert(
     read_so_far = [0]
 
     def items() -> Iterator[Entry]:
-        for pos, item in enumerate(settle_partial(read(input, format=format, **read_args), keep_partial_scenes)):
+        stream = read(input, format=o.format, **read_args)
+        for pos, item in enumerate(settle_partial(stream, o.keep_partial_scenes)):
             todo = isinstance(item, Scene) and (
-                tile is not None or pos >= plan.next_item or item.key not in plan.done_keys)
+                o.tile is not None or pos >= plan.next_item or item.key not in plan.done_keys)
             read_so_far[0] = pos + 1
             yield pos, item, todo
 
     tally = _Tally()
-    sink = _Sink(out, run, plan, shard_rows, max_bytes, source)
+    sink = _Sink(out, run, plan, o.shard_rows, o.max_bytes, o.source)
     t0 = time.monotonic()
     # after planning the count of units (COCO images, DOTA/VOC annotation files) is known: a total and ETA
+    progress = o.progress
     bar = Progress("converting", units.units if units is not None else planned, unit="units" if planned else "scenes",
                    enabled=progress if isinstance(progress, str) else
                    ("off" if progress is False else ("rich" if progress else None)), logger=log)
@@ -315,7 +260,7 @@ def convert(
     try:
         with gc_relaxed(), bar:
             for entries, result in chunks:
-                _account(entries, result, tally, sink, fresh_from, captions_per_image)
+                _account(entries, result, tally, sink, fresh_from, o.captions_per_image)
                 if units is None:  # items read (a unit gives one, or a reject more: the share is about right)
                     done = min(read_so_far[0], planned) if planned else tally.stats.scenes_read
                     bar.update(done, _status(tally))
@@ -326,53 +271,7 @@ def convert(
         if sink.writer is not None:
             sink.writer.abort()
         raise
-    return _finish(out, tally, closed, run, input, format, strict, time.monotonic() - t0)
-
-
-@dataclass(frozen=True)
-class TileOptions:
-    """How tiling treats objects cut by a tile border and empty tiles (see :mod:`d2c.tiling`)."""
-
-    min_visible: float = DEFAULT_MIN_VISIBLE
-    below: str = "difficult"
-    negative_rate: float = DEFAULT_NEGATIVE_RATE
-
-    def check(self) -> None:
-        """Refuse impossible settings, naming the command-line option."""
-        if not _is_number(self.min_visible) or not 0.0 < self.min_visible <= 1.0:
-            raise UsageError(f"--tile-min-visible must be a number in (0, 1], got {self.min_visible!r}")
-        if self.below not in BELOW_POLICIES:
-            raise UsageError(f"--tile-below must be one of {', '.join(BELOW_POLICIES)}, got {self.below!r}")
-        if not _is_number(self.negative_rate) or not 0.0 <= self.negative_rate <= 1.0:
-            raise UsageError(f"--tile-negative-rate must be a number in [0, 1], got {self.negative_rate!r}")
-
-    def run_metadata(self) -> dict[str, Any]:
-        """The shard metadata / resume fingerprint entries (``tile_`` + field name)."""
-        return {"tile_min_visible": float(self.min_visible), "tile_below": self.below,
-                "tile_negative_rate": float(self.negative_rate)}
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v  # NaN fails the last test
-
-
-def _check_options(images_mode: str, shard_rows: int, workers: int, captions_per_image: int,
-                   max_side: int | None, tile: int | None, overlap: int, tiling: TileOptions) -> None:
-    if images_mode not in ("embed", "reference"):
-        raise UsageError(f"--images-mode must be 'embed' or 'reference', got {images_mode!r}")
-    if shard_rows < 1:
-        raise UsageError(f"--shard-rows must be at least 1, got {shard_rows}")
-    if workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}")
-    if captions_per_image < 1:
-        raise UsageError(f"--captions-per-image must be at least 1, got {captions_per_image}")
-    if max_side is not None and max_side < 16:
-        raise UsageError(f"--max-side must be at least 16 px, got {max_side}")
-    if tile is not None:
-        from d2c.tiling import check_params
-
-        tiling.check()
-        check_params(tile, overlap, tiling.min_visible, tiling.below, tiling.negative_rate)
+    return _finish(out, tally, closed, run, input, o.format, o.strict, time.monotonic() - t0)
 
 
 class _Sink:
@@ -450,7 +349,7 @@ def _account(entries: list[Entry], result: Any, tally: _Tally, sink: _Sink, fres
         tally.written_many(written, n_captions, n_out)
     if keep:
         if len(keep) != table.num_rows:
-            table = table.take(indices(keep))
+            table = table.take(keep)
         sink.write(first, table, items, sizes)
 
 

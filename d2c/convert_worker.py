@@ -27,7 +27,6 @@ from d2c.partial import settle as settle_partial
 from d2c.readers.plan import ReadPlan
 from d2c.rows import ImageRecord, RowInput, block_table, rows_table
 from d2c.shards import row_bytes_of
-from d2c.shared_renders import SharedRenders
 from d2c.tiling import DEFAULT_MIN_VISIBLE, DEFAULT_NEGATIVE_RATE
 
 # Scenes per task sent to a worker (and per Arrow table built). Annotation-only rows are small, so big
@@ -428,16 +427,13 @@ def _in_pool(tasks: Iterable[tuple[Any, tuple[Any, Any] | None]], job: Job, work
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    global _SHARED
-    fork = sys.platform.startswith("linux")
-    ctx = multiprocessing.get_context("fork" if fork else "spawn")
-    _SHARED = SharedRenders.made(ctx) if fork else None  # made before the workers are forked
+    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_pool_worker, initargs=(job,))
     pending: collections.deque = collections.deque()
     tag: Any = None
     try:
         for tag, task in tasks:
-            pending.append((tag, pool.submit(_sharing_renders, *task) if task is not None else None))
+            pending.append((tag, pool.submit(*task) if task is not None else None))
             while len(pending) > 4 * workers:
                 tag, fut = pending.popleft()
                 yield tag, (fut.result() if fut is not None else None)
@@ -450,23 +446,6 @@ def _in_pool(tasks: Iterable[tuple[Any, tuple[Any, Any] | None]], job: Job, work
             f"{where(tag) if tag is not None else 0}; the complete shards are kept: rerun with --resume") from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        if _SHARED is not None:
-            _SHARED.close()
-            _SHARED = None
-
-
-_SHARED: SharedRenders | None = None  # the running pool's shared caption renders, inherited by its workers
-
-
-def _sharing_renders(fn: Any, arg: Any) -> Any:
-    """``fn(arg)`` in a pool worker, with the caption renders the other workers published imported first
-    and the ones this task made published after (see :mod:`d2c.shared_renders`)."""
-    if _SHARED is None or _ENGINE is None:
-        return fn(arg)
-    _SHARED.absorb(_ENGINE)
-    result = fn(arg)
-    _SHARED.publish(_ENGINE.export_renders())
-    return result
 
 
 class SceneFacts(NamedTuple):

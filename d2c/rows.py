@@ -137,39 +137,41 @@ def block_table(
     and for tiles their parent key and offset), as one Arrow table in :data:`d2c.schema.SCHEMA` equal to
     :func:`scene_to_row`'s rows. Built column by column: the geometry of all instances goes into Arrow as
     a few numpy arrays instead of a Python float per coordinate, which is most of the cost of
-    ``Table.from_pylist`` on dict rows. Every column comes from :mod:`d2c.arrow_arrays`, whose builders
-    never call ``pa.array`` (which imports pandas, a cost every conversion process would pay)."""
+    ``Table.from_pylist`` on dict rows."""
     import pyarrow as pa
 
-    from d2c import arrow_arrays as aa
     from d2c.schema import SCHEMA
 
     n = len(block)
-    int32, float64 = pa.int32(), pa.float64()
+    int32, float64, string = pa.int32(), pa.float64(), pa.string()
     str_list = SCHEMA.field("flags").type
+
+    def strings(values: list[str | None]) -> Any:
+        return pa.array(values, string)
+
     cols = {
-        "key": aa.strings(block.key),
-        "source": aa.strings(block.source),
-        "split": aa.strings(block.split),
-        "image": _struct(SCHEMA.field("image").type, [aa.binaries([i.bytes for i in images]),
-                                                       aa.strings([i.path for i in images])]),
-        "image_format": aa.strings([i.format for i in images]),
-        "width": aa.numbers(block.width, int32),
-        "height": aa.numbers(block.height, int32),
-        "image_scale": aa.numbers(np.fromiter([i.scale for i in images], np.float64, n), float64),
-        "orig_dtype": aa.strings([i.orig_dtype for i in images]),
-        "stretch": aa.strings([i.stretch for i in images]),
-        "sha256": aa.strings([i.sha256 for i in images]),
-        "flags": aa.lists(block.flags, str_list),
-        "captions": aa.lists(captions, str_list),
-        "template_ids": aa.lists(template_ids, str_list),
+        "key": strings(block.key),
+        "source": strings(block.source),
+        "split": strings(block.split),
+        "image": _struct(SCHEMA.field("image").type, [pa.array([i.bytes for i in images], pa.binary()),
+                                                       strings([i.path for i in images])]),
+        "image_format": strings([i.format for i in images]),
+        "width": pa.array(block.width, int32),
+        "height": pa.array(block.height, int32),
+        "image_scale": pa.array(np.fromiter([i.scale for i in images], np.float64, n), float64),
+        "orig_dtype": strings([i.orig_dtype for i in images]),
+        "stretch": strings([i.stretch for i in images]),
+        "sha256": strings([i.sha256 for i in images]),
+        "flags": pa.array(block.flags, str_list),
+        "captions": pa.array(captions, str_list),
+        "template_ids": pa.array(template_ids, str_list),
         "objects": _objects_column(block, SCHEMA.field("objects").type),
         "counts": _counts_column(block, SCHEMA.field("counts").type),
-        "gsd": aa.numbers(block.gsd, float64),
-        "image_source": aa.strings(block.image_source),
-        "provenance": _struct(SCHEMA.field("provenance").type, [aa.strings(block.file), aa.strings(block.record)]),
-        "parent_key": aa.strings(parent_key if parent_key is not None else [None] * n),
-        "tile_offset": aa.lists(tile_offset if tile_offset is not None else [None] * n,
+        "gsd": pa.array(block.gsd, float64),
+        "image_source": strings(block.image_source),
+        "provenance": _struct(SCHEMA.field("provenance").type, [strings(block.file), strings(block.record)]),
+        "parent_key": strings(parent_key if parent_key is not None else [None] * n),
+        "tile_offset": pa.array(tile_offset if tile_offset is not None else [None] * n,
                                 SCHEMA.field("tile_offset").type),
     }
     return pa.Table.from_arrays([cols[name] for name in SCHEMA.names], schema=SCHEMA)
@@ -181,20 +183,37 @@ def _struct(struct_type: Any, children: list[Any]) -> Any:
     return pa.StructArray.from_arrays(children, fields=list(struct_type))
 
 
+def _list_array(list_type: Any, lengths: Any, values: Any) -> Any:
+    """A ``list_type`` array whose item k holds the next ``lengths[k]`` of ``values`` (int32 offsets: more
+    than 2**31 - 1 values in all raise, as ``pa.array`` does)."""
+    import pyarrow as pa
+
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values, type=list_type)
+
+
+def _float_lists(values: np.ndarray, lengths: Any) -> Any:
+    """A list<float64> array from flat float64 ``values`` and each list's length."""
+    import pyarrow as pa
+
+    return _list_array(pa.list_(pa.float64()), lengths, pa.array(np.ravel(values), pa.float64()))
+
+
 def _objects_column(block: SceneBlock, list_type: Any) -> Any:
     """``objects`` (a list of object structs per scene) from the block's instance columns."""
-    from d2c import arrow_arrays as aa
+    import pyarrow as pa
 
     m = block.num_instances
     values = _struct(list_type.value_type, [
-        aa.strings(block.category),
-        aa.strings(block.raw_category),
-        aa.float_lists(block.points.reshape(-1), 2 * block.sizes),
-        aa.float_lists(block.hbb.reshape(-1), np.full(m, 4)),
-        aa.float_lists(block.obb.reshape(-1), np.full(m, 5)),
-        aa.bools(np.asarray(block.difficult, dtype=bool)),
+        pa.array(block.category, pa.string()),
+        pa.array(block.raw_category, pa.string()),
+        _float_lists(block.points.reshape(-1), 2 * block.sizes),
+        _float_lists(block.hbb.reshape(-1), np.full(m, 4)),
+        _float_lists(block.obb.reshape(-1), np.full(m, 5)),
+        pa.array(np.asarray(block.difficult, dtype=bool), pa.bool_()),
     ])
-    return aa.list_array(list_type, block.n, values)
+    return _list_array(list_type, block.n, values)
 
 
 def _counts_column(block: SceneBlock, list_type: Any) -> Any:
@@ -202,15 +221,14 @@ def _counts_column(block: SceneBlock, list_type: Any) -> Any:
     at once."""
     import pyarrow as pa
 
-    from d2c import arrow_arrays as aa
-
     names = sorted(set(block.category))
     code = {c: k for k, c in enumerate(names)}
     width = max(len(names), 1)
     sid = np.repeat(np.arange(len(block), dtype=np.int64), block.n)
     cls = np.fromiter(map(code.__getitem__, block.category), np.int64, block.num_instances)
     pairs, count = np.unique(sid * width + cls, return_counts=True)  # by scene, then by name
-    values = _struct(list_type.value_type, [aa.strings(np.asarray(names, dtype=object)[pairs % width].tolist()),
-                                            aa.numbers(count, pa.int32())])
+    values = _struct(list_type.value_type, [pa.array(np.asarray(names, dtype=object)[pairs % width].tolist(),
+                                                     pa.string()),
+                                            pa.array(count, pa.int32())])
     lengths = np.bincount(pairs // width, minlength=len(block))
-    return aa.list_array(list_type, lengths, values)
+    return _list_array(list_type, lengths, values)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from d2c.model import scene_seed
+from d2c.number_words import number_words
 
 IRREGULAR_PLURALS = {"aircraft": "aircraft", "harbor": "harbors", "harbour": "harbours", "person": "people"}
 
@@ -71,12 +72,7 @@ def count_histogram(items: Sequence[dict[str, Any]]) -> dict[str, int]:
     return {str(k): hist[k] for k in sorted(hist)}
 
 
-NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-                "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
-                "nineteen", "twenty")
-
-
 def render(item: dict[str, Any], n: int) -> str:
     """The sentence the evaluation writes for a candidate count ``n`` (words up to twenty, then digits)."""
-    number = NUMBER_WORDS[n] if 0 <= n < len(NUMBER_WORDS) else str(n)
+    number = number_words(n, up_to=20)
     return item["template"].format(n=f"{number} {item['singular'] if n == 1 else item['plural']}")

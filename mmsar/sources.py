@@ -163,17 +163,19 @@ def stage_source(job: StageJob) -> dict[str, Any]:
 def _convert_part(job: StageJob, spec: InputSpec, out: Path) -> dict[str, Any]:
     from d2c.convert import convert  # not ``d2c.convert``: importing the submodule shadows that name
     from d2c.imageio import StretchConfig
+    from d2c.options import ConvertOptions
 
     src = job.source
     tile = {"tile": src.tile.size, "overlap": src.tile.overlap, "tile_min_visible": src.tile.min_visible,
             "tile_below": src.tile.below, "tile_negative_rate": src.tile.negative_rate} if src.tile else {}
-    result = convert(
-        spec.path, out=out, format=src.format, images=spec.images, annotations=spec.annotations,
-        source=src.name, class_map=_class_map(src), templates=job.templates,
-        captions_per_image=job.captions_per_image, seed=job.caption_seed, images_mode=job.images_mode,
-        shard_rows=job.shard_rows, workers=1, max_side=job.max_side, stretch=StretchConfig(**job.stretch),
-        progress=_inline_progress(), keep_partial_scenes=src.keep_partial_scenes, **tile,
+    options = ConvertOptions(
+        format=src.format, images=spec.images, annotations=spec.annotations, source=src.name,
+        class_map=_class_map(src), templates=job.templates, captions_per_image=job.captions_per_image,
+        seed=job.caption_seed, images_mode=job.images_mode, shard_rows=job.shard_rows, workers=1,
+        max_side=job.max_side, stretch=StretchConfig(**job.stretch), progress=_inline_progress(),
+        keep_partial_scenes=src.keep_partial_scenes, **tile,
     )
+    result = convert(spec.path, out, options)
     stats = {k: v for k, v in result.stats.items() if k in (*ACCOUNT_KEYS, "classes")}
     manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
     return {"dir": out.name, "input": str(spec.path), "split": spec.split, "stats": stats,

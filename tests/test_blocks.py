@@ -18,6 +18,7 @@ from d2c.captions import CaptionEngine
 from d2c.classes import ClassMap
 from d2c.convert import convert
 from d2c.model import Instance, Provenance, Reject, Scene
+from d2c.options import ConvertOptions
 from d2c.readers import plan
 from d2c.readers.plan import plan_items
 from d2c.shards import shard_paths
@@ -137,7 +138,8 @@ def test_conversion_through_blocks_writes_what_scenes_write(real_samples, tmp_pa
             if mode == "scenes":
                 monkeypatch.setattr(worker, "uses_blocks", lambda job: False)
             out = tmp_path / f"out{k}-{mode}-{workers}"
-            convert(path, out=out, format="coco", workers=workers, shard_rows=9, seed=3, progress=False, **opts)
+            convert(path, out, ConvertOptions(format="coco", workers=workers, shard_rows=9, seed=3,
+                                              progress=False, **opts))
             outs.append(out)
             monkeypatch.undo()
         names = [[p.name for p in shard_paths(o)] for o in outs]
@@ -162,7 +164,8 @@ def test_blocks_with_rejected_scenes_write_what_scenes_write(tmp_path, monkeypat
         if mode == "scenes":
             monkeypatch.setattr(worker, "uses_blocks", lambda job: False)
         out = tmp_path / mode
-        convert(path, out=out, format="coco", templates=tpl, include_default_templates=False, progress=False)
+        convert(path, out, ConvertOptions(format="coco", templates=tpl, include_default_templates=False,
+                                          progress=False))
         outs.append(out)
     rejects = [json.loads(line) for line in (outs[0] / "_rejects.jsonl").read_text().splitlines()]
     assert [r["scene_key"] for r in rejects if r["code"] == "caption_error"] == ["ann/005", "ann/014"]

@@ -17,6 +17,7 @@ from PIL import Image
 from d2c.cli import main
 from d2c.convert import convert
 from d2c.imageio import decode_image
+from d2c.options import ConvertOptions
 from d2c.schema import SCHEMA_VERSION
 from d2c.shards import iter_rows, read_metadata, shard_paths, verify
 
@@ -161,7 +162,8 @@ def test_partial_scene_rejected_whole_by_default(tmp_path, caplog):
     for w in (1, 2):
         outs.append(tmp_path / f"w{w}")
         with caplog.at_level("WARNING"):
-            convert(tmp_path / "ds", out=outs[-1], format="dota", workers=w, progress=False, source="toy")
+            convert(tmp_path / "ds", outs[-1], ConvertOptions(format="dota", workers=w, progress=False,
+                                                              source="toy"))
     stats = json.loads((outs[0] / "_stats.json").read_text())
     assert stats["scenes_read"] == 6 and stats["scenes_written"] == 5 and stats["rows"] == 5
     assert stats["rejected_instances"]["partial_scene"] == 3 and stats["invariant_holds"]
@@ -346,7 +348,7 @@ def test_convert_api_refuses_bad_tiling_options(tmp_path):
                          ({"tile_negative_rate": "0.5"}, "--tile-negative-rate"),
                          ({"tile_below": "keep"}, "--tile-below")):
         with pytest.raises(UsageError, match=name):
-            convert(root, out=tmp_path / "o", format="dota", tile=128, **kwargs)
+            convert(root, tmp_path / "o", ConvertOptions(format="dota", tile=128, **kwargs))
 
 
 def test_no_default_templates_captions_with_the_given_folder_alone(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 
 import d2c
 from d2c.convert import convert
+from d2c.options import ConvertOptions
 from d2c.readers import plan
 from d2c.readers.plan import plan_items
 from d2c.shards import shard_paths
@@ -66,8 +67,9 @@ def test_reading_in_workers_gives_identical_output(real_samples, tmp_path):
         outs = []
         for w in (1, 2):
             out = tmp_path / f"out{k}-{w}"
-            convert(path, out=out, format=fmt, workers=w, shard_rows=7, progress=False, seed=5,
-                    keep_partial_scenes=k % 2 == 1)  # SSDD's COCO has no class map here: all its scenes partial
+            # SSDD's COCO has no class map here: all its scenes partial
+            convert(path, out, ConvertOptions(format=fmt, workers=w, shard_rows=7, progress=False, seed=5,
+                                              keep_partial_scenes=k % 2 == 1))
             outs.append(out)
         a, b = shard_paths(outs[0]), shard_paths(outs[1])
         assert [p.name for p in a] == [p.name for p in b] and (a or k >= len(real)), path
@@ -102,7 +104,7 @@ def test_repeated_keys_across_spans_are_rejected_whatever_the_workers(tmp_path, 
     outs = []
     for w in (1, 2):
         out = tmp_path / f"out{w}"
-        convert(path, out=out, format="coco", workers=w, shard_rows=4, progress=False)
+        convert(path, out, ConvertOptions(format="coco", workers=w, shard_rows=4, progress=False))
         outs.append(out)
         rejects = [line for line in (out / "_rejects.jsonl").read_text().splitlines() if "duplicate_image" in line]
         assert len(rejects) == 3 and all("a second image has the key dup/img" in r for r in rejects)

@@ -12,6 +12,7 @@ from PIL import Image
 from d2c.cli import main
 from d2c.convert import convert
 from d2c.gallery import PALETTE, GalleryOptions, draw_gallery
+from d2c.options import ConvertOptions
 
 GREY = 90
 BOXES = {  # image -> (class, x0, y0, x1, y1) in original pixels
@@ -59,7 +60,8 @@ def _check(gallery, png: Path) -> None:
 
 def test_gallery_draws_boxes_where_the_objects_are(tmp_path):
     root = _dota(tmp_path / "ds")
-    convert(root, out=tmp_path / "s", format="dota", images_mode="embed", source="toy", progress=False)
+    convert(root, tmp_path / "s", ConvertOptions(format="dota", images_mode="embed", source="toy",
+                                                 progress=False))
     g = draw_gallery([tmp_path / "s"], tmp_path / "g.png", GalleryOptions(per_class=1))
     assert g.sources == ["toy"] and g.classes == ["aircraft", "ship"] and len(g.samples) == 2
     opts = GalleryOptions()
@@ -72,14 +74,14 @@ def test_gallery_draws_boxes_where_the_objects_are(tmp_path):
 
 def test_gallery_of_reference_shards_reads_the_image_files(tmp_path):
     root = _dota(tmp_path / "ds")
-    convert(root, out=tmp_path / "s", format="dota", images_mode="reference", progress=False)
+    convert(root, tmp_path / "s", ConvertOptions(format="dota", images_mode="reference", progress=False))
     g = draw_gallery([tmp_path / "s"], tmp_path / "g.png", GalleryOptions(per_class=1))
     _check(g, tmp_path / "g.png")
 
 
 def test_inspect_gallery_cli(tmp_path):
     root = _dota(tmp_path / "ds")
-    convert(root, out=tmp_path / "s", format="dota", images_mode="embed", progress=False)
+    convert(root, tmp_path / "s", ConvertOptions(format="dota", images_mode="embed", progress=False))
     res = CliRunner().invoke(main, ["inspect", str(tmp_path / "s"), "--gallery", str(tmp_path / "g.png"),
                                     "--per-class", "2"])
     assert res.exit_code == 0, res.output
@@ -97,7 +99,7 @@ def test_small_grid_takes_more_samples_per_cell(tmp_path):
     for i in range(5):
         Image.fromarray(np.full((80, 100), GREY, np.uint8)).save(root / "images" / f"S{i}.png")
         (root / "labelTxt" / f"S{i}.txt").write_text("20 20 60 20 60 40 20 40 ship 0\n")
-    convert(root, out=tmp_path / "s", format="dota", images_mode="embed", progress=False)
+    convert(root, tmp_path / "s", ConvertOptions(format="dota", images_mode="embed", progress=False))
     g = draw_gallery([tmp_path / "s"], tmp_path / "g.png", GalleryOptions(per_class=1, min_images=4))
     assert [s.key.rsplit("/", 1)[-1] for s in g.samples] == ["S0", "S1", "S2", "S3"]
     assert g.size[0] == 130 + 4 * (224 + 8) + 8

@@ -30,7 +30,7 @@ from d2c.readers import REGISTRY, detect_format
 
 root, out = sys.argv[1], sys.argv[2]
 items = list(d2c.read(root, format="csvbox", source="csvx"))
-result = d2c.convert(root, out=out, format="csvbox", source="csvx", captions_per_image=2)
+result = d2c.convert(root, out, d2c.ConvertOptions(format="csvbox", source="csvx", captions_per_image=2))
 print(json.dumps({
     "auto": detect_format(root),
     "reader_module": type(REGISTRY["csvbox"]).__module__,

@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from d2c.options import ConvertOptions
 from d2c.progress import Progress, track
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -42,7 +43,7 @@ def test_convert_reports_the_planned_total(tmp_path, caplog):
 
     ann = make_coco(tmp_path / "ds", n=12)
     with caplog.at_level(logging.INFO, logger="d2c.convert"):
-        convert(ann, out=tmp_path / "s", format="coco", progress="log")
+        convert(ann, tmp_path / "s", ConvertOptions(format="coco", progress="log"))
     done = [r.getMessage() for r in caplog.records if r.getMessage().startswith("converting:")]
     assert done and done[-1].startswith("converting: 12/12 units (100%)") and "rejects" in done[-1]
 
@@ -66,7 +67,7 @@ def test_streamed_convert_has_the_planned_total_too(tmp_path, caplog):
 
     make_dota(tmp_path / "ds", n=6)
     with caplog.at_level(logging.INFO, logger="d2c.convert"):
-        convert(tmp_path / "ds", out=tmp_path / "s", format="dota", progress="log")
+        convert(tmp_path / "ds", tmp_path / "s", ConvertOptions(format="dota", progress="log"))
     done = [r.getMessage() for r in caplog.records if r.getMessage().startswith("converting:")]
     assert done and done[-1].startswith("converting: 7/7 units (100%)")  # 6 label files + GHOST.txt
 

@@ -25,6 +25,7 @@ from d2c.cli import main
 from d2c.convert import convert
 from d2c.errors import UsageError
 from d2c.model import Reject, Scene
+from d2c.options import ConvertOptions
 from d2c.shards import iter_rows, verify
 
 EXAMPLES = int(os.environ.get("D2C_FUZZ_EXAMPLES", "0"))
@@ -245,7 +246,7 @@ def test_geometry_budget_is_configurable(tmp_path):
     with pytest.raises(UsageError, match="max_parts must be a positive integer"):
         d2c.read(path, format="coco", max_parts=0)
     with pytest.raises(UsageError, match="max_vertices"):
-        convert(path, out=tmp_path / "api", format="coco", max_vertices=True)
+        convert(path, tmp_path / "api", ConvertOptions(format="coco", max_vertices=True))
 
 
 _PEAK = """
@@ -316,7 +317,8 @@ def _converted(root: Path, fmt: str, mode: str = "reference", **options) -> tupl
     out = Path(tempfile.mkdtemp(prefix="d2c-num-"))
     try:
         options.setdefault("keep_partial_scenes", True)  # bad objects beside good ones in one scene
-        convert(root, out=out / "o", format=fmt, images_mode=mode, captions_per_image=1, progress=False, **options)
+        convert(root, out / "o", ConvertOptions(format=fmt, images_mode=mode, captions_per_image=1,
+                                                progress=False, **options))
         stats, _, rows = _outcome(out / "o")
     finally:
         shutil.rmtree(out, ignore_errors=True)

@@ -18,6 +18,7 @@ from test_convert import make_coco
 
 from d2c.cli import main
 from d2c.convert import convert
+from d2c.options import ConvertOptions
 from d2c.schema import HF_METADATA_KEY, SCHEMA_VERSION
 from d2c.shards import MANIFEST, REJECTS, STATS, OldFolderError, shard_paths
 
@@ -29,7 +30,7 @@ def folder(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("loaders")
     ann = make_coco(root / "ds", n=ROWS)
     out = root / "shards"
-    convert(ann, out=out, format="coco", images_mode="embed", shard_rows=3, progress=False)
+    convert(ann, out, ConvertOptions(format="coco", images_mode="embed", shard_rows=3, progress=False))
     assert len(shard_paths(out)) == 3 and {MANIFEST, STATS, REJECTS} <= {p.name for p in out.iterdir()}
     return out
 

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from d2c.convert import convert
+from d2c.options import ConvertOptions
 
 
 def _files(out: Path) -> dict[str, bytes]:
@@ -20,12 +21,14 @@ def test_threads_converting_at_once_give_the_bytes_of_runs_alone(tmp_path, real_
     # (SSDD's COCO has no class map here: every scene is partial, kept flagged)
     alone = []
     for i, (path, fmt, seed) in enumerate(inputs[:3]):
-        convert(path, out=tmp_path / f"alone{i}", format=fmt, seed=seed, shard_rows=7, keep_partial_scenes=True)
+        convert(path, tmp_path / f"alone{i}", ConvertOptions(format=fmt, seed=seed, shard_rows=7,
+                                                             keep_partial_scenes=True))
         alone.append(_files(tmp_path / f"alone{i}"))
 
     def run(i: int) -> dict[str, bytes]:
         path, fmt, seed = inputs[i]
-        convert(path, out=tmp_path / f"thread{i}", format=fmt, seed=seed, shard_rows=7, keep_partial_scenes=True)
+        convert(path, tmp_path / f"thread{i}", ConvertOptions(format=fmt, seed=seed, shard_rows=7,
+                                                              keep_partial_scenes=True))
         return _files(tmp_path / f"thread{i}")
 
     with ThreadPoolExecutor(max_workers=len(inputs)) as pool:

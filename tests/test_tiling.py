@@ -12,6 +12,7 @@ import pytest
 from d2c.errors import UsageError
 from d2c.imageio import decode_image, stretch_to_rgb
 from d2c.model import Instance, Provenance, Scene
+from d2c.options import ConvertOptions
 from d2c.rows import scene_to_row
 from d2c.tiling import (
     PARTIAL_DROPPED_FLAG,
@@ -300,8 +301,8 @@ def test_tiled_rows_are_the_rows_convert_writes(tmp_path):
     lines = [f"{20 + 40 * i} 20 {50 + 40 * i} 20 {50 + 40 * i} 35 {20 + 40 * i} 35 ship 0" for i in range(5)]
     (root / "labelTxt" / "s1.txt").write_text("\n".join([*lines, "20 700 1470 700 1470 760 20 760 ship 1"]) + "\n")
     out = tmp_path / "out"
-    convert(root, out=out, format="dota", tile=1024, overlap=200, seed=3, captions_per_image=2, tile_below="drop",
-            progress=False)
+    convert(root, out, ConvertOptions(format="dota", tile=1024, overlap=200, seed=3, captions_per_image=2,
+                                      tile_below="drop", progress=False))
     written = pa.concat_tables([pq.read_table(p) for p in shard_paths(out)])
     (scene,) = [s for s in d2c.read(root, format="dota") if isinstance(s, Scene)]
     rows, rejects = tiled_rows(scene, CaptionEngine(captions_per_image=2, seed=3).caption, tile=1024, overlap=200,

@@ -16,6 +16,7 @@ import torch
 from train_helpers import recall_at_5
 
 from d2c.convert import convert
+from d2c.options import ConvertOptions
 from d2c.shards import iter_rows
 from mmsar.synth import generate
 from sarclip_train import load
@@ -29,8 +30,8 @@ def make_split(tmp: Path, name: str, images: int, seed: int) -> Path:
     src = tmp / f"{name}-synth"
     generate(src, images=images, size_range=(128, 256), formats=("coco",), seed=seed)
     out = tmp / f"{name}-shards"
-    convert(src / "coco.json", out=out, format="coco", images=src / "images", captions_per_image=3,
-            images_mode="embed", seed=seed)
+    convert(src / "coco.json", out, ConvertOptions(format="coco", images=src / "images", captions_per_image=3,
+                                                   images_mode="embed", seed=seed))
     return out
 
 

@@ -11,15 +11,15 @@ import operator
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from d2c.captions.sandbox import SYN_RANGE, SynIndex
 from d2c.captions.templates import FAMILIES, TemplateError, TemplateInfo
 
-if TYPE_CHECKING:
-    from d2c.captions.engine import CaptionEngine
+# The engine's renderer: (template id, context, (modality noun, synonym index, digits)) -> text.
+RenderText = Callable[[str, dict[str, Any], tuple[str, Any, bool]], str]
 
 DRAWS = 5  # uniform draws per step: family, template, modality noun, synonym index, digits or words
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
@@ -279,14 +279,6 @@ class _Memo:
             self.a[row, col] = value
         return value
 
-    def fill(self, rows: np.ndarray, cols: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """Set the cells not made yet to ``values`` (made elsewhere, equal to what ``make`` would give);
-        which ones were set."""
-        self._grow(int(rows.max(initial=-1)) + 1)
-        new = self.a[rows, cols] == _NONE
-        self.a[rows[new], cols[new]] = values[new]
-        return new
-
     def put(self, row: int, cols: slice, value: int) -> None:
         """Set cells of a row that exists (``make`` filling siblings of the cell it makes)."""
         self.a[row, cols] = value
@@ -357,9 +349,6 @@ def _served(wording: int, moduli: frozenset[Any]) -> slice:
     return _wordings(wording - 2 * syn, syn.congruent(range(SYN_RANGE)))
 
 
-Render = tuple[tuple[int, Any], int, int, int, str]  # an exported render: see Texts.export_renders
-
-
 def _values_of(names: Sequence[str]) -> Callable[[dict[str, Any]], Any]:
     """A function giving the values of ``names`` in a dict, as a key (one C call: the value itself for one
     name, a tuple for several, ``()`` for none)."""
@@ -371,19 +360,24 @@ class Texts:
     looks them up with array gathers (see :class:`_Memo`): an entry's context for a template (the values of its ``requires``) is
     interned once, and texts are interned too (id 0 is the empty text); failures get negative ids."""
 
-    def __init__(self, engine: CaptionEngine) -> None:
-        self.engine = engine
-        self.templates = engine.templates
-        self.use = np.array([engine._style_use[t.id] for t in engine.templates], dtype=np.int64).reshape(-1, 3)
+    def __init__(self, templates: Sequence[TemplateInfo], style_use: dict[str, tuple[bool, bool, bool]],
+                 syn_named: dict[str, bool], modality: Sequence[str], render_text: RenderText) -> None:
+        """``style_use``/``syn_named`` per template id: which wording draws it reads, and whether it reads
+        ``syn`` itself; ``modality``: the modality nouns; ``render_text``: the engine's renderer (taken as
+        arguments, so that this module never imports the engine: no import circle)."""
+        self.templates = templates
+        self._modality = modality
+        self._render_text = render_text
+        self.use = np.array([style_use[t.id] for t in templates], dtype=np.int64).reshape(-1, 3)
         self._use = self.use.tolist()
-        self.n_modality = len(engine._modality)
+        self.n_modality = len(modality)
         # a text of a template that reads ``syn`` only through the wording filters serves every synonym
         # index those filters cannot tell apart (see _render)
         self._syn_shared = [
-            u[1] and not engine._syn_named[t.id] for u, t in zip(self._use, self.templates, strict=True)
+            u[1] and not syn_named[t.id] for u, t in zip(self._use, self.templates, strict=True)
         ]
         self._requires = [_values_of(t.requires) for t in self.templates]
-        self.template_ids = np.array([t.id for t in engine.templates], dtype=object)
+        self.template_ids = np.array([t.id for t in templates], dtype=object)
         self.clear()
 
     def clear(self) -> None:
@@ -392,8 +386,6 @@ class Texts:
         self._context_of = _Memo(len(self.templates), self._context)  # (entry, template) -> context id
         self._context_ids: dict[tuple[int, Any], int] = {}
         self._contexts: list[tuple[int, dict[str, Any]]] = []  # context id -> (template, requires: values)
-        self._context_keys: list[tuple[int, Any]] = []  # context id -> its key in _context_ids
-        self._fresh: list[Render] = []  # this engine's renders since the last export (see export_renders)
         # (context, wording) -> text id; a render also sets the synonym indices it serves
         self._keys = _Memo(self.n_modality * SYN_RANGE * 2, self._render, fills=True)
         self._ids: dict[str, int] = {"": 0}
@@ -447,7 +439,6 @@ class Texts:
         them), ``values`` the same as a dict by name."""
         hit = self._context_ids[key] = len(self._contexts)
         self._contexts.append((key[0], values))
-        self._context_keys.append(key)
         return hit
 
     def _intern(self, text: str) -> int:
@@ -466,59 +457,16 @@ class Texts:
         modality, rest = divmod(wording, SYN_RANGE * 2)
         idx, values = self._contexts[context]
         syn = SynIndex(rest // 2)
-        style = (self.engine._modality[modality], syn, bool(rest % 2))
+        style = (self._modality[modality], syn, bool(rest % 2))
         try:
-            text = self.engine._render_text(self.templates[idx].id, values, style)
+            text = self._render_text(self.templates[idx].id, values, style)
         except TemplateError as exc:
             self._failures.append(exc)
             return -len(self._failures)
         self.rendered += 1
         hit = self._intern(text)
         if self._syn_shared[idx]:
-            cells = _served(wording, syn.moduli)
-            self._keys.put(context, cells, hit)
-        else:
-            cells = slice(wording, wording + 1, 1)
-        key = self._context_keys[context]
-        self._fresh.append((key, cells.start, cells.stop, cells.step, self._texts[hit]))
-        return hit
-
-    def export_renders(self) -> list[Render]:
-        """The renders this engine made since the previous call, keyed by content (not by this process's ids):
-        (context key, the wording cells it serves as start, stop, step, text). Failures are not recorded."""
-        fresh, self._fresh = self._fresh, []
-        return fresh
-
-    def import_renders(self, renders: list[Render]) -> int:
-        """Put another engine's renders (:meth:`export_renders`, same templates and settings) into the text
-        memo, so that captions use them instead of rendering: only cells not known yet are set, which cannot
-        change a result (a render is a pure function of its key). How many renders set a cell. They are not
-        counted in ``rendered`` nor exported again."""
-        if not renders:
-            return 0
-        keys, *cells, texts = zip(*renders, strict=True)
-        start, stop, step = np.array(cells, np.int64)
-        rows = list(map(self._context_ids.get, keys))
-        if None in rows:
-            rows = [self._imported_context(k) if r is None else r for k, r in zip(keys, rows, strict=True)]
-        ids = list(map(self._ids.get, texts))
-        if None in ids:
-            ids = [self._intern(t) if i is None else i for t, i in zip(texts, ids, strict=True)]
-        n, rows, ids = len(renders), np.array(rows, np.int64), np.array(ids, np.int64)
-        size = (stop - start + step - 1) // step
-        which = np.repeat(np.arange(n), size)  # the render each cell comes from
-        offset = np.arange(len(which)) - np.repeat(np.cumsum(size) - size, size)
-        new = self._keys.fill(rows[which], start[which] + step[which] * offset, ids[which])
-        return int(np.count_nonzero(np.bincount(which[new], minlength=n)))
-
-    def _imported_context(self, key: tuple[int, Any]) -> int:
-        """The id of the context ``key`` (an exported one), made the first time: its values by name are
-        the inverse of ``_requires``."""
-        hit = self._context_ids.get(key)
-        if hit is None:
-            names = self.templates[key[0]].requires
-            values = {names[0]: key[1]} if len(names) == 1 else dict(zip(names, key[1], strict=True))
-            hit = self._add_context(key, values)
+            self._keys.put(context, _served(wording, syn.moduli), hit)
         return hit
 
     def results(self, kept: np.ndarray, chosen: np.ndarray, count: np.ndarray, failure: np.ndarray) -> list[Any]:

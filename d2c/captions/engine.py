@@ -13,10 +13,8 @@ tables, memos and draws: the result never depends on which way a scene went.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import attrgetter
@@ -34,7 +32,6 @@ from d2c.captions.sandbox import (
     MAX_WORDS,
     STYLE_DEFAULT,
     STYLE_NAMES,
-    SYN_RANGE,
     clean,
     make_environment,
     style_use,
@@ -52,7 +49,6 @@ from d2c.model import Scene, scene_seeds
 
 log = logging.getLogger(__name__)
 _CACHE_LIMIT = 500_000
-_EXCHANGE_FORMAT = 1  # of export_renders' blobs; a change makes older blobs foreign
 _TABLE_LIMIT = 20_000_000  # cells of the batch path's id tables (int32) before they are dropped and rebuilt
 _ID, _FIRST = attrgetter("id"), attrgetter("first")  # of an Entry
 SMALL_BATCH = attributes.SMALL_BATCH  # up to this many scenes, the choice steps run scene by scene in Python
@@ -126,7 +122,7 @@ class CaptionEngine:
         self._modality = self.vocab.modality or [STYLE_DEFAULT[0]]
         self._pools: dict[tuple, int] = {}
         self._choices = Choices(self.templates)
-        self._texts = Texts(self)
+        self._texts = Texts(self.templates, self._style_use, self._syn_named, self._modality, self._render_text)
         self._attr_cache = attributes.AttributeCache(self._needed, self.vocab.sensors, derive=self._entry)
 
     # ---- captions ----
@@ -341,41 +337,6 @@ class CaptionEngine:
         variables = {**glob, **context, "modality": modality, "syn": syn, "digits": digits}  # STYLE_NAMES
         context = self.env.context_class(self.env, variables, tmpl.name, tmpl.blocks, globals=glob)
         return self.env.concat(tmpl.root_render_func(context))  # type: ignore[attr-defined]
-
-    # ---- renders shared between engines (one per worker process) ----
-
-    def export_renders(self) -> bytes:
-        """The texts this engine rendered itself since the previous call (not those it imported), for
-        :meth:`import_renders` in another engine with the same settings: ``b""`` when there are none.
-
-        Every caption path (:meth:`caption`, :meth:`caption_many`, :meth:`caption_block`) renders through the
-        one text memo this exchanges; :meth:`render` has a cache of its own, which is not exchanged. Renders
-        made before the memo tables were last dropped (their size limit) are not exported. The blob is the
-        settings' tag then a pickle: exchange it only between processes of one run (as multiprocessing
-        does)."""
-        renders = self._texts.export_renders()
-        return self._exchange_tag + pickle.dumps(renders, pickle.HIGHEST_PROTOCOL) if renders else b""
-
-    def import_renders(self, blob: bytes) -> int:
-        """Let later captions use the renders in ``blob`` (another engine's :meth:`export_renders`) instead of
-        rendering them: how many were new here. Captions never change, only the work: a render is a pure
-        function of its template, context and wording, and only memo cells still unknown are set. A blob
-        from an engine with other templates, vocabulary or settings is ignored (0)."""
-        if not blob:
-            return 0
-        tag = self._exchange_tag
-        if not blob.startswith(tag):
-            log.debug("ignored renders from an engine with other templates or settings")
-            return 0
-        return self._texts.import_renders(pickle.loads(memoryview(blob)[len(tag):]))
-
-    @functools.cached_property
-    def _exchange_tag(self) -> bytes:
-        """A digest of everything an exchanged render depends on (and the engine's other settings but the
-        seed, which only chooses among texts), so that engines set up differently never mix memos."""
-        settings = (_EXCHANGE_FORMAT, self.template_set_hash, self.max_words, self.count_threshold,
-                    self.captions_per_image, SYN_RANGE, self._modality)
-        return hashlib.sha256(repr(settings).encode()).digest()
 
     @property
     def cache_size(self) -> int:

@@ -11,40 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-_ONES = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-]
-_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+from d2c.number_words import number_words
+
 DOZENS_MIN = 24  # "dozens of" is said only from two full dozens up
-
-
-def number_words(n: int) -> str:
-    """English words for 0..99, digits above."""
-    if 0 <= n < 20:
-        return _ONES[n]
-    if 20 <= n < 100:
-        tens, ones = divmod(n, 10)
-        return _TENS[tens] + (f"-{_ONES[ones]}" if ones else "")
-    return str(n)
 
 
 def join_and(items: Any) -> str:

@@ -11,15 +11,17 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from d2c.number_words import number_words
+
 NUMBERS = tuple(range(1, 11))
-WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+WORDS = tuple(number_words(n) for n in NUMBERS)  # "one" .. "ten"
 VARIANTS = ("words", "digits")
 
 
 def number_text(number: int, variant: str) -> str:
     """How ``number`` is written in a caption for ``variant`` ("words" or "digits")."""
     if variant == "words":
-        return WORDS[number - 1]
+        return number_words(number)
     if variant == "digits":
         return str(number)
     raise ValueError(f"unknown counting variant {variant!r}; expected one of {VARIANTS}")
