@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 RUN_KEYS = ("schema_version", "seed", "template_set_hash", "captions_per_image", "images_mode", "shard_rows",
             "max_bytes", "max_side", "class_map", "source", "stretch", "tile", "overlap",
             "tile_min_visible", "tile_below", "tile_negative_rate", "keep_partial_scenes", "max_vertices",
-            "max_parts")
+            "max_parts", "span")
 
 
 @dataclass
@@ -237,6 +237,7 @@ def convert(
     keep_partial_scenes: bool = False,
     max_vertices: int = DEFAULT_MAX_VERTICES,
     max_parts: int = DEFAULT_MAX_PARTS,
+    span: tuple[int, int] | None = None,
 ) -> ConvertResult:
     """Read ``input``, caption every scene and write Parquet shards, ``_manifest.json``, ``_stats.json`` and
     ``_rejects.jsonl`` to ``out``. Raises :class:`UsageError` for impossible options and
@@ -248,9 +249,15 @@ def convert(
     ``keep_partial_scenes``: then it is written flagged ``objects_rejected`` and captioned only by templates
     that claim no total (see :mod:`d2c.partial`).
     ``max_vertices``/``max_parts``: the geometry budget of one object (:mod:`d2c.limits`); an object over
-    it is a ``too_complex`` Reject."""
+    it is a ``too_complex`` Reject.
+    ``span=(start, stop)``: only the reader's plan units ``start`` .. ``stop - 1`` (COCO images, DOTA/VOC
+    annotation files; :class:`d2c.readers.plan.SpanPlan`), so the spans of one input converted apart
+    and joined in order give the rows and rejects of the whole; the span is in the shards' metadata, so
+    ``resume`` only keeps shards of the same span. Formats that cannot plan units refuse it."""
     tiling = TileOptions(tile_min_visible, tile_below, tile_negative_rate)
     _check_options(images_mode, shard_rows, workers, captions_per_image, max_side, tile, overlap, tiling)
+    if span is not None:
+        _check_span(span)
     from d2c import read
     from d2c.captions import CaptionEngine
     from d2c.readers import plan as plan_reading
@@ -274,6 +281,7 @@ def convert(
         # only runs with other geometry limits record them (same reason: default shards stay as they were)
         **({"max_vertices": max_vertices, "max_parts": max_parts}
            if (max_vertices, max_parts) != (DEFAULT_MAX_VERTICES, DEFAULT_MAX_PARTS) else {}),
+        **({"span": [int(span[0]), int(span[1])]} if span is not None else {}),
     }
     plan = _resume_plan(out, run) if resume and existing else _ResumePlan()
     fresh_from = max(plan.next_item - 1, 0)  # the last kept item may have rows still to write (tiles)
@@ -288,7 +296,9 @@ def convert(
     # workers read the input themselves when the reader can split it (not when resuming: which items
     # to skip depends on their positions, known only in order)
     # (and, on one worker, annotation-only runs read the plan as blocks of scenes when it gives them)
-    units = plan_reading(input, format=format, **read_args) \
+    spanned = _span_plan(plan_reading(input, format=format, **read_args), span, format) \
+        if span is not None else None
+    units = (spanned or plan_reading(input, format=format, **read_args)) \
         if (workers > 1 and not plan.done_keys and worker.can_read_in_workers()) or \
         (workers <= 1 and worker.uses_blocks(job)) else None
     planned = units.units + len(units.head) if units is not None else None
@@ -296,8 +306,14 @@ def convert(
         units = None  # read in order, as a stream (the plan's size still gives the progress a total)
     read_so_far = [0]
 
+    if spanned is not None and planned is None:
+        planned = spanned.units + len(spanned.head)
+
     def items() -> Iterator[Entry]:
-        for pos, item in enumerate(settle_partial(read(input, format=format, **read_args), keep_partial_scenes)):
+        from d2c.readers.plan import plan_items
+
+        stream = plan_items(spanned) if spanned is not None else read(input, format=format, **read_args)
+        for pos, item in enumerate(settle_partial(stream, keep_partial_scenes)):
             todo = isinstance(item, Scene) and (
                 tile is not None or pos >= plan.next_item or item.key not in plan.done_keys)
             read_so_far[0] = pos + 1
@@ -329,6 +345,15 @@ def convert(
     return _finish(out, tally, closed, run, input, format, strict, time.monotonic() - t0)
 
 
+def _span_plan(whole: Any, span: tuple[int, int], format: str) -> Any:
+    """The :class:`d2c.readers.plan.SpanPlan` of ``span``, or UsageError naming the problem."""
+    from d2c.readers.plan import SpanPlan
+
+    if whole is None:
+        raise UsageError(f"span: the {format!r} reader cannot split its input into units (COCO, DOTA and VOC can)")
+    return SpanPlan(whole, span[0], span[1])
+
+
 @dataclass(frozen=True)
 class TileOptions:
     """How tiling treats objects cut by a tile border and empty tiles (see :mod:`d2c.tiling`)."""
@@ -354,6 +379,13 @@ class TileOptions:
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v  # NaN fails the last test
+
+
+def _check_span(span: Any) -> None:
+    ok = isinstance(span, (tuple, list)) and len(span) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in span)
+    if not ok or span[0] < 0 or span[1] < span[0]:
+        raise UsageError(f"span must be (start, stop) with 0 <= start <= stop, got {span!r}")
 
 
 def _check_options(images_mode: str, shard_rows: int, workers: int, captions_per_image: int,
