@@ -1,18 +1,21 @@
 """``mmsar build``: many detection sources -> staged d2c shards -> dedupe -> splits -> MMSAR folders.
 
-Why in this order: conversion (per source, in parallel, reused when unchanged) produces small per-scene
-records; dedupe, splits and SARCount selection are cheap global decisions on those records; the writing
+Why in this order: conversion (in tasks of N scenes, spread over the workers: :mod:`mmsar.staging`;
+reused per source when unchanged) produces small per-scene records; dedupe, splits and SARCount selection are cheap global decisions on those records; the writing
 (per folder and source, in parallel) only copies staged rows and cuts chips. Everything global is a pure
 function of the records in config order, so the output does not depend on the distributor or on the
-number of workers. The top-level ``_manifest.json`` is written last: its presence means the build finished.
+number of workers, nor on N. Per-task figures (scenes, instances, rejects, seconds) go to ``_tasks.json``,
+the one file whose bytes vary between builds (seconds). The top-level ``_manifest.json`` is written last:
+its presence means the build finished.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +28,18 @@ from mmsar import card, plots, sarcount
 from mmsar.config import BuildConfig, check_inputs, load_config
 from mmsar.dedupe import DedupeResult, dedupe
 from mmsar.distributor import make_distributor
-from mmsar.sources import RECORDS, job_for, stage_source, template_set_hash
+from mmsar.options import DEFAULT_UNIT_SCENES, BuildOptions
+from mmsar.sources import RECORDS, fingerprint, job_for, template_set_hash
 from mmsar.splits import SplitResult, assign_splits, quota
+from mmsar.staging import finish_source, fresh_folder, reusable, span_tasks, stage_span
 from mmsar.writing import ChipJob, RowRef, run_task, write_json
 
 log = logging.getLogger(__name__)
 
 SCENE_FOLDERS = ("train", "val", "test", "sarcount", "sarcount_train")
 # side files start with "_" (as in every shard folder): Parquet readers given a folder skip them
-STATS, DEDUPE, INDEX = "_stats.json", "_dedupe.json", "_index.json"
-OUTPUT_NAMES = (*SCENE_FOLDERS, "chips", "plots", "gallery.png", "README.md", STATS, DEDUPE, MANIFEST,
+STATS, DEDUPE, INDEX, TASKS = "_stats.json", "_dedupe.json", "_index.json", "_tasks.json"
+OUTPUT_NAMES = (*SCENE_FOLDERS, "chips", "plots", "gallery.png", "README.md", STATS, DEDUPE, TASKS, MANIFEST,
                 *OLD_SIDE_FILES, "dedupe.json")  # and an older build's
 
 
@@ -45,6 +50,7 @@ class BuildResult:
     stats: dict[str, Any]
     converted: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
+    tasks: dict[str, Any] = field(default_factory=dict)  # what _tasks.json holds
 
 
 @dataclass
@@ -55,12 +61,15 @@ class _Plan:
     counting: dict[str, list[dict[str, Any]]]
 
 
-def build(config: BuildConfig | Path | str, *, distributor: str = "local", scheduler: str | None = None,
-          workers: int | None = None, progress: bool | str | None = False) -> BuildResult:
-    """Build the MMSAR tree described by ``config`` into ``config.out``. ``progress``: see
-    :class:`d2c.progress.Progress` (the command line passes None: a bar on a terminal, log lines off it)."""
+def build(config: BuildConfig | Path | str, options: BuildOptions | None = None, **overrides: Any) -> BuildResult:
+    """Build the MMSAR tree described by ``config`` into ``config.out``, as ``options`` say
+    (:class:`mmsar.options.BuildOptions`; keyword ``overrides`` replace its fields, e.g. ``workers=2``).
+    The command line passes ``progress=None``: a bar on a terminal, log lines off it."""
+    opts = replace(options or BuildOptions(), **overrides)
+    opts.check()
     cfg = config if isinstance(config, BuildConfig) else load_config(config)
     check_inputs(cfg)
+    unit_scenes = opts.unit_scenes or cfg.unit_scenes or DEFAULT_UNIT_SCENES
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)
@@ -71,14 +80,19 @@ def build(config: BuildConfig | Path | str, *, distributor: str = "local", sched
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
-    with make_distributor(distributor, scheduler=scheduler, workers=workers) as dist:
+    t0 = time.monotonic()
+    with make_distributor(opts.distributor, scheduler=opts.scheduler, workers=opts.workers,
+                          retries=opts.retries) as dist:
         tset = template_set_hash(cfg)
-        with Progress("staging sources", len(cfg.sources), unit="sources", enabled=progress, logger=log) as bar:
-            stages = dist.map(stage_source, [(job_for(cfg, s, tset),) for s in cfg.sources], bar.advance)
+        stages, staged = _stage(cfg, dist, tset, unit_scenes, opts.progress)
+        t1 = time.monotonic()
         plan = _plan(cfg)
         tasks = _tasks(cfg, plan)
-        with Progress("writing folders", len(tasks), unit="tasks", enabled=progress, logger=log) as bar:
-            summaries = dist.map(run_task, tasks, bar.advance)
+        t2 = time.monotonic()
+        with Progress("writing folders", len(tasks), unit="tasks", enabled=opts.progress, logger=log) as bar:
+            summaries = dist.map(run_task, tasks, lambda i: bar.advance(), stage="writing",
+                                 labels=lambda i: f"writing task ({tasks[i][0]} -> {tasks[i][1][1 if tasks[i][0] != 'external' else 3]})")
+        t3 = time.monotonic()
     folders = _finish_folders(cfg, plan, summaries)
     stats = _stats(cfg, plan, stages, folders)
     write_json(out / STATS, stats)
@@ -94,10 +108,43 @@ def build(config: BuildConfig | Path | str, *, distributor: str = "local", sched
     info = _card_info(cfg, stats, folders, plot_names, tset)
     info["gallery"] = gallery_name
     atomic_write_bytes(out / "README.md", card.render_card(info).encode("utf-8"))
+    task_info = {
+        "distributor": dist.name, "workers": getattr(dist, "workers", None) or opts.workers,
+        "unit_scenes": unit_scenes, "retries": opts.retries, "staging": staged,
+        "writing": [{"task": i, "kind": k, "folder": str(Path(s.get("folder", ""))), "source": s.get("prefix"),
+                     "rows": s["rows"], "seconds": s.get("seconds")} for i, ((k, _), s) in enumerate(zip(tasks, summaries, strict=True))],
+        "seconds": {"staging": round(t1 - t0, 3), "planning": round(t2 - t1, 3), "writing": round(t3 - t2, 3),
+                    "total": round(time.monotonic() - t0, 3)},
+    }
+    write_json(out / TASKS, task_info)
     manifest = _manifest(cfg, folders)
     write_json(out / MANIFEST, manifest)
     return BuildResult(out, manifest, stats, [s["source"] for s in stages if not s["reused"]],
-                       [s["source"] for s in stages if s["reused"]])
+                       [s["source"] for s in stages if s["reused"]], task_info)
+
+
+def _stage(cfg: BuildConfig, dist: Any, tset: str, unit_scenes: int, progress: bool | str | None
+           ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Stage every source that changed, in tasks of ``unit_scenes`` scenes on the distributor; returns the
+    stage summaries (config order) and the per-task figures."""
+    jobs = [job_for(cfg, s, tset) for s in cfg.sources]
+    fps = [fingerprint(j) for j in jobs]
+    stages: list[dict[str, Any] | None] = [reusable(j, fp) for j, fp in zip(jobs, fps, strict=True)]
+    tasks, owner, folders = [], [], {}
+    for k, (job, stage) in enumerate(zip(jobs, stages, strict=True)):
+        if stage is None:
+            folders[k] = fresh_folder(job)
+            mine = span_tasks(job, folders[k], unit_scenes)
+            tasks += mine
+            owner += [k] * len(mine)
+    total = sum(t.units for t in tasks)
+    with Progress("staging", total, unit="scenes", enabled=progress, logger=log) as bar:
+        results = dist.map(stage_span, [(t,) for t in tasks], lambda i: bar.advance(tasks[i].units),
+                           stage="staging", labels=lambda i: tasks[i].label())
+    for k in folders:
+        stages[k] = finish_source(jobs[k], fps[k], folders[k], [r for r, o in zip(results, owner, strict=True) if o == k])
+    staged = [{"task": i, **r["task"]} for i, r in enumerate(results)]
+    return [s for s in stages if s is not None], staged
 
 
 def _gallery(out: Path) -> str | None:

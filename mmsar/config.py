@@ -128,11 +128,12 @@ class BuildConfig:
     sarcount: SarCountSettings = field(default_factory=SarCountSettings)
     chips: ChipSettings = field(default_factory=ChipSettings)
     base_dir: Path = Path(".")
+    unit_scenes: int | None = None  # scenes per staging task (how the build runs: not in the manifest)
 
     def resolved(self) -> dict[str, Any]:
         """The config as plain JSON data, paths relative to the config folder where possible (so the
         record does not depend on where the output or the checkout lives)."""
-        return _jsonable(asdict(self), self.base_dir, skip=("out", "work", "base_dir"))
+        return _jsonable(asdict(self), self.base_dir, skip=("out", "work", "base_dir", "unit_scenes"))
 
 
 def _jsonable(obj: Any, base: Path, skip: tuple[str, ...] = ()) -> Any:
@@ -448,11 +449,12 @@ def _parse(data: dict[str, Any], base_dir: Path, out: Path | None) -> BuildConfi
         "chips": _section(lambda: _chips(top.sub("chips"))),
     }
     name, seed = top.get("name", str, "MMSAR"), _section(top.int, "seed", 0, default=0)
+    unit_scenes = _section(top.int, "unit_scenes", None, 1, default=None)
     top.check_unknown()
     if _ERRORS.get():
         raise UsageError(_ERRORS.get()[0])  # listed with the others by parse_config
     return BuildConfig(sources=sources, out=out_dir, work=work, name=name, seed=seed, base_dir=base_dir.resolve(),
-                       **parts)
+                       unit_scenes=unit_scenes, **parts)
 
 
 def check_inputs(cfg: BuildConfig) -> None:

@@ -63,7 +63,7 @@ def _metadata(stage_dir: Path, refs: Sequence[RowRef], extra: dict[str, Any]) ->
     from d2c.shards import read_metadata
 
     meta = read_metadata(stage_dir / refs[0].part / refs[0].shard) if refs else {}
-    for k in ("shard_index", "first_item", "next_item"):
+    for k in ("shard_index", "first_item", "next_item", "span"):
         meta.pop(k, None)
     return {**meta, **extra}
 
@@ -181,5 +181,9 @@ def write_json(path: Path, data: Any) -> None:
 
 def run_task(kind: str, args: tuple[Any, ...]) -> dict[str, Any]:
     """One entry point for every writing task (what the distributor ships to workers)."""
+    import time
+
     fn = {"scenes": write_scene_shards, "chips": write_chip_shards, "external": write_external_chips}[kind]
-    return fn(*args)
+    t0 = time.monotonic()
+    summary = fn(*args)
+    return {**summary, "seconds": round(time.monotonic() - t0, 3)}
