@@ -28,10 +28,10 @@ from mmsar import card, plots, sarcount
 from mmsar.config import BuildConfig, check_inputs, load_config
 from mmsar.dedupe import DedupeResult, dedupe
 from mmsar.distributor import make_distributor
-from mmsar.options import DEFAULT_UNIT_SCENES, BuildOptions
+from mmsar.options import BuildOptions, auto_unit_scenes
 from mmsar.sources import RECORDS, fingerprint, job_for, template_set_hash
 from mmsar.splits import SplitResult, assign_splits, quota
-from mmsar.staging import finish_source, fresh_folder, reusable, span_tasks, stage_span
+from mmsar.staging import count_units, finish_source, fresh_folder, reusable, span_tasks, stage_span
 from mmsar.writing import ChipJob, RowRef, run_task, write_json
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,6 @@ def build(config: BuildConfig | Path | str, options: BuildOptions | None = None,
     opts.check()
     cfg = config if isinstance(config, BuildConfig) else load_config(config)
     check_inputs(cfg)
-    unit_scenes = opts.unit_scenes or cfg.unit_scenes or DEFAULT_UNIT_SCENES
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)
@@ -84,13 +83,13 @@ def build(config: BuildConfig | Path | str, options: BuildOptions | None = None,
     with make_distributor(opts.distributor, scheduler=opts.scheduler, workers=opts.workers,
                           retries=opts.retries) as dist:
         tset = template_set_hash(cfg)
-        stages, staged = _stage(cfg, dist, tset, unit_scenes, opts.progress)
+        stages, staged, unit_scenes = _stage(cfg, dist, tset, opts.unit_scenes or cfg.unit_scenes, opts.progress)
         t1 = time.monotonic()
         plan = _plan(cfg)
         tasks = _tasks(cfg, plan)
         t2 = time.monotonic()
         with Progress("writing folders", len(tasks), unit="tasks", enabled=opts.progress, logger=log) as bar:
-            summaries = dist.map(run_task, tasks, lambda i: bar.advance(), stage="writing",
+            summaries = dist.map(run_task, tasks, lambda i: bar.advance(), stage="writing", order=_largest_first(tasks),
                                  labels=lambda i: f"writing task ({tasks[i][0]} -> {tasks[i][1][1 if tasks[i][0] != 'external' else 3]})")
         t3 = time.monotonic()
     folders = _finish_folders(cfg, plan, summaries)
@@ -123,20 +122,32 @@ def build(config: BuildConfig | Path | str, options: BuildOptions | None = None,
                        [s["source"] for s in stages if s["reused"]], task_info)
 
 
-def _stage(cfg: BuildConfig, dist: Any, tset: str, unit_scenes: int, progress: bool | str | None
-           ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Stage every source that changed, in tasks of ``unit_scenes`` scenes on the distributor; returns the
-    stage summaries (config order) and the per-task figures."""
+def _largest_first(tasks: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
+    """Writing tasks in descending size (rows referenced), so the big folders start first and the workers
+    finish together; results still come back in task order."""
+    def size(i: int) -> int:
+        kind, args = tasks[i]
+        return len(args[2]) if kind == "external" else len(args[3])
+    return sorted(range(len(tasks)), key=lambda i: (-size(i), i))
+
+
+def _stage(cfg: BuildConfig, dist: Any, tset: str, unit_scenes: int | None, progress: bool | str | None
+           ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """Stage every source that changed, in tasks of ``unit_scenes`` scenes (None: auto) on the
+    distributor; returns the stage summaries (config order), the per-task figures and the task size."""
     jobs = [job_for(cfg, s, tset) for s in cfg.sources]
     fps = [fingerprint(j) for j in jobs]
     stages: list[dict[str, Any] | None] = [reusable(j, fp) for j, fp in zip(jobs, fps, strict=True)]
+    todo = [k for k, stage in enumerate(stages) if stage is None]
+    counts = {k: [count_units(jobs[k], p) for p in range(len(jobs[k].source.inputs))] for k in todo}
+    if unit_scenes is None:
+        unit_scenes = auto_unit_scenes(sum(n or 1 for c in counts.values() for n in c), dist.parallelism())
     tasks, owner, folders = [], [], {}
-    for k, (job, stage) in enumerate(zip(jobs, stages, strict=True)):
-        if stage is None:
-            folders[k] = fresh_folder(job)
-            mine = span_tasks(job, folders[k], unit_scenes)
-            tasks += mine
-            owner += [k] * len(mine)
+    for k in todo:
+        folders[k] = fresh_folder(jobs[k])
+        mine = span_tasks(jobs[k], folders[k], unit_scenes, counts[k])
+        tasks += mine
+        owner += [k] * len(mine)
     total = sum(t.units for t in tasks)
     with Progress("staging", total, unit="scenes", enabled=progress, logger=log) as bar:
         results = dist.map(stage_span, [(t,) for t in tasks], lambda i: bar.advance(tasks[i].units),
@@ -144,7 +155,7 @@ def _stage(cfg: BuildConfig, dist: Any, tset: str, unit_scenes: int, progress: b
     for k in folders:
         stages[k] = finish_source(jobs[k], fps[k], folders[k], [r for r, o in zip(results, owner, strict=True) if o == k])
     staged = [{"task": i, **r["task"]} for i, r in enumerate(results)]
-    return [s for s in stages if s is not None], staged
+    return [s for s in stages if s is not None], staged, unit_scenes
 
 
 def _gallery(out: Path) -> str | None:

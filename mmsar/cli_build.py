@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from d2c.errors import D2CError
-from mmsar.options import DEFAULT_UNIT_SCENES
+from mmsar.options import MIN_UNIT_SCENES, TASKS_PER_WORKER
 
 
 def _fail(message: str, code: int) -> None:
@@ -26,7 +26,7 @@ def _fail(message: str, code: int) -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes (local pool, or the Dask LocalCluster's); default min(4, CPUs).")
 @click.option("--unit-scenes", type=click.IntRange(min=1), default=None,
-              help=f"Scenes (plan units) per staging task; default the config's unit_scenes, else {DEFAULT_UNIT_SCENES}.")
+              help=f"Scenes (plan units) per staging task; default the config's unit_scenes, else auto: {TASKS_PER_WORKER} tasks per worker, at least {MIN_UNIT_SCENES} scenes each.")
 @click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
               help="Extra attempts of a task whose worker died or that failed unexpectedly.")
 def build_cmd(config_path: Path, out: Path | None, distributor: str, scheduler: str | None,

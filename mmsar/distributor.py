@@ -31,7 +31,8 @@ def _default_label(i: int) -> str:
 
 class Distributor:
     """``map(fn, args, done, stage=, labels=)`` -> results in order; ``fn`` is a module-level function,
-    ``args`` tuples; ``done(i)`` (progress) is called as task ``i`` finishes. This base runs inline."""
+    ``args`` tuples; ``done(i)`` (progress) is called as task ``i`` finishes; ``order``: the order to start
+    them in (results still come back in ``args`` order). This base runs inline."""
 
     name = "inline"
 
@@ -41,13 +42,18 @@ class Distributor:
         self.retries = retries
 
     def map(self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]], done: Callable[[int], Any] | None = None,
-            *, stage: str = "staging", labels: Labels = _default_label) -> list[Any]:
+            *, stage: str = "staging", labels: Labels = _default_label,
+            order: Sequence[int] | None = None) -> list[Any]:
         out = []
         for i, a in enumerate(args):
             out.append(self._inline(fn, a, i, stage, labels))
             if done is not None:
                 done(i)
         return out
+
+    def parallelism(self) -> int:
+        """How many tasks run at once (the task size's "auto" divides the work by it)."""
+        return 1
 
     def _inline(self, fn: Callable[..., Any], a: tuple[Any, ...], i: int, stage: str, labels: Labels) -> Any:
         for attempt in range(self.retries + 1):
@@ -85,7 +91,8 @@ class LocalDistributor(Distributor):
         self._pool: Any = None
 
     def map(self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]], done: Callable[[int], Any] | None = None,
-            *, stage: str = "staging", labels: Labels = _default_label) -> list[Any]:
+            *, stage: str = "staging", labels: Labels = _default_label,
+            order: Sequence[int] | None = None) -> list[Any]:
         if self.workers == 1 or len(args) <= 1:
             return super().map(fn, args, done, stage=stage, labels=labels)
         if self._pool is None:
@@ -93,7 +100,10 @@ class LocalDistributor(Distributor):
 
             self._pool = ProcessPool(self.workers)
         calls = [(guarded, (stage, i, fn, a)) for i, a in enumerate(args)]
-        return self._pool.run(calls, retries=self.retries, label=labels, done=done)
+        return self._pool.run(calls, retries=self.retries, label=labels, done=done, order=order)
+
+    def parallelism(self) -> int:
+        return self.workers
 
     def close(self) -> None:
         if self._pool is not None:
@@ -133,7 +143,8 @@ class DaskDistributor(Distributor):
             raise UsageError(f"--scheduler {scheduler}: cannot connect to the Dask scheduler ({exc})") from None
 
     def map(self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]], done: Callable[[int], Any] | None = None,
-            *, stage: str = "staging", labels: Labels = _default_label) -> list[Any]:
+            *, stage: str = "staging", labels: Labels = _default_label,
+            order: Sequence[int] | None = None) -> list[Any]:
         if not args:
             return []
         from dask.distributed import as_completed
@@ -141,7 +152,7 @@ class DaskDistributor(Distributor):
         def submit(i: int) -> Any:
             return self.client.submit(guarded, stage, i, fn, args[i], pure=False)
 
-        futures = {submit(i): i for i in range(len(args))}
+        futures = {submit(i): i for i in (order if order is not None else range(len(args)))}
         attempts = [0] * len(args)
         results: list[Any] = [None] * len(args)
         pending = as_completed(list(futures), loop=self.client.loop)
@@ -169,6 +180,10 @@ class DaskDistributor(Distributor):
                 f.cancel()
             raise
         return results
+
+    def parallelism(self) -> int:
+        info = self.client.scheduler_info()
+        return max(1, sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()))
 
     def close(self) -> None:
         self.client.close()

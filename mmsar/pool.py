@@ -74,10 +74,11 @@ class ProcessPool:
         self._idle: list[_Worker] = []
 
     def run(self, calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]], *, retries: int,
-            label: Callable[[int], str], done: Callable[[int], Any] | None = None) -> list[Any]:
+            label: Callable[[int], str], done: Callable[[int], Any] | None = None,
+            order: Sequence[int] | None = None) -> list[Any]:
         results: list[Any] = [None] * len(calls)
         attempts = [0] * len(calls)
-        todo = deque(range(len(calls)))
+        todo = deque(order if order is not None else range(len(calls)))
         busy: list[_Worker] = []
         finished = 0
         try:

@@ -71,11 +71,13 @@ def count_units(job: StageJob, part: int) -> int | None:
     return None if p is None else p.units
 
 
-def span_tasks(job: StageJob, folder: Path, unit_scenes: int) -> list[SpanTask]:
-    """The source's staging tasks, in input and unit order."""
+def span_tasks(job: StageJob, folder: Path, unit_scenes: int, counts: list[int | None] | None = None
+               ) -> list[SpanTask]:
+    """The source's staging tasks, in input and unit order (``counts``: :func:`count_units` of each input,
+    if known)."""
     tasks = []
     for part in range(len(job.source.inputs)):
-        n = count_units(job, part)
+        n = counts[part] if counts is not None else count_units(job, part)
         if n is None:
             tasks.append(SpanTask(job, part, None, folder))
             continue
@@ -220,7 +222,7 @@ def fresh_folder(job: StageJob) -> Path:
 
 def stage_source(job: StageJob, unit_scenes: int | None = None) -> dict[str, Any]:
     """Stage (or reuse) one source here, its spans in turn (the build spreads them over workers)."""
-    from mmsar.options import DEFAULT_UNIT_SCENES
+    from mmsar.options import MIN_UNIT_SCENES
     from mmsar.sources import fingerprint
 
     fp = fingerprint(job)
@@ -228,5 +230,5 @@ def stage_source(job: StageJob, unit_scenes: int | None = None) -> dict[str, Any
     if old is not None:
         return old
     folder = fresh_folder(job)
-    spans = [stage_span(t) for t in span_tasks(job, folder, unit_scenes or DEFAULT_UNIT_SCENES)]
+    spans = [stage_span(t) for t in span_tasks(job, folder, unit_scenes or MIN_UNIT_SCENES)]
     return finish_source(job, fp, folder, spans)
