@@ -51,6 +51,7 @@ class BuildResult:
     converted: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
     tasks: dict[str, Any] = field(default_factory=dict)  # what _tasks.json holds
+    url: str | None = None  # where the output was uploaded (``out`` given as a URL)
 
 
 @dataclass
@@ -68,6 +69,10 @@ def build(config: BuildConfig | Path | str, options: BuildOptions | None = None,
     opts = replace(options or BuildOptions(), **overrides)
     opts.check()
     cfg = config if isinstance(config, BuildConfig) else load_config(config)
+    if cfg.remote_inputs:
+        from mmsar.remote import fetch_all
+
+        fetch_all(cfg.remote_inputs)
     check_inputs(cfg)
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
@@ -118,8 +123,12 @@ def build(config: BuildConfig | Path | str, options: BuildOptions | None = None,
     write_json(out / TASKS, task_info)
     manifest = _manifest(cfg, folders)
     write_json(out / MANIFEST, manifest)
+    if cfg.out_url:
+        from mmsar.remote import upload
+
+        upload(out, cfg.out_url, replace=(MANIFEST, *OUTPUT_NAMES), last=MANIFEST)
     return BuildResult(out, manifest, stats, [s["source"] for s in stages if not s["reused"]],
-                       [s["source"] for s in stages if s["reused"]], task_info)
+                       [s["source"] for s in stages if s["reused"]], task_info, cfg.out_url)
 
 
 def _largest_first(tasks: list[tuple[str, tuple[Any, ...]]]) -> list[int]:

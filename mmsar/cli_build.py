@@ -19,7 +19,7 @@ def _fail(message: str, code: int) -> None:
 @click.command("build")
 @click.option("--config", "config_path", required=True, type=click.Path(path_type=Path),
               help="The build config (mmsar.toml; see docs/mmsar.md).")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (overrides `out`).")
+@click.option("--out", default=None, help="Output folder or fsspec URL such as memory://b/mmsar (overrides `out`).")
 @click.option("--distributor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
               help="Where the tasks run: a local process pool, or Dask (a LocalCluster unless --scheduler).")
 @click.option("--scheduler", default=None, help="Dask scheduler address (with --distributor dask).")
@@ -29,7 +29,7 @@ def _fail(message: str, code: int) -> None:
               help=f"Scenes (plan units) per staging task; default the config's unit_scenes, else auto: {TASKS_PER_WORKER} tasks per worker, at least {MIN_UNIT_SCENES} scenes each.")
 @click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
               help="Extra attempts of a task whose worker died or that failed unexpectedly.")
-def build_cmd(config_path: Path, out: Path | None, distributor: str, scheduler: str | None,
+def build_cmd(config_path: Path, out: str | None, distributor: str, scheduler: str | None,
               workers: int | None, unit_scenes: int | None, retries: int) -> None:
     """Assemble MMSAR from the sources in a config: convert, dedupe, split, SARCount, chips, card.
 
@@ -64,7 +64,7 @@ def build_cmd(config_path: Path, out: Path | None, distributor: str, scheduler: 
     total = result.stats["total"]
     folders = result.manifest["folders"]
     click.echo(
-        f"built {result.out}: train {folders['train']['rows']}, val {folders['val']['rows']}, "
+        f"built {result.url or result.out}: train {folders['train']['rows']}, val {folders['val']['rows']}, "
         f"test {folders['test']['rows']} scenes; SARCount {folders['sarcount']['rows']} items; "
         f"{sum(folders[f'chips/{s}']['rows'] for s in ('train', 'val', 'test'))} chips; "
         f"{total['exact_duplicates']['scenes']} duplicates dropped, {total['rejects']} rejects; "
