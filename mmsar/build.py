@@ -91,13 +91,21 @@ def build(config: BuildConfig | Path | str, options: BuildOptions | None = None,
         stages, staged, unit_scenes = _stage(cfg, dist, tset, opts.unit_scenes or cfg.unit_scenes, opts.progress)
         t1 = time.monotonic()
         plan = _plan(cfg)
-        tasks = _tasks(cfg, plan)
+        tasks, joins = _tasks(cfg, plan, unit_scenes)
         t2 = time.monotonic()
-        with Progress("writing folders", len(tasks), unit="tasks", enabled=opts.progress, logger=log) as bar:
-            summaries = dist.map(run_task, tasks, lambda i: bar.advance(), stage="writing", order=_largest_first(tasks),
-                                 labels=lambda i: f"writing task ({tasks[i][0]} -> {tasks[i][1][1 if tasks[i][0] != 'external' else 3]})")
+        with Progress("writing folders", len(tasks) + len(joins), unit="tasks", enabled=opts.progress,
+                      logger=log) as bar:
+            summaries = dist.map(run_task, tasks, lambda i: bar.advance(), stage="writing",
+                                 order=_largest_first(tasks), labels=lambda i: _write_label(tasks[i]))
+            # chip groups done: each (split, source) joins its groups' parts into its shards
+            joined = [("chips_assemble", (out_dir, prefix, [summaries[i] for i in idx], cfg.shard_rows, job, meta))
+                      for out_dir, prefix, idx, job, meta in joins]
+            summaries += dist.map(run_task, joined, lambda i: bar.advance(), stage="writing",
+                                  labels=lambda i: _write_label(joined[i]))
+            tasks += joined
         t3 = time.monotonic()
-    folders = _finish_folders(cfg, plan, summaries)
+    folders = _finish_folders(cfg, plan, [s for (kind, _), s in zip(tasks, summaries, strict=True)
+                                          if kind != "chip_part"])
     stats = _stats(cfg, plan, stages, folders)
     write_json(out / STATS, stats)
     write_json(out / DEDUPE, {"exact": plan.dd.exact, "near_groups": plan.dd.near_groups,
@@ -115,8 +123,8 @@ def build(config: BuildConfig | Path | str, options: BuildOptions | None = None,
     task_info = {
         "distributor": dist.name, "workers": getattr(dist, "workers", None) or opts.workers,
         "unit_scenes": unit_scenes, "retries": opts.retries, "staging": staged,
-        "writing": [{"task": i, "kind": k, "folder": str(Path(s.get("folder", ""))), "source": s.get("prefix"),
-                     "rows": s["rows"], "seconds": s.get("seconds")} for i, ((k, _), s) in enumerate(zip(tasks, summaries, strict=True))],
+        "writing": [{"task": i, "kind": k, "folder": _write_label((k, a)), "rows": s["rows"], "seconds": s.get("seconds")}
+                    for i, ((k, a), s) in enumerate(zip(tasks, summaries, strict=True))],
         "seconds": {"staging": round(t1 - t0, 3), "planning": round(t2 - t1, 3), "writing": round(t3 - t2, 3),
                     "total": round(time.monotonic() - t0, 3)},
     }
@@ -131,13 +139,22 @@ def build(config: BuildConfig | Path | str, options: BuildOptions | None = None,
                        [s["source"] for s in stages if s["reused"]], task_info, cfg.out_url)
 
 
+_REFS_AT = {"scenes": 3, "chips": 3, "external": 2, "chip_part": 2, "chips_assemble": 2}  # where a task's items are
+_OUT_AT = {"scenes": 1, "chips": 1, "external": 3, "chip_part": 1, "chips_assemble": 0}  # and its output
+
+
+def _write_label(task: tuple[str, tuple[Any, ...]]) -> str:
+    kind, args = task
+    out = Path(args[_OUT_AT[kind]])
+    where = out.parent.parent.name if kind == "chip_part" else out.name
+    return f"writing task ({kind}, {out.parent.name}/{where}, {len(args[_REFS_AT[kind]])} items)" \
+        if kind == "chip_part" else f"writing task ({kind}, {where}, {len(args[_REFS_AT[kind]])} items)"
+
+
 def _largest_first(tasks: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
     """Writing tasks in descending size (rows referenced), so the big folders start first and the workers
     finish together; results still come back in task order."""
-    def size(i: int) -> int:
-        kind, args = tasks[i]
-        return len(args[2]) if kind == "external" else len(args[3])
-    return sorted(range(len(tasks)), key=lambda i: (-size(i), i))
+    return sorted(range(len(tasks)), key=lambda i: (-len(tasks[i][1][_REFS_AT[tasks[i][0]]]), i))
 
 
 def _stage(cfg: BuildConfig, dist: Any, tset: str, unit_scenes: int | None, progress: bool | str | None
@@ -200,13 +217,18 @@ def _plan(cfg: BuildConfig) -> _Plan:
     return _Plan(records, dd, sp, counting)
 
 
-def _tasks(cfg: BuildConfig, plan: _Plan) -> list[tuple[str, tuple[Any, ...]]]:
-    """Writing tasks, one per (folder, source), in a fixed order."""
+Join = tuple[Path, str, list[int], ChipJob, dict[str, Any]]  # chips out folder, prefix, part task indices, job, meta
+
+
+def _tasks(cfg: BuildConfig, plan: _Plan, group: int) -> tuple[list[tuple[str, tuple[Any, ...]]], list[Join]]:
+    """Writing tasks in a fixed order: one per scene folder and source; chips in groups of ``group`` scenes
+    (each a part file; ``joins`` say which parts make each chips folder's shards, in order)."""
     near = {k for g in plan.dd.near_groups for k in g}
     counted = {folder: {it["key"] for it in items} for folder, items in plan.counting.items()}
     chip_job = ChipJob(cfg.chips.size, cfg.chips.context, cfg.chips.min_crop, cfg.images.mode,
                        dict(cfg.images.stretch))
     tasks: list[tuple[str, tuple[Any, ...]]] = []
+    joins: list[Join] = []
     for src in cfg.sources:
         recs = [r for r in plan.dd.kept if r["source"] == src.name]
         stage_dir = cfg.work / src.name
@@ -228,10 +250,14 @@ def _tasks(cfg: BuildConfig, plan: _Plan) -> list[tuple[str, tuple[Any, ...]]]:
             sel = refs(lambda r, s=split: plan.sp.split[r["key"]] == s and bool(r["objects"]))
             if sel:
                 meta = {"mmsar_folder": f"chips/{split}", "split": split}
-                tasks.append(("chips", (stage_dir, cfg.out / "chips" / split, src.name, sel, cfg.shard_rows,
-                                        chip_job, meta)))
+                out_dir = cfg.out / "chips" / split
+                first = len(tasks)
+                for k in range(0, len(sel), group):
+                    part = out_dir / f".parts-{src.name}" / f"g{k // group:06d}" / "chips.parquet"
+                    tasks.append(("chip_part", (stage_dir, part, sel[k:k + group], chip_job)))
+                joins.append((out_dir, src.name, list(range(first, len(tasks))), chip_job, meta))
     tasks.extend(_external_tasks(cfg))
-    return tasks
+    return tasks, joins
 
 
 def _external_tasks(cfg: BuildConfig) -> list[tuple[str, tuple[Any, ...]]]:
