@@ -231,7 +231,9 @@ def convert(input: str | Path, out: str | Path, options: ConvertOptions | None =
     # workers read the input themselves when the reader can split it (not when resuming: which items
     # to skip depends on their positions, known only in order)
     # (and, on one worker, annotation-only runs read the plan as blocks of scenes when it gives them)
-    units = plan_reading(input, format=o.format, **read_args) \
+    spanned = _span_plan(plan_reading(input, format=o.format, **read_args), o.span, o.format) \
+        if o.span is not None else None
+    units = (spanned or plan_reading(input, format=o.format, **read_args)) \
         if (workers > 1 and not plan.done_keys and worker.can_read_in_workers()) or \
         (workers <= 1 and worker.uses_blocks(job)) else None
     planned = units.units + len(units.head) if units is not None else None
@@ -239,8 +241,13 @@ def convert(input: str | Path, out: str | Path, options: ConvertOptions | None =
         units = None  # read in order, as a stream (the plan's size still gives the progress a total)
     read_so_far = [0]
 
+    if spanned is not None and planned is None:
+        planned = spanned.units + len(spanned.head)
+
     def items() -> Iterator[Entry]:
-        stream = read(input, format=o.format, **read_args)
+        from d2c.readers.plan import plan_items
+
+        stream = plan_items(spanned) if spanned is not None else read(input, format=o.format, **read_args)
         for pos, item in enumerate(settle_partial(stream, o.keep_partial_scenes)):
             todo = isinstance(item, Scene) and (
                 o.tile is not None or pos >= plan.next_item or item.key not in plan.done_keys)
@@ -272,6 +279,15 @@ def convert(input: str | Path, out: str | Path, options: ConvertOptions | None =
             sink.writer.abort()
         raise
     return _finish(out, tally, closed, run, input, o.format, o.strict, time.monotonic() - t0)
+
+
+def _span_plan(whole: Any, span: tuple[int, int], format: str) -> Any:
+    """The :class:`d2c.readers.plan.SpanPlan` of ``span``, or UsageError naming the problem."""
+    from d2c.readers.plan import SpanPlan
+
+    if whole is None:
+        raise UsageError(f"span: the {format!r} reader cannot split its input into units (COCO, DOTA and VOC can)")
+    return SpanPlan(whole, span[0], span[1])
 
 
 class _Sink:

@@ -26,6 +26,7 @@ ALWAYS = "always"
 TILED = "tiled"  # only when ``tile`` is set
 TILED_OR_NONE = "tiled_or_none"  # None when ``tile`` is not set
 OTHER_LIMITS = "other_limits"  # only when the geometry limits are not the defaults
+SPANNED = "spanned"  # only when ``span`` is set
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,10 @@ class ConvertOptions:
     ``min_visible``/``below``/``negative_rate`` (ignored without ``tile``). ``keep_partial_scenes``: a scene
     some of whose objects were rejected is written flagged ``objects_rejected`` (see :mod:`d2c.partial`)
     instead of rejected whole. ``max_vertices``/``max_parts``: one object's geometry budget
-    (:mod:`d2c.limits`). Impossible settings raise :class:`d2c.errors.UsageError` when the object is made.
+    (:mod:`d2c.limits`). ``span=(start, stop)``: only the reader's plan units ``start`` .. ``stop - 1``
+    (COCO images, DOTA/VOC annotation files), so the spans of one input converted apart and joined in order
+    give the rows and rejects of the whole; the span is in the shards' metadata, so ``resume`` keeps only
+    shards of the same span, and a format that cannot plan units refuses it. Impossible settings raise :class:`d2c.errors.UsageError` when the object is made.
     The fields are in the order the run metadata records them."""
 
     format: str = "auto"
@@ -77,6 +81,8 @@ class ConvertOptions:
     tile_negative_rate: float = _recorded(DEFAULT_NEGATIVE_RATE, when=TILED, as_=float)
     max_vertices: int = _recorded(DEFAULT_MAX_VERTICES, when=OTHER_LIMITS)
     max_parts: int = _recorded(DEFAULT_MAX_PARTS, when=OTHER_LIMITS)
+    # only the reader's plan units start .. stop - 1 (mmsar's tasks): see d2c.readers.plan.SpanPlan
+    span: tuple[int, int] | None = _recorded(None, when=SPANNED, as_=lambda s: [int(s[0]), int(s[1])])
     max_pixels: int = 1 << 30
     workers: int = 1
     resume: bool = False
@@ -101,6 +107,8 @@ class ConvertOptions:
             raise UsageError(str(exc)) from None
         if self.tile is not None:
             self._check_tiling()
+        if self.span is not None:
+            _check_span(self.span)
 
     def _check_tiling(self) -> None:
         if not _is_number(self.tile_min_visible) or not 0.0 < self.tile_min_visible <= 1.0:
@@ -120,7 +128,8 @@ class ConvertOptions:
         other_limits = (self.max_vertices, self.max_parts) != (DEFAULT_MAX_VERTICES, DEFAULT_MAX_PARTS)
         meta: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
         for f, how in _recorded_fields():
-            if (how.when == TILED and not tiled) or (how.when == OTHER_LIMITS and not other_limits):
+            if (how.when == TILED and not tiled) or (how.when == OTHER_LIMITS and not other_limits) or \
+                    (how.when == SPANNED and self.span is None):
                 continue
             value = resolved[f.name] if how.resolved else getattr(self, f.name)
             if how.when == TILED_OR_NONE and not tiled:
@@ -140,3 +149,10 @@ RUN_KEYS: tuple[str, ...] = ("schema_version",
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v  # NaN fails the last test
+
+
+def _check_span(span: Any) -> None:
+    ok = isinstance(span, (tuple, list)) and len(span) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in span)
+    if not ok or span[0] < 0 or span[1] < span[0]:
+        raise UsageError(f"span must be (start, stop) with 0 <= start <= stop, got {span!r}")

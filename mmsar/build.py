@@ -1,18 +1,21 @@
 """``mmsar build``: many detection sources -> staged d2c shards -> dedupe -> splits -> MMSAR folders.
 
-Why in this order: conversion (per source, in parallel, reused when unchanged) produces small per-scene
-records; dedupe, splits and SARCount selection are cheap global decisions on those records; the writing
+Why in this order: conversion (in tasks of N scenes, spread over the workers: :mod:`mmsar.staging`;
+reused per source when unchanged) produces small per-scene records; dedupe, splits and SARCount selection are cheap global decisions on those records; the writing
 (per folder and source, in parallel) only copies staged rows and cuts chips. Everything global is a pure
 function of the records in config order, so the output does not depend on the distributor or on the
-number of workers. The top-level ``_manifest.json`` is written last: its presence means the build finished.
+number of workers, nor on N. Per-task figures (scenes, instances, rejects, seconds) go to ``_tasks.json``,
+the one file whose bytes vary between builds (seconds). The top-level ``_manifest.json`` is written last:
+its presence means the build finished.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +28,18 @@ from mmsar import card, plots, sarcount
 from mmsar.config import BuildConfig, check_inputs, load_config
 from mmsar.dedupe import DedupeResult, dedupe
 from mmsar.distributor import make_distributor
-from mmsar.sources import RECORDS, job_for, stage_source, template_set_hash
+from mmsar.options import BuildOptions, auto_unit_scenes
+from mmsar.sources import RECORDS, fingerprint, job_for, template_set_hash
 from mmsar.splits import SplitResult, assign_splits, quota
+from mmsar.staging import count_units, finish_source, fresh_folder, reusable, span_tasks, stage_span
 from mmsar.writing import ChipJob, RowRef, run_task, write_json
 
 log = logging.getLogger(__name__)
 
 SCENE_FOLDERS = ("train", "val", "test", "sarcount", "sarcount_train")
 # side files start with "_" (as in every shard folder): Parquet readers given a folder skip them
-STATS, DEDUPE, INDEX = "_stats.json", "_dedupe.json", "_index.json"
-OUTPUT_NAMES = (*SCENE_FOLDERS, "chips", "plots", "gallery.png", "README.md", STATS, DEDUPE, MANIFEST,
+STATS, DEDUPE, INDEX, TASKS = "_stats.json", "_dedupe.json", "_index.json", "_tasks.json"
+OUTPUT_NAMES = (*SCENE_FOLDERS, "chips", "plots", "gallery.png", "README.md", STATS, DEDUPE, TASKS, MANIFEST,
                 *OLD_SIDE_FILES, "dedupe.json")  # and an older build's
 
 
@@ -45,6 +50,8 @@ class BuildResult:
     stats: dict[str, Any]
     converted: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
+    tasks: dict[str, Any] = field(default_factory=dict)  # what _tasks.json holds
+    url: str | None = None  # where the output was uploaded (``out`` given as a URL)
 
 
 @dataclass
@@ -55,11 +62,17 @@ class _Plan:
     counting: dict[str, list[dict[str, Any]]]
 
 
-def build(config: BuildConfig | Path | str, *, distributor: str = "local", scheduler: str | None = None,
-          workers: int | None = None, progress: bool | str | None = False) -> BuildResult:
-    """Build the MMSAR tree described by ``config`` into ``config.out``. ``progress``: see
-    :class:`d2c.progress.Progress` (the command line passes None: a bar on a terminal, log lines off it)."""
+def build(config: BuildConfig | Path | str, options: BuildOptions | None = None, **overrides: Any) -> BuildResult:
+    """Build the MMSAR tree described by ``config`` into ``config.out``, as ``options`` say
+    (:class:`mmsar.options.BuildOptions`; keyword ``overrides`` replace its fields, e.g. ``workers=2``).
+    The command line passes ``progress=None``: a bar on a terminal, log lines off it."""
+    opts = replace(options or BuildOptions(), **overrides)
+    opts.check()
     cfg = config if isinstance(config, BuildConfig) else load_config(config)
+    if cfg.remote_inputs:
+        from mmsar.remote import fetch_all
+
+        fetch_all(cfg.remote_inputs)
     check_inputs(cfg)
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
@@ -71,15 +84,28 @@ def build(config: BuildConfig | Path | str, *, distributor: str = "local", sched
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
-    with make_distributor(distributor, scheduler=scheduler, workers=workers) as dist:
+    t0 = time.monotonic()
+    with make_distributor(opts.distributor, scheduler=opts.scheduler, workers=opts.workers,
+                          retries=opts.retries) as dist:
         tset = template_set_hash(cfg)
-        with Progress("staging sources", len(cfg.sources), unit="sources", enabled=progress, logger=log) as bar:
-            stages = dist.map(stage_source, [(job_for(cfg, s, tset),) for s in cfg.sources], bar.advance)
+        stages, staged, unit_scenes = _stage(cfg, dist, tset, opts.unit_scenes or cfg.unit_scenes, opts.progress)
+        t1 = time.monotonic()
         plan = _plan(cfg)
-        tasks = _tasks(cfg, plan)
-        with Progress("writing folders", len(tasks), unit="tasks", enabled=progress, logger=log) as bar:
-            summaries = dist.map(run_task, tasks, bar.advance)
-    folders = _finish_folders(cfg, plan, summaries)
+        tasks, joins = _tasks(cfg, plan, unit_scenes)
+        t2 = time.monotonic()
+        with Progress("writing folders", len(tasks) + len(joins), unit="tasks", enabled=opts.progress,
+                      logger=log) as bar:
+            summaries = dist.map(run_task, tasks, lambda i: bar.advance(), stage="writing",
+                                 order=_largest_first(tasks), labels=lambda i: _write_label(tasks[i]))
+            # chip groups done: each (split, source) joins its groups' parts into its shards
+            joined = [("chips_assemble", (out_dir, prefix, [summaries[i] for i in idx], cfg.shard_rows, job, meta))
+                      for out_dir, prefix, idx, job, meta in joins]
+            summaries += dist.map(run_task, joined, lambda i: bar.advance(), stage="writing",
+                                  labels=lambda i: _write_label(joined[i]))
+            tasks += joined
+        t3 = time.monotonic()
+    folders = _finish_folders(cfg, plan, [s for (kind, _), s in zip(tasks, summaries, strict=True)
+                                          if kind != "chip_part"])
     stats = _stats(cfg, plan, stages, folders)
     write_json(out / STATS, stats)
     write_json(out / DEDUPE, {"exact": plan.dd.exact, "near_groups": plan.dd.near_groups,
@@ -94,10 +120,68 @@ def build(config: BuildConfig | Path | str, *, distributor: str = "local", sched
     info = _card_info(cfg, stats, folders, plot_names, tset)
     info["gallery"] = gallery_name
     atomic_write_bytes(out / "README.md", card.render_card(info).encode("utf-8"))
+    task_info = {
+        "distributor": dist.name, "workers": getattr(dist, "workers", None) or opts.workers,
+        "unit_scenes": unit_scenes, "retries": opts.retries, "staging": staged,
+        "writing": [{"task": i, "kind": k, "folder": _write_label((k, a)), "rows": s["rows"], "seconds": s.get("seconds")}
+                    for i, ((k, a), s) in enumerate(zip(tasks, summaries, strict=True))],
+        "seconds": {"staging": round(t1 - t0, 3), "planning": round(t2 - t1, 3), "writing": round(t3 - t2, 3),
+                    "total": round(time.monotonic() - t0, 3)},
+    }
+    write_json(out / TASKS, task_info)
     manifest = _manifest(cfg, folders)
     write_json(out / MANIFEST, manifest)
+    if cfg.out_url:
+        from mmsar.remote import upload
+
+        upload(out, cfg.out_url, replace=(MANIFEST, *OUTPUT_NAMES), last=MANIFEST)
     return BuildResult(out, manifest, stats, [s["source"] for s in stages if not s["reused"]],
-                       [s["source"] for s in stages if s["reused"]])
+                       [s["source"] for s in stages if s["reused"]], task_info, cfg.out_url)
+
+
+_REFS_AT = {"scenes": 3, "chips": 3, "external": 2, "chip_part": 2, "chips_assemble": 2}  # where a task's items are
+_OUT_AT = {"scenes": 1, "chips": 1, "external": 3, "chip_part": 1, "chips_assemble": 0}  # and its output
+
+
+def _write_label(task: tuple[str, tuple[Any, ...]]) -> str:
+    kind, args = task
+    out = Path(args[_OUT_AT[kind]])
+    where = out.parent.parent.name if kind == "chip_part" else out.name
+    return f"writing task ({kind}, {out.parent.name}/{where}, {len(args[_REFS_AT[kind]])} items)" \
+        if kind == "chip_part" else f"writing task ({kind}, {where}, {len(args[_REFS_AT[kind]])} items)"
+
+
+def _largest_first(tasks: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
+    """Writing tasks in descending size (rows referenced), so the big folders start first and the workers
+    finish together; results still come back in task order."""
+    return sorted(range(len(tasks)), key=lambda i: (-len(tasks[i][1][_REFS_AT[tasks[i][0]]]), i))
+
+
+def _stage(cfg: BuildConfig, dist: Any, tset: str, unit_scenes: int | None, progress: bool | str | None
+           ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """Stage every source that changed, in tasks of ``unit_scenes`` scenes (None: auto) on the
+    distributor; returns the stage summaries (config order), the per-task figures and the task size."""
+    jobs = [job_for(cfg, s, tset) for s in cfg.sources]
+    fps = [fingerprint(j) for j in jobs]
+    stages: list[dict[str, Any] | None] = [reusable(j, fp) for j, fp in zip(jobs, fps, strict=True)]
+    todo = [k for k, stage in enumerate(stages) if stage is None]
+    counts = {k: [count_units(jobs[k], p) for p in range(len(jobs[k].source.inputs))] for k in todo}
+    if unit_scenes is None:
+        unit_scenes = auto_unit_scenes(sum(n or 1 for c in counts.values() for n in c), dist.parallelism())
+    tasks, owner, folders = [], [], {}
+    for k in todo:
+        folders[k] = fresh_folder(jobs[k])
+        mine = span_tasks(jobs[k], folders[k], unit_scenes, counts[k])
+        tasks += mine
+        owner += [k] * len(mine)
+    total = sum(t.units for t in tasks)
+    with Progress("staging", total, unit="scenes", enabled=progress, logger=log) as bar:
+        results = dist.map(stage_span, [(t,) for t in tasks], lambda i: bar.advance(tasks[i].units),
+                           stage="staging", labels=lambda i: tasks[i].label())
+    for k in folders:
+        stages[k] = finish_source(jobs[k], fps[k], folders[k], [r for r, o in zip(results, owner, strict=True) if o == k])
+    staged = [{"task": i, **r["task"]} for i, r in enumerate(results)]
+    return [s for s in stages if s is not None], staged, unit_scenes
 
 
 def _gallery(out: Path) -> str | None:
@@ -133,13 +217,18 @@ def _plan(cfg: BuildConfig) -> _Plan:
     return _Plan(records, dd, sp, counting)
 
 
-def _tasks(cfg: BuildConfig, plan: _Plan) -> list[tuple[str, tuple[Any, ...]]]:
-    """Writing tasks, one per (folder, source), in a fixed order."""
+Join = tuple[Path, str, list[int], ChipJob, dict[str, Any]]  # chips out folder, prefix, part task indices, job, meta
+
+
+def _tasks(cfg: BuildConfig, plan: _Plan, group: int) -> tuple[list[tuple[str, tuple[Any, ...]]], list[Join]]:
+    """Writing tasks in a fixed order: one per scene folder and source; chips in groups of ``group`` scenes
+    (each a part file; ``joins`` say which parts make each chips folder's shards, in order)."""
     near = {k for g in plan.dd.near_groups for k in g}
     counted = {folder: {it["key"] for it in items} for folder, items in plan.counting.items()}
     chip_job = ChipJob(cfg.chips.size, cfg.chips.context, cfg.chips.min_crop, cfg.images.mode,
                        dict(cfg.images.stretch))
     tasks: list[tuple[str, tuple[Any, ...]]] = []
+    joins: list[Join] = []
     for src in cfg.sources:
         recs = [r for r in plan.dd.kept if r["source"] == src.name]
         stage_dir = cfg.work / src.name
@@ -161,10 +250,14 @@ def _tasks(cfg: BuildConfig, plan: _Plan) -> list[tuple[str, tuple[Any, ...]]]:
             sel = refs(lambda r, s=split: plan.sp.split[r["key"]] == s and bool(r["objects"]))
             if sel:
                 meta = {"mmsar_folder": f"chips/{split}", "split": split}
-                tasks.append(("chips", (stage_dir, cfg.out / "chips" / split, src.name, sel, cfg.shard_rows,
-                                        chip_job, meta)))
+                out_dir = cfg.out / "chips" / split
+                first = len(tasks)
+                for k in range(0, len(sel), group):
+                    part = out_dir / f".parts-{src.name}" / f"g{k // group:06d}" / "chips.parquet"
+                    tasks.append(("chip_part", (stage_dir, part, sel[k:k + group], chip_job)))
+                joins.append((out_dir, src.name, list(range(first, len(tasks))), chip_job, meta))
     tasks.extend(_external_tasks(cfg))
-    return tasks
+    return tasks, joins
 
 
 def _external_tasks(cfg: BuildConfig) -> list[tuple[str, tuple[Any, ...]]]:

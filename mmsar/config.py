@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import tomllib
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -128,18 +128,26 @@ class BuildConfig:
     sarcount: SarCountSettings = field(default_factory=SarCountSettings)
     chips: ChipSettings = field(default_factory=ChipSettings)
     base_dir: Path = Path(".")
+    unit_scenes: int | None = None  # scenes per staging task (how the build runs: not in the manifest)
+    remote_inputs: tuple[tuple[str, str], ...] = ()  # (URL, local path) of inputs given as URLs
+    out_url: str | None = None  # the output as a URL: built in ``out`` (local), then uploaded
 
     def resolved(self) -> dict[str, Any]:
-        """The config as plain JSON data, paths relative to the config folder where possible (so the
-        record does not depend on where the output or the checkout lives)."""
-        return _jsonable(asdict(self), self.base_dir, skip=("out", "work", "base_dir"))
+        """The config as plain JSON data, paths relative to the config folder where possible, inputs given
+        as URLs as those URLs (so the record does not depend on where the output or the checkout lives)."""
+        urls = {local: url for url, local in self.remote_inputs}
+        return _jsonable(asdict(self), self.base_dir,
+                         skip=("out", "work", "base_dir", "unit_scenes", "remote_inputs", "out_url"), urls=urls)
 
 
-def _jsonable(obj: Any, base: Path, skip: tuple[str, ...] = ()) -> Any:
+def _jsonable(obj: Any, base: Path, skip: tuple[str, ...] = (), urls: dict[str, str] | None = None) -> Any:
+    urls = urls or {}
     if isinstance(obj, dict):
-        return {k: _jsonable(v, base) for k, v in obj.items() if k not in skip}
+        return {k: _jsonable(v, base, urls=urls) for k, v in obj.items() if k not in skip}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v, base) for v in obj]
+        return [_jsonable(v, base, urls=urls) for v in obj]
+    if isinstance(obj, Path) and str(obj) in urls:
+        return urls[str(obj)]
     if isinstance(obj, Path):
         try:
             return obj.resolve().relative_to(base.resolve()).as_posix()
@@ -151,6 +159,8 @@ def _jsonable(obj: Any, base: Path, skip: tuple[str, ...] = ()) -> Any:
 
 
 _ERRORS: ContextVar[list[str] | None] = ContextVar("mmsar_config_errors", default=None)
+# (URL, local path) of each remote input met by the parse (fetched by the build: mmsar.remote)
+_REMOTE: ContextVar[list[tuple[str, str]] | None] = ContextVar("mmsar_config_remote", default=None)
 
 
 def _soft(message: str) -> None:
@@ -210,8 +220,20 @@ class _Table:
         return v
 
     def path(self, name: str, *, required: bool = False) -> Path | None:
+        """A local path (relative: from the config's folder; ``file://`` URLs are local paths); another URL
+        (``s3://``, ``memory://``...) gives the local path it will be fetched to."""
+        from mmsar import remote
+
         v = self.get(name, str, required=required)
-        return None if v is None else (self.base / v).resolve()
+        if v is None:
+            return None
+        if remote.is_url(v):
+            local = remote.input_alias(v)
+            found = _REMOTE.get()
+            if found is not None:
+                found.append((v, str(local)))
+            return local
+        return (self.base / remote.local_of_file_url(v)).resolve()
 
     def sub(self, name: str) -> _Table:
         return _Table(self.get(name, dict, {}), self.key(name), self.base)
@@ -361,17 +383,20 @@ def _section(fn: Any, *args: Any, default: Any = None) -> Any:
         return default
 
 
-def parse_config(data: dict[str, Any], base_dir: Path, *, out: Path | None = None) -> BuildConfig:
+def parse_config(data: dict[str, Any], base_dir: Path, *, out: Path | str | None = None) -> BuildConfig:
     """Validate the parsed TOML ``data``; relative paths are taken from ``base_dir``. Every problem is
-    reported at once, one line each naming its key."""
+    reported at once, one line each naming its key. ``out`` (overriding the ``out`` key) may be a URL."""
     errors: list[str] = []
-    token = _ERRORS.set(errors)
+    remote_found: list[tuple[str, str]] = []
+    token, rtoken = _ERRORS.set(errors), _REMOTE.set(remote_found)
     try:
         cfg = _parse(data, base_dir, out)
+        cfg = replace(cfg, remote_inputs=tuple(dict.fromkeys(remote_found)))
     except UsageError as exc:  # a table that is not one: nothing below it can be read
         errors.append(str(exc))
     finally:
         _ERRORS.reset(token)
+        _REMOTE.reset(rtoken)
     if errors:
         # unknown keys first: a typo (``[[source]]``) explains the "missing" key that follows from it
         errors.sort(key=lambda e: "unknown key" not in e)
@@ -429,14 +454,27 @@ def _shard_rows(out_t: _Table) -> int:
     return shard_rows
 
 
-def _parse(data: dict[str, Any], base_dir: Path, out: Path | None) -> BuildConfig:
+def _parse(data: dict[str, Any], base_dir: Path, out: Path | str | None) -> BuildConfig:
+    from mmsar import remote
+
     top = _Table(data, "", base_dir)
     sources = _section(_sources, top, base_dir, default=())
-    out_dir = Path(out).resolve() if out is not None else top.path("out") or (base_dir / "mmsar-out").resolve()
+    raw_out = top.get("out", str)
     if out is not None:
-        top.get("out", str)
+        raw_out = str(out)
+    out_url = raw_out if raw_out is not None and remote.is_url(raw_out) else None
+    if out_url is not None:
+        out_dir = remote.output_alias(out_url)
+    elif raw_out is not None:
+        out_dir = (base_dir / remote.local_of_file_url(raw_out)).resolve() if out is None else \
+            Path(remote.local_of_file_url(raw_out)).resolve()
+    else:
+        out_dir = (base_dir / "mmsar-out").resolve()
     # staging beside the output, not in it: the output folder is what gets published (and staging is
     # reused by the next build, so it is kept)
+    raw_work = top.get("work", str)
+    if raw_work is not None and remote.is_url(raw_work):
+        raise UsageError(f"work: {raw_work}: staging must be a local folder (it is read and written row by row)")
     work = top.path("work") or out_dir.with_name(out_dir.name + ".work")
     parts = {
         "captions": _section(lambda: _captions(top.sub("captions"))),
@@ -448,15 +486,17 @@ def _parse(data: dict[str, Any], base_dir: Path, out: Path | None) -> BuildConfi
         "chips": _section(lambda: _chips(top.sub("chips"))),
     }
     name, seed = top.get("name", str, "MMSAR"), _section(top.int, "seed", 0, default=0)
+    unit_scenes = _section(top.int, "unit_scenes", None, 1, default=None)
     top.check_unknown()
     if _ERRORS.get():
         raise UsageError(_ERRORS.get()[0])  # listed with the others by parse_config
     return BuildConfig(sources=sources, out=out_dir, work=work, name=name, seed=seed, base_dir=base_dir.resolve(),
-                       **parts)
+                       unit_scenes=unit_scenes, out_url=out_url, **parts)
 
 
 def check_inputs(cfg: BuildConfig) -> None:
-    """Refuse a build whose inputs are not there, naming the config key (before any work starts)."""
+    """Refuse a build whose inputs are not there, naming the config key (before any work starts; inputs
+    given as URLs are fetched first: :func:`mmsar.remote.fetch_all`)."""
     for i, src in enumerate(cfg.sources):
         for j, spec in enumerate(src.inputs):
             for what, p in (("path", spec.path), ("images", spec.images), ("annotations", spec.annotations)):
@@ -467,7 +507,7 @@ def check_inputs(cfg: BuildConfig) -> None:
             raise UsageError(f"chips.external[{i}].path: {ext.path} is not a folder")
 
 
-def load_config(path: Path | str, *, out: Path | None = None) -> BuildConfig:
+def load_config(path: Path | str, *, out: Path | str | None = None) -> BuildConfig:
     """Read and validate ``mmsar.toml``; ``out`` overrides the file's ``out`` key."""
     p = Path(path)
     try:

@@ -1,9 +1,13 @@
-"""Where a build's per-source and per-shard tasks run: in this process, a local process pool, or an
-existing Dask cluster.
+"""Where a build's tasks run: in this process, a local process pool, or a Dask cluster (a LocalCluster
+when no scheduler is named).
 
 Why results come back in submission order: every task is a pure function of its arguments writing its own
 files, and the build merges results in the order it asked for them, so the output is identical whichever
-distributor ran the work and however many workers it had.
+distributor ran the work, however many workers it had, and however often a task was retried.
+
+Retries: a task whose worker dies, or that raises something other than a :class:`D2CError` (bad input:
+the same error again), runs again, up to ``retries`` times; then the build fails with a
+:class:`mmsar.crash.TaskFailed` naming the task's units.
 """
 
 from __future__ import annotations
@@ -13,27 +17,56 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from d2c.errors import D2CError, UsageError
+from mmsar.crash import TaskFailed, guarded
 
 log = logging.getLogger(__name__)
 
 DISTRIBUTORS = ("local", "dask")
+Labels = Callable[[int], str]
 
 
-def _tick(result: Any, done: Callable[[], Any] | None) -> Any:
-    if done is not None:
-        done()
-    return result
+def _default_label(i: int) -> str:
+    return f"task {i}"
 
 
 class Distributor:
-    """``map(fn, args)`` -> results in order; ``fn`` is a module-level function, ``args`` tuples;
-    ``done()`` (progress) is called as each result comes back."""
+    """``map(fn, args, done, stage=, labels=)`` -> results in order; ``fn`` is a module-level function,
+    ``args`` tuples; ``done(i)`` (progress) is called as task ``i`` finishes; ``order``: the order to start
+    them in (results still come back in ``args`` order). This base runs inline."""
 
     name = "inline"
 
-    def map(self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]],
-            done: Callable[[], Any] | None = None) -> list[Any]:
-        return [_tick(fn(*a), done) for a in args]
+    def __init__(self, retries: int = 2) -> None:
+        if retries < 0:
+            raise UsageError(f"--retries must be >= 0, got {retries}")
+        self.retries = retries
+
+    def map(self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]], done: Callable[[int], Any] | None = None,
+            *, stage: str = "staging", labels: Labels = _default_label,
+            order: Sequence[int] | None = None) -> list[Any]:
+        out = []
+        for i, a in enumerate(args):
+            out.append(self._inline(fn, a, i, stage, labels))
+            if done is not None:
+                done(i)
+        return out
+
+    def parallelism(self) -> int:
+        """How many tasks run at once (the task size's "auto" divides the work by it)."""
+        return 1
+
+    def _inline(self, fn: Callable[..., Any], a: tuple[Any, ...], i: int, stage: str, labels: Labels) -> Any:
+        for attempt in range(self.retries + 1):
+            try:
+                return fn(*a)
+            except D2CError:
+                raise
+            except Exception as exc:  # retried like a worker's failure
+                if attempt == self.retries:
+                    raise TaskFailed(f"{labels(i)} failed {attempt + 1} time(s); last: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+                log.warning("%s: %s; retrying (%d of %d)", labels(i), exc, attempt + 1, self.retries)
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         pass
@@ -46,79 +79,126 @@ class Distributor:
 
 
 class LocalDistributor(Distributor):
-    """A process pool (spawned workers: safe next to threads); one worker, or one task, runs inline."""
+    """A pool of spawned processes (:class:`mmsar.pool.ProcessPool`); one worker, or one task, runs inline."""
 
     name = "local"
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, retries: int = 2) -> None:
         import os
 
+        super().__init__(retries)
         self.workers = max(1, workers if workers is not None else min(4, os.cpu_count() or 1))
-        self._pool = None
+        self._pool: Any = None
 
-    def map(self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]],
-            done: Callable[[], Any] | None = None) -> list[Any]:
+    def map(self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]], done: Callable[[int], Any] | None = None,
+            *, stage: str = "staging", labels: Labels = _default_label,
+            order: Sequence[int] | None = None) -> list[Any]:
         if self.workers == 1 or len(args) <= 1:
-            return super().map(fn, args, done)
+            return super().map(fn, args, done, stage=stage, labels=labels)
         if self._pool is None:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
+            from mmsar.pool import ProcessPool
 
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
-        from concurrent.futures.process import BrokenProcessPool
+            self._pool = ProcessPool(self.workers)
+        calls = [(guarded, (stage, i, fn, a)) for i, a in enumerate(args)]
+        return self._pool.run(calls, retries=self.retries, label=labels, done=done, order=order)
 
-        try:
-            futures = [self._pool.submit(fn, *a) for a in args]
-            return [_tick(f.result(), done) for f in futures]
-        except BrokenProcessPool:  # a worker was killed (out of memory?) or crashed: say so, no traceback
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
-            raise D2CError("a worker process died (killed, out of memory or crashed); sources staged "
-                           "completely are kept: run the build again") from None
+    def parallelism(self) -> int:
+        return self.workers
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown()
+            self._pool.close()
             self._pool = None
 
 
 class DaskDistributor(Distributor):
-    """Tasks on an existing Dask cluster at ``scheduler`` (``tcp://host:8786`` or an in-process address)."""
+    """Tasks on a Dask cluster: the one at ``scheduler`` (``tcp://host:8786``), or, without one, a
+    LocalCluster of ``workers`` single-threaded worker processes started here and closed with the build."""
 
     name = "dask"
 
-    def __init__(self, scheduler: str) -> None:
+    def __init__(self, scheduler: str | None, workers: int | None = None, retries: int = 2) -> None:
+        super().__init__(retries)
         try:
-            from dask.distributed import Client
+            import dask
+            from dask.distributed import Client, LocalCluster
         except ImportError:
             raise UsageError(
                 "--distributor dask needs dask.distributed: pip install 'sarclip-toolkit[dask]'") from None
+        self.cluster = None
+        if scheduler is None:
+            import os
+
+            n = max(1, workers if workers is not None else min(4, os.cpu_count() or 1))
+            # every worker death reaches map() at once (KilledWorker), which counts the retries itself
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+                self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                            dashboard_address=None, silence_logs=logging.ERROR)
+            scheduler = self.cluster.scheduler_address
         try:
             self.client = Client(scheduler, set_as_default=False, timeout="20s")
         except (OSError, TimeoutError) as exc:
+            if self.cluster is not None:
+                self.cluster.close()
             raise UsageError(f"--scheduler {scheduler}: cannot connect to the Dask scheduler ({exc})") from None
 
-    def map(self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]],
-            done: Callable[[], Any] | None = None) -> list[Any]:
+    def map(self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]], done: Callable[[int], Any] | None = None,
+            *, stage: str = "staging", labels: Labels = _default_label,
+            order: Sequence[int] | None = None) -> list[Any]:
         if not args:
             return []
-        futures = [self.client.submit(fn, *a, pure=False) for a in args]
-        return [_tick(f.result(), done) for f in futures]
+        from dask.distributed import as_completed
+
+        def submit(i: int) -> Any:
+            return self.client.submit(guarded, stage, i, fn, args[i], pure=False)
+
+        futures = {submit(i): i for i in (order if order is not None else range(len(args)))}
+        attempts = [0] * len(args)
+        results: list[Any] = [None] * len(args)
+        pending = as_completed(list(futures), loop=self.client.loop)
+        try:
+            for fut in pending:
+                i = futures.pop(fut)
+                if fut.status == "finished":
+                    results[i] = fut.result()
+                    if done is not None:
+                        done(i)
+                    continue
+                exc = fut.exception()
+                if isinstance(exc, D2CError):
+                    raise exc
+                attempts[i] += 1
+                problem = f"{type(exc).__name__}: {exc}"
+                if attempts[i] > self.retries:
+                    raise TaskFailed(f"{labels(i)} failed {attempts[i]} time(s); last: {problem}")
+                log.warning("%s: %s; retrying (%d of %d)", labels(i), problem, attempts[i], self.retries)
+                new = submit(i)
+                futures[new] = i
+                pending.add(new)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+        return results
+
+    def parallelism(self) -> int:
+        info = self.client.scheduler_info()
+        return max(1, sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()))
 
     def close(self) -> None:
         self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
 
 
-def make_distributor(kind: str = "local", *, scheduler: str | None = None,
-                     workers: int | None = None) -> Distributor:
+def make_distributor(kind: str = "local", *, scheduler: str | None = None, workers: int | None = None,
+                     retries: int = 2) -> Distributor:
     if kind not in DISTRIBUTORS:
         raise UsageError(f"--distributor must be one of {', '.join(DISTRIBUTORS)}, got {kind!r}")
-    if kind == "dask":
-        if not scheduler:
-            raise UsageError("--distributor dask needs --scheduler ADDR (the address of a running Dask scheduler)")
-        return DaskDistributor(scheduler)
-    if scheduler:
-        raise UsageError("--scheduler is only used with --distributor dask")
     if workers is not None and workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
-    return LocalDistributor(workers)
+    if kind == "dask":
+        return DaskDistributor(scheduler, workers, retries)
+    if scheduler:
+        raise UsageError("--scheduler is only used with --distributor dask")
+    return LocalDistributor(workers, retries)

@@ -1,4 +1,5 @@
-"""Stage one source: convert its inputs with ``d2c.convert`` into ``work/<source>/`` and index the rows.
+"""What one source's staging depends on (fingerprint), and the index record of a staged row (the
+conversion itself runs in tasks of N scenes: :mod:`mmsar.staging`).
 
 Why a staging folder per source: conversion is the expensive step (reading, captioning, hashing image
 bytes), and a build that gains one source must not redo the others. A source's folder carries the
@@ -16,18 +17,12 @@ import hashlib
 import io
 import json
 import logging
-import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from d2c.errors import D2CError
-from d2c.model import Reject
-from d2c.shards import MANIFEST, REJECTS
-from mmsar.config import BuildConfig, InputSpec, SourceConfig
+from mmsar.config import BuildConfig, SourceConfig
 
 log = logging.getLogger(__name__)
 
@@ -114,74 +109,6 @@ def load_stage(folder: Path) -> dict[str, Any] | None:
     return stage if (folder / RECORDS).is_file() else None
 
 
-def stage_source(job: StageJob) -> dict[str, Any]:
-    """Convert (or reuse) one source; returns its stage summary (``reused`` tells which happened)."""
-    src = job.source
-    folder = job.work / src.name
-    fp = fingerprint(job)
-    old = load_stage(folder)
-    if old is not None and old.get("fingerprint") == fp:
-        log.info("source %s: inputs and settings unchanged, reusing %s", src.name, folder)
-        return {**old, "reused": True}
-    tmp = job.work / f".{src.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    parts, rejects_text = [], []
-    for i, spec in enumerate(src.inputs):
-        try:
-            parts.append(_convert_part(job, spec, tmp / f"part-{i}"))
-        except D2CError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise type(exc)(f"source {src.name!r}, input {spec.path}: {exc}") from None
-        rejects_text.append((tmp / f"part-{i}" / REJECTS).read_text(encoding="utf-8"))
-    records, extra_rejects = _index(tmp, parts, src, job.images_mode)
-    account = {k: sum(int(p["stats"].get(k) or 0) for p in parts) for k in ACCOUNT_KEYS}
-    codes: dict[str, int] = {}
-    for text in rejects_text:
-        for line in text.splitlines():
-            if line.strip():
-                code = json.loads(line).get("code") or "unknown"
-                codes[code] = codes.get(code, 0) + 1
-    for rej in extra_rejects:
-        account["scenes_written"] -= 1
-        account["instances_out"] -= rej.instances
-        account["instances_rejected"] += rej.instances
-        codes[rej.code] = codes.get(rej.code, 0) + 1
-    account["rejects"] = sum(codes.values())
-    account["rejects_by_code"] = dict(sorted(codes.items()))
-    extra = "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in extra_rejects)
-    (tmp / REJECTS).write_text("".join(rejects_text) + extra, encoding="utf-8")
-    (tmp / RECORDS).write_bytes(orjson.dumps(records))
-    stage = {"fingerprint": fp, "source": src.name, "parts": parts, "account": account, "rows": len(records)}
-    (tmp / STAGE).write_text(json.dumps(stage, indent=2, sort_keys=True), encoding="utf-8")
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
-    log.info("source %s: %d scenes staged, %d rejects", src.name, len(records), account["rejects"])
-    return {**stage, "reused": False}
-
-
-def _convert_part(job: StageJob, spec: InputSpec, out: Path) -> dict[str, Any]:
-    from d2c.convert import convert  # not ``d2c.convert``: importing the submodule shadows that name
-    from d2c.imageio import StretchConfig
-    from d2c.options import ConvertOptions
-
-    src = job.source
-    tile = {"tile": src.tile.size, "overlap": src.tile.overlap, "tile_min_visible": src.tile.min_visible,
-            "tile_below": src.tile.below, "tile_negative_rate": src.tile.negative_rate} if src.tile else {}
-    options = ConvertOptions(
-        format=src.format, images=spec.images, annotations=spec.annotations, source=src.name,
-        class_map=_class_map(src), templates=job.templates, captions_per_image=job.captions_per_image,
-        seed=job.caption_seed, images_mode=job.images_mode, shard_rows=job.shard_rows, workers=1,
-        max_side=job.max_side, stretch=StretchConfig(**job.stretch), progress=_inline_progress(),
-        keep_partial_scenes=src.keep_partial_scenes, **tile,
-    )
-    result = convert(spec.path, out, options)
-    stats = {k: v for k, v in result.stats.items() if k in (*ACCOUNT_KEYS, "classes")}
-    manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-    return {"dir": out.name, "input": str(spec.path), "split": spec.split, "stats": stats,
-            "shards": [{"file": s["file"], "rows": s["rows"], "bytes": s["bytes"]} for s in manifest["shards"]]}
-
-
 def _inline_progress() -> bool | None:
     """The conversion's own progress (total and ETA) when it runs in the build's main thread (one worker or
     one source: inside the build's staging bar); off in pool workers and Dask threads, whose bars would
@@ -200,35 +127,6 @@ def _fixed_split(src: SourceConfig, spec_split: str | None, row_split: str | Non
     if src.split == "source":
         return row_split
     return src.split
-
-
-def _index(folder: Path, parts: list[dict[str, Any]], src: SourceConfig,
-           images_mode: str) -> tuple[list[dict[str, Any]], list[Reject]]:
-    """One record per staged row; a key already seen in an earlier input of the source is a Reject."""
-    import pyarrow.parquet as pq
-
-    from d2c.shards import read_metadata
-
-    records: list[dict[str, Any]] = []
-    rejects: list[Reject] = []
-    seen: set[str] = set()
-    for pi, part in enumerate(parts):
-        for shard in part["shards"]:
-            path = folder / part["dir"] / shard["file"]
-            root = Path(read_metadata(path).get("dataset_root") or ".")
-            for ri, row in enumerate(pq.read_table(path).to_pylist()):
-                if row["key"] in seen:
-                    prov = row.get("provenance") or {}
-                    rejects.append(Reject(prov.get("file") or part["input"], prov.get("record"),
-                                          f"scene key {row['key']!r} already came from an earlier input",
-                                          "duplicate_key", len(row.get("objects") or []), row["key"]))
-                    continue
-                seen.add(row["key"])
-                rec = record_of(row, root, images_mode)
-                rec.update(part=pi, shard=shard["file"], row=ri,
-                           fixed_split=_fixed_split(src, part["split"], row.get("split")))
-                records.append(rec)
-    return records, rejects
 
 
 def record_of(row: dict[str, Any], root: Path, images_mode: str = "embed") -> dict[str, Any]:

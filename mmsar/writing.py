@@ -63,7 +63,7 @@ def _metadata(stage_dir: Path, refs: Sequence[RowRef], extra: dict[str, Any]) ->
     from d2c.shards import read_metadata
 
     meta = read_metadata(stage_dir / refs[0].part / refs[0].shard) if refs else {}
-    for k in ("shard_index", "first_item", "next_item"):
+    for k in ("shard_index", "first_item", "next_item", "span"):
         meta.pop(k, None)
     return {**meta, **extra}
 
@@ -133,6 +133,72 @@ def write_chip_shards(stage_dir: Path, out_dir: Path, prefix: str, refs: Sequenc
             "instances_in": instances_in, "rejects": rejects}
 
 
+def write_chip_part(stage_dir: Path, part_file: Path, refs: Sequence[RowRef], job: ChipJob) -> dict[str, Any]:
+    """The chips of one group of scenes (what :func:`write_chip_shards` cuts from them, in order) as one
+    Parquet part file, with each chip's byte estimate: :func:`assemble_chips` joins the parts of a
+    folder into its shards, the bytes of one task's writing (chips per scene vary, so groups cannot be
+    cut at shard boundaries beforehand)."""
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from d2c.schema import CHIP_SCHEMA
+    from d2c.shards import row_bytes
+    from mmsar.chips import chip_rows
+
+    rows: list[dict[str, Any]] = []
+    sizes, rejects, instances_in = [], [], 0
+    for ref, row, root in _staged_rows(stage_dir, refs):
+        objects = row.get("objects") or []
+        instances_in += len(objects)
+        if not objects:
+            continue
+        try:
+            image = _scene_image(row, root, job)
+        except (OSError, D2CError, ValueError) as exc:
+            prov = row.get("provenance") or {}
+            rejects.append({"file": prov.get("file") or row["key"], "record": prov.get("record"),
+                            "code": "chip_image_unavailable", "reason": f"{row['key']}: {exc}",
+                            "instances": len(objects), "scene_key": row["key"]})
+            continue
+        for chip in chip_rows(row, image, ref.split, size=job.size, context=job.context, min_crop=job.min_crop):
+            rows.append(chip)
+            sizes.append(row_bytes(chip))
+    part_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = part_file.with_name(f".{part_file.name}.tmp")
+    pq.write_table(pa.Table.from_pylist(rows, schema=CHIP_SCHEMA), tmp)
+    os.replace(tmp, part_file)
+    return {"file": str(part_file), "rows": len(rows), "sizes": sizes, "instances_in": instances_in,
+            "rejects": rejects}
+
+
+def assemble_chips(out_dir: Path, prefix: str, parts: Sequence[dict[str, Any]], shard_rows: int, job: ChipJob,
+                   extra_meta: dict[str, Any]) -> dict[str, Any]:
+    """Join the part files of :func:`write_chip_part` (in order) into ``out_dir/{prefix}-*.parquet``: the
+    shards :func:`write_chip_shards` writes from the same scenes, byte for byte; the parts are removed."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from d2c.schema import CHIP_SCHEMA
+    from d2c.shards import ShardWriter
+
+    meta = {**extra_meta, "chip_size": job.size, "chip_context": job.context, "chip_min_crop": job.min_crop}
+    writer = ShardWriter(out_dir, prefix, shard_rows=shard_rows, metadata=meta, schema=CHIP_SCHEMA)
+    n = 0
+    for part in parts:
+        if part["rows"]:
+            table = pq.read_table(part["file"], schema=CHIP_SCHEMA)
+            writer.write_table(table, list(range(n, n + part["rows"])), part["sizes"])
+            n += part["rows"]
+    shards = writer.close()
+    for folder in {Path(part["file"]).parent.parent for part in parts}:  # .parts-<source>
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"folder": out_dir.name, "prefix": prefix, "rows": n, "shards": [s.path.name for s in shards],
+            "instances_in": sum(p["instances_in"] for p in parts), "rejects": [r for p in parts for r in p["rejects"]]}
+
+
 def _file_image(name: str, root: Path, rel: str, stretch: dict[str, Any]) -> Any:
     """An external image file as (H, W, 3) uint8, through d2c's pipeline: root-escape check, pixel cap,
     and the configured stretch for non-8-bit rasters (MSTAR and FUSAR chips are often 16-bit or float)."""
@@ -181,5 +247,10 @@ def write_json(path: Path, data: Any) -> None:
 
 def run_task(kind: str, args: tuple[Any, ...]) -> dict[str, Any]:
     """One entry point for every writing task (what the distributor ships to workers)."""
-    fn = {"scenes": write_scene_shards, "chips": write_chip_shards, "external": write_external_chips}[kind]
-    return fn(*args)
+    import time
+
+    fn = {"scenes": write_scene_shards, "chips": write_chip_shards, "external": write_external_chips,
+          "chip_part": write_chip_part, "chips_assemble": assemble_chips}[kind]
+    t0 = time.monotonic()
+    summary = fn(*args)
+    return {**summary, "seconds": round(time.monotonic() - t0, 3)}

@@ -75,7 +75,7 @@ def test_mmsar_config_lists_every_error_and_names_the_typo(tmp_path):
     assert res.exit_code == 2
     lines = res.output.strip().splitlines()
     assert lines[0] == (f"mmsar build: error: {p}: source: unknown key (did you mean 'sources'?) (known: "
-                        "captions, chips, dedupe, images, name, out, output, sarcount, seed, sources, splits, work)")
+                        "captions, chips, dedupe, images, name, out, output, sarcount, seed, sources, splits, unit_scenes, work)")
     assert lines[1:] == [f"{p}: sources: required key is missing",
                          f"{p}: captions.per_image: expected an integer, got str 'five'",
                          f"{p}: images.mode: must be 'embed' or 'reference', got 'e'"]

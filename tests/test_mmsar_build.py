@@ -267,8 +267,10 @@ def test_dask_cluster_output_is_byte_identical(setup):
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
         build(load_config(root / "mmsar.toml", out=root / "out_dask"), distributor="dask",
               scheduler=cluster.scheduler_address)
-    files = sorted(p.relative_to(root / "out") for p in (root / "out").rglob("*") if p.is_file())
-    other = sorted(p.relative_to(root / "out_dask") for p in (root / "out_dask").rglob("*") if p.is_file())
+    files = sorted(p.relative_to(root / "out") for p in (root / "out").rglob("*")
+                   if p.is_file() and p.name != "_tasks.json")  # per-task seconds vary
+    other = sorted(p.relative_to(root / "out_dask") for p in (root / "out_dask").rglob("*")
+                   if p.is_file() and p.name != "_tasks.json")
     assert files == other and len(files) > 40
     for rel in files:
         assert (root / "out" / rel).read_bytes() == (root / "out_dask" / rel).read_bytes(), rel
@@ -315,8 +317,6 @@ def test_missing_dask_is_a_clear_usage_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "dask.distributed", None)
     with pytest.raises(UsageError, match=r"needs dask\.distributed: pip install"):
         make_distributor("dask", scheduler="tcp://127.0.0.1:1")
-    with pytest.raises(UsageError, match="needs --scheduler"):
-        make_distributor("dask")
     with pytest.raises(UsageError, match="only used with --distributor dask"):
         make_distributor("local", scheduler="tcp://x:1")
 

@@ -121,7 +121,8 @@ def test_keep_partial_scenes_reaches_the_conversion(tmp_path):
 
     from test_convert import make_dota
 
-    from mmsar.sources import job_for, stage_source
+    from mmsar.sources import job_for
+    from mmsar.staging import stage_source
 
     make_dota(tmp_path / "ds", n=3)
     with pytest.raises(UsageError, match=r"sources\[0\]\.keep_partial_scenes: expected"):

@@ -14,16 +14,25 @@ from d2c.imageio import StretchConfig
 from d2c.options import ConvertOptions
 from d2c.schema import SCHEMA_VERSION
 
-# The hand-kept list convert.py had before the settings became one dataclass ("source" was skipped there).
+# The hand-kept list convert.py had before the settings became one dataclass ("source" was skipped there;
+# "span" came with mmsar's task splitting, in the same hand-kept list).
 OLD_RUN_KEYS = ("schema_version", "seed", "template_set_hash", "captions_per_image", "images_mode",
                 "shard_rows", "max_bytes", "max_side", "class_map", "source", "stretch", "tile", "overlap",
                 "tile_min_visible", "tile_below", "tile_negative_rate", "keep_partial_scenes", "max_vertices",
-                "max_parts")
+                "max_parts", "span")
 RESOLVED = {"templates": "hash", "class_map": {"ship": "ship"}}
 
 
 def test_run_keys_are_the_resume_checked_keys_of_before():
     assert sorted(RUN_KEYS) == sorted(k for k in OLD_RUN_KEYS if k != "source")
+
+
+def test_span_is_recorded_last_and_only_when_set():
+    assert "span" not in ConvertOptions().run_metadata(RESOLVED)
+    meta = ConvertOptions(span=(2, 6)).run_metadata(RESOLVED)
+    assert list(meta)[-1] == "span" and meta["span"] == [2, 6]
+    with pytest.raises(UsageError, match="span must be"):
+        ConvertOptions(span=(5, 2))
 
 
 def test_untiled_default_metadata_has_the_keys_and_values_of_before():
@@ -47,7 +56,7 @@ def test_tiling_and_other_limits_add_their_keys_only_when_used():
     assert "max_vertices" not in meta and "max_parts" not in meta
     meta = ConvertOptions(max_parts=7).run_metadata(RESOLVED)
     assert (meta["max_vertices"], meta["max_parts"]) == (1000, 7) and "tile_below" not in meta
-    assert set(ConvertOptions(tile=64, overlap=0, max_vertices=8).run_metadata(RESOLVED)) == set(OLD_RUN_KEYS)
+    assert set(ConvertOptions(tile=64, overlap=0, max_vertices=8).run_metadata(RESOLVED)) == set(OLD_RUN_KEYS) - {"span"}
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -57,7 +57,7 @@ def test_build_progress_lines(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="mmsar.build"):
         build(tmp_path / "m.toml", workers=1, progress="log")
     lines = [r.getMessage() for r in caplog.records]
-    assert any(m.startswith("staging sources: 1/1 sources (100%)") for m in lines)
+    assert any(m.startswith("staging: 4/4 scenes (100%)") for m in lines)  # tasks of N scenes: the total in scenes
     assert any(m.startswith("writing folders: ") and "(done)" in m for m in lines)
 
 

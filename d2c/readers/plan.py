@@ -21,7 +21,7 @@ the caller checks the keys of each span against the spans before it (:func:`d2c.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from d2c.blocks import SceneBlock
 from d2c.classes import ClassResolver
@@ -44,6 +44,49 @@ def plan_items(plan: ReadPlan) -> Iterator[Scene | Reject]:
     """Everything the plan reads, in order: what the reader's ``read`` yields."""
     yield from plan.head
     yield from plan.read_units(0, plan.units)
+
+
+class SpanPlan:
+    """Units ``start`` .. ``stop - 1`` of ``plan`` as a plan of their own (``convert(span=...)``).
+
+    Why a view and not a new reading: each span then gives exactly the items the whole reading gives for
+    those units, so the spans of a plan, converted apart and joined in order, are the whole conversion.
+    ``head`` (Rejects found while planning) belongs to the span that starts at 0. For a plan with
+    ``keys_across_units`` (COCO) the keys of the units before ``start`` are located first (the plan's
+    ``keys_of``) and count as taken, so a duplicate key is a Reject whichever span it falls in."""
+
+    def __init__(self, plan: ReadPlan, start: int, stop: int) -> None:
+        stop = min(stop, plan.units)
+        start = min(start, stop)
+        self.plan, self.start, self.stop = plan, start, stop
+        self.head = list(plan.head) if start == 0 else []
+        self.units = stop - start
+        self.gives_blocks = getattr(plan, "gives_blocks", False)
+        self.keys_across_units = getattr(plan, "keys_across_units", False)
+        if self.keys_across_units and start > 0 and not hasattr(plan, "keys_of"):
+            raise TypeError(f"{type(plan).__name__} has keys across units but no keys_of: it cannot be read in spans")
+        self._before: list[str] | None = None
+
+    def _keys_before(self) -> list[str]:
+        if self._before is None:
+            self._before = list(self.plan.keys_of(0, self.start)) if self.start else []  # type: ignore[attr-defined]
+        return self._before
+
+    def read_units(self, start: int, stop: int, *, blocks: bool = False, taken: dict[str, int] | None = None
+                   ) -> Iterator[Scene | Reject | SceneBlock]:
+        """The plan's units ``self.start + start`` .. ``self.start + stop - 1``."""
+        extra: dict[str, Any] = {}
+        if self.keys_across_units:
+            taken = {} if taken is None else taken
+            for key in self._keys_before():
+                taken.setdefault(key, -1)
+            extra["taken"] = taken
+        return self.plan.read_units(self.start + start, self.start + min(stop, self.units), blocks=blocks, **extra)
+
+    def release_units(self, start: int, stop: int) -> None:
+        release = getattr(self.plan, "release_units", None)
+        if release is not None:
+            release(self.start + start, self.start + stop)
 
 
 class LayoutPlan:
