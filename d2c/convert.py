@@ -243,6 +243,8 @@ def convert(input: str | Path, out: str | Path, options: ConvertOptions | None =
 
     if spanned is not None and planned is None:
         planned = spanned.units + len(spanned.head)
+    if planned is None and o.progress is not False:
+        planned = _planned_total(input, o.format, read_args)
 
     def items() -> Iterator[Entry]:
         from d2c.readers.plan import plan_items
@@ -279,6 +281,20 @@ def convert(input: str | Path, out: str | Path, options: ConvertOptions | None =
             sink.writer.abort()
         raise
     return _finish(out, tally, closed, run, input, o.format, o.strict, time.monotonic() - t0)
+
+
+def _planned_total(input: str | Path, format: str, read_args: dict[str, Any]) -> int | None:
+    """The number of units a streamed run reads (embedding, tiling, resuming on one worker), only for the
+    progress bar's total and ETA: planning lists the annotation files (DOTA/VOC) or indexes the COCO file,
+    cheap beside images. None when the reader cannot plan or the input does not plan cleanly (the read
+    itself then reports the problem, item by item)."""
+    from d2c.readers import plan as plan_reading
+
+    try:
+        p = plan_reading(input, format=format, **read_args)
+    except (D2CError, OSError, ValueError):
+        return None
+    return p.units + len(p.head) if p is not None else None
 
 
 def _span_plan(whole: Any, span: tuple[int, int], format: str) -> Any:

@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+import pytest
+
 from d2c.options import ConvertOptions
 from d2c.progress import Progress, track
 
@@ -70,6 +72,23 @@ def test_streamed_convert_has_the_planned_total_too(tmp_path, caplog):
         convert(tmp_path / "ds", tmp_path / "s", ConvertOptions(format="dota", progress="log"))
     done = [r.getMessage() for r in caplog.records if r.getMessage().startswith("converting:")]
     assert done and done[-1].startswith("converting: 7/7 units (100%)")  # 6 label files + GHOST.txt
+
+
+@pytest.mark.parametrize("mode", ["embed", "tile", "resume"])
+def test_streamed_embed_tile_and_resume_runs_have_the_total(tmp_path, caplog, mode):
+    """One worker that must read in order (images embedded, scenes tiled, a resumed run): the total is the
+    plan's unit count all the same."""
+    from d2c.convert import convert
+
+    make_dota(tmp_path / "ds", n=6)
+    kw = {"images_mode": "embed"} if mode == "embed" else {"tile": 64, "overlap": 8} if mode == "tile" else {}
+    if mode == "resume":
+        convert(tmp_path / "ds", tmp_path / "s", ConvertOptions(format="dota", shard_rows=2, progress=False))
+        kw = {"resume": True, "shard_rows": 2}
+    with caplog.at_level(logging.INFO, logger="d2c.convert"):
+        convert(tmp_path / "ds", tmp_path / "s", ConvertOptions(format="dota", progress="log", **kw))
+    done = [r.getMessage() for r in caplog.records if r.getMessage().startswith("converting:")]
+    assert done and "/7 units" in done[-1], done
 
 
 def test_nested_rich_bars_share_one_display():
