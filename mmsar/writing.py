@@ -107,30 +107,43 @@ def write_chip_shards(stage_dir: Path, out_dir: Path, prefix: str, refs: Sequenc
     """Cut a chip per object of the referenced scenes; a scene whose image cannot be had is a reject."""
     from d2c.schema import CHIP_SCHEMA
     from d2c.shards import ShardWriter
-    from mmsar.chips import chip_rows
 
     meta = {**extra_meta, "chip_size": job.size, "chip_context": job.context, "chip_min_crop": job.min_crop}
     writer = ShardWriter(out_dir, prefix, shard_rows=shard_rows, metadata=meta, schema=CHIP_SCHEMA)
-    n, rejects, instances_in = 0, [], 0
+    n, tally = 0, _ChipTally()
+    for chip in _chips(stage_dir, refs, job, tally):
+        writer.write(chip, n)
+        n += 1
+    shards = writer.close()
+    return {"folder": out_dir.name, "prefix": prefix, "rows": n, "shards": [s.path.name for s in shards],
+            "instances_in": tally.instances_in, "rejects": tally.rejects}
+
+
+@dataclass
+class _ChipTally:
+    instances_in: int = 0
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _chips(stage_dir: Path, refs: Sequence[RowRef], job: ChipJob, tally: _ChipTally) -> Iterator[dict[str, Any]]:
+    """The chips of the referenced scenes, in order; a scene whose image cannot be had goes to
+    ``tally.rejects`` (with the instances it takes along)."""
+    from mmsar.chips import chip_rows
+
     for ref, row, root in _staged_rows(stage_dir, refs):
         objects = row.get("objects") or []
-        instances_in += len(objects)
+        tally.instances_in += len(objects)
         if not objects:
             continue
         try:
             image = _scene_image(row, root, job)
         except (OSError, D2CError, ValueError) as exc:
             prov = row.get("provenance") or {}
-            rejects.append({"file": prov.get("file") or row["key"], "record": prov.get("record"),
-                            "code": "chip_image_unavailable", "reason": f"{row['key']}: {exc}",
-                            "instances": len(objects), "scene_key": row["key"]})
+            tally.rejects.append({"file": prov.get("file") or row["key"], "record": prov.get("record"),
+                                  "code": "chip_image_unavailable", "reason": f"{row['key']}: {exc}",
+                                  "instances": len(objects), "scene_key": row["key"]})
             continue
-        for chip in chip_rows(row, image, ref.split, size=job.size, context=job.context, min_crop=job.min_crop):
-            writer.write(chip, n)
-            n += 1
-    shards = writer.close()
-    return {"folder": out_dir.name, "prefix": prefix, "rows": n, "shards": [s.path.name for s in shards],
-            "instances_in": instances_in, "rejects": rejects}
+        yield from chip_rows(row, image, ref.split, size=job.size, context=job.context, min_crop=job.min_crop)
 
 
 def write_chip_part(stage_dir: Path, part_file: Path, refs: Sequence[RowRef], job: ChipJob) -> dict[str, Any]:
@@ -145,32 +158,16 @@ def write_chip_part(stage_dir: Path, part_file: Path, refs: Sequence[RowRef], jo
 
     from d2c.schema import CHIP_SCHEMA
     from d2c.shards import row_bytes
-    from mmsar.chips import chip_rows
 
-    rows: list[dict[str, Any]] = []
-    sizes, rejects, instances_in = [], [], 0
-    for ref, row, root in _staged_rows(stage_dir, refs):
-        objects = row.get("objects") or []
-        instances_in += len(objects)
-        if not objects:
-            continue
-        try:
-            image = _scene_image(row, root, job)
-        except (OSError, D2CError, ValueError) as exc:
-            prov = row.get("provenance") or {}
-            rejects.append({"file": prov.get("file") or row["key"], "record": prov.get("record"),
-                            "code": "chip_image_unavailable", "reason": f"{row['key']}: {exc}",
-                            "instances": len(objects), "scene_key": row["key"]})
-            continue
-        for chip in chip_rows(row, image, ref.split, size=job.size, context=job.context, min_crop=job.min_crop):
-            rows.append(chip)
-            sizes.append(row_bytes(chip))
+    tally = _ChipTally()
+    rows = list(_chips(stage_dir, refs, job, tally))
+    sizes = [row_bytes(chip) for chip in rows]
     part_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = part_file.with_name(f".{part_file.name}.tmp")
     pq.write_table(pa.Table.from_pylist(rows, schema=CHIP_SCHEMA), tmp)
     os.replace(tmp, part_file)
-    return {"file": str(part_file), "rows": len(rows), "sizes": sizes, "instances_in": instances_in,
-            "rejects": rejects}
+    return {"file": str(part_file), "rows": len(rows), "sizes": sizes, "instances_in": tally.instances_in,
+            "rejects": tally.rejects}
 
 
 def assemble_chips(out_dir: Path, prefix: str, parts: Sequence[dict[str, Any]], shard_rows: int, job: ChipJob,
