@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from mmsar_helpers import coco_input, config, source
 from PIL import Image
 
 from mmsar.build import build
@@ -18,33 +19,8 @@ from mmsar.cli import main
 from mmsar.config import load_config
 from mmsar.options import BuildOptions
 
-CONFIG = """
-name = "MMSAR-tasks"
-seed = 5
-[captions]
-per_image = 2
-[output]
-shard_rows = 5
-[splits]
-ratios = [0.6, 0.2, 0.2]
-[sarcount]
-max_per_count = 2
-[chips]
-size = 16
-min_crop = 8
-
-[[sources]]
-name = "big"
-format = "dota"
-input = "{big}"
-licence = "CC0-1.0"
-
-[[sources]]
-name = "cocos"
-format = "coco"
-input = {{path = "{cocos}/coco.json", images = "{cocos}/images"}}
-licence = "CC0-1.0"
-"""
+CONFIG = config("MMSAR-tasks", 5, 5, source("big", "dota", '"{big}"'), source("cocos", "coco", coco_input("{cocos}")),
+                ratios=(0.6, 0.2, 0.2))
 
 
 def _tree(out: Path) -> dict[str, bytes]:
@@ -123,24 +99,15 @@ def test_cross_task_duplicates_are_found(inputs, reference):
 
 
 @pytest.mark.timeout(60)
-def test_a_killed_worker_is_retried_and_the_bytes_stay(inputs, reference, monkeypatch, tmp_path):
+@pytest.mark.parametrize(("distributor", "task"), [("local", "2"), ("dask", "1")])
+def test_a_killed_worker_is_retried_and_the_bytes_stay(inputs, reference, monkeypatch, tmp_path, distributor, task):
     _, expected = reference
     marker = tmp_path / "crashed"
-    monkeypatch.setenv("MMSAR_CRASH_TASK", "2")
+    monkeypatch.setenv("MMSAR_CRASH_TASK", task)
     monkeypatch.setenv("MMSAR_CRASH_MARKER", str(marker))
-    out = _build(inputs, "crashed", workers=2, unit_scenes=4)
-    assert marker.exists()  # task 2's worker really died once
+    out = _build(inputs, f"crashed_{distributor}", distributor=distributor, workers=2, unit_scenes=4)
+    assert marker.exists()  # the task's worker really died once
     assert _tree(out) == expected
-
-
-@pytest.mark.timeout(60)
-def test_dask_retries_a_killed_worker(inputs, reference, monkeypatch, tmp_path):
-    _, expected = reference
-    marker = tmp_path / "crashed_dask"
-    monkeypatch.setenv("MMSAR_CRASH_TASK", "1")
-    monkeypatch.setenv("MMSAR_CRASH_MARKER", str(marker))
-    out = _build(inputs, "crashed_dask", distributor="dask", workers=2, unit_scenes=4)
-    assert marker.exists() and _tree(out) == expected
 
 
 @pytest.mark.timeout(60)

@@ -11,36 +11,15 @@ from pathlib import Path
 import fsspec
 import pyarrow.parquet as pq
 import pytest
+from mmsar_helpers import coco_input, config, source
 
 from d2c.errors import UsageError
 from mmsar.build import build
 from mmsar.config import load_config, parse_config
 from mmsar.options import BuildOptions
 
-CONFIG = """
-name = "MMSAR-remote"
-seed = 2
-{out}
-[captions]
-per_image = 2
-[output]
-shard_rows = 4
-[chips]
-size = 16
-min_crop = 8
-
-[[sources]]
-name = "dota"
-format = "dota"
-input = "{dota}"
-licence = "CC0-1.0"
-
-[[sources]]
-name = "coco"
-format = "coco"
-input = {{path = "{coco}/coco.json", images = "{coco}/images"}}
-licence = "CC0-1.0"
-"""
+CONFIG = config("MMSAR-remote", 2, 4, source("dota", "dota", '"{dota}"'), source("coco", "coco", coco_input("{coco}")),
+                top="{out}", ratios=None)
 
 
 def _put_tree(fs, local: Path, url: str) -> None:

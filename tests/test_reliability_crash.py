@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from mmsar_helpers import config, source
 from PIL import Image
 
 from d2c.cli import main
@@ -169,28 +170,7 @@ def test_full_disk_gives_a_clear_error_and_no_incomplete_shard(reference, monkey
     assert _snapshot(out) == expected and not list(out.glob(".*"))
 
 
-MMSAR_CONFIG = """
-name = "MMSAR-crash"
-seed = 1
-work = "{work}"
-[captions]
-per_image = 2
-[output]
-shard_rows = 3
-[splits]
-ratios = [0.5, 0.25, 0.25]
-[sarcount]
-max_per_count = 2
-[chips]
-size = 16
-min_crop = 8
-
-[[sources]]
-name = "toy"
-format = "coco"
-input = "{ann}"
-licence = "CC0-1.0"
-"""
+MMSAR_CONFIG = config("MMSAR-crash", 1, 3, source("toy", "coco", '"{ann}"'), top='work = "{work}"')
 
 
 def _tree(out: Path) -> dict[str, bytes]:
