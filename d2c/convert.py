@@ -233,7 +233,7 @@ def convert(input: str | Path, out: str | Path, options: ConvertOptions | None =
     # (and, on one worker, annotation-only runs read the plan as blocks of scenes when it gives them)
     spanned = _span_plan(plan_reading(input, format=o.format, **read_args), o.span, o.format) \
         if o.span is not None else None
-    units = (spanned or plan_reading(input, format=o.format, **read_args)) \
+    units = (spanned if spanned is not None else plan_reading(input, format=o.format, **read_args)) \
         if (workers > 1 and not plan.done_keys and worker.can_read_in_workers()) or \
         (workers <= 1 and worker.uses_blocks(job)) else None
     planned = units.units + len(units.head) if units is not None else None
