@@ -124,7 +124,7 @@ def prepare(args: argparse.Namespace, out: Path) -> Path:
     t = time.perf_counter()
     res = generate(out / "synth", images=args.images, size_range=(lo, hi), formats=("dota",), seed=args.data_seed,
                    classes=tuple(args.classes.split(",")), max_objects=args.max_objects, gsd=args.gsd,
-                   workers=args.workers)
+                   workers=args.workers, aspect=args.aspect)
     t_synth = time.perf_counter() - t
     t = time.perf_counter()
     result = build(build_config(args, out, out / "synth"), workers=args.workers)
@@ -250,6 +250,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--images", type=int, default=2000, help="synthetic scenes")
     p.add_argument("--size-range", default="512:1024", help="scene side range in pixels, LO:HI")
     p.add_argument("--gsd", type=float, default=10.0, help="metres per pixel (fixes ship sizes in pixels)")
+    p.add_argument("--aspect", type=float, default=None,
+                   help="strip-like scenes: long-to-short side ratios up to this (default near-square)")
     p.add_argument("--classes", default="ship")
     p.add_argument("--max-objects", type=int, default=12)
     p.add_argument("--max-side", type=int, default=256, help="stored image side (>= tiles x encoder size)")

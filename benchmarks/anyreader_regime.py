@@ -7,7 +7,11 @@ at that gsd), then follows each ship's length in pixels through the three views 
 - ``plain @S``: the stored image (longest side ``--max-side``) letterboxed to the encoder's S pixels;
 - ``AnyReader``: the stored image tiled by ``choose_grid`` into at most ``--max-tiles`` tiles of S pixels
   (never upscaled past the stored copy);
-- ``plain @E``: the stored image letterboxed to the equal-compute size E (never upscaled either).
+- ``plain @E``: the stored image letterboxed to the equal-compute size E (never upscaled either); ``--eq-size
+  0`` computes E per cell, as the experiment does, from the cell's mean tile count and the encoder's FLOPs.
+
+``--aspect A`` draws strip-like scenes (long-to-short side ratios up to A, as ``mmsar synth --aspect``):
+letterboxing them to a square wastes canvas that AnyReader's grid (1 x 4, 2 x 6, ...) does not.
 
 A target "survives" a view when it keeps at least ``--min-px`` pixels of length (below about 2 px a ship
 is one speckle-sized blob). The regime the experiment wants is where the targets vanish at S but survive
@@ -25,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mmsar.synth.generate import scene_size
 from mmsar.synth.layout import _size as draw_target_size
 from sarclip_train.anyreader import choose_grid
 
@@ -48,16 +53,26 @@ def apparent_lengths(width: int, height: int, length: float, v: Views) -> tuple[
     return length * stored * plain, length * stored * tiles, length * stored * eq
 
 
+def stored_tiles(width: int, height: int, v: Views) -> int:
+    """AnyReader's tile count for a scene stored with longest side ``v.max_side``."""
+    s = min(1.0, v.max_side / max(width, height))
+    rows, cols = choose_grid(max(1, round(width * s)), max(1, round(height * s)), v.tile, v.max_tiles)
+    return rows * cols
+
+
 def survival(gsd: float, size_range: tuple[int, int], v: Views, *, scenes: int = 400, per_scene: int = 6,
-             min_px: float = 2.0, seed: int = 0) -> dict[str, float]:
-    """Fractions of ship targets keeping >= ``min_px`` pixels of length in each view, and median lengths."""
+             min_px: float = 2.0, seed: int = 0, aspect: float | None = None, arch: str = "") -> dict[str, float]:
+    """Fractions of ship targets keeping >= ``min_px`` pixels of length in each view, and median lengths.
+    ``v.eq_size`` 0: the equal-compute size for ``arch`` from these scenes' mean tile count."""
     rng = np.random.default_rng(seed)
-    lo, hi = size_range
+    sides = [scene_size(rng, size_range, aspect) for _ in range(scenes)]  # as mmsar synth draws them
+    tiles = float(np.mean([stored_tiles(w, h, v) for w, h in sides]))
+    if not v.eq_size:
+        from anyreader_experiment import equal_compute_size  # benchmarks/ (this folder is on sys.path)
+
+        v = Views(v.tile, v.max_tiles, v.max_side, equal_compute_size(arch, v.tile, tiles)[0])
     rows = []
-    for _ in range(scenes):
-        side = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))  # as mmsar.synth.generate._scene_size
-        other = float(np.clip(side * rng.uniform(0.75, 1.33), lo, hi))
-        w, h = int(round(side)), int(round(other))
+    for w, h in sides:
         for _ in range(per_scene):
             size = draw_target_size(rng, "ship", gsd, min(w, h))
             if size is not None:
@@ -68,25 +83,31 @@ def survival(gsd: float, size_range: tuple[int, int], v: Views, *, scenes: int =
     keys = ("plain", "tiles", "eq")
     out = {f"survive_{k}": float(np.mean(a[:, i] >= min_px)) for i, k in enumerate(keys)}
     out |= {f"median_px_{k}": float(np.median(a[:, i])) for i, k in enumerate(keys)}
-    out["targets"] = float(len(a))
+    out |= {"targets": float(len(a)), "mean_tiles": tiles, "eq_size": float(v.eq_size),
+            "tiles_over_eq": float(np.mean(a[:, 1] / a[:, 2]))}
     return out
 
 
-def sweep(gsds: list[float], ranges: list[tuple[int, int]], v: Views, min_px: float) -> list[dict]:
-    return [{"gsd": g, "size_range": r, **survival(g, r, v, min_px=min_px)} for g in gsds for r in ranges]
+def sweep(gsds: list[float], ranges: list[tuple[int, int]], v: Views, min_px: float, aspect: float | None = None,
+          arch: str = "") -> list[dict]:
+    return [{"gsd": g, "size_range": r, **survival(g, r, v, min_px=min_px, aspect=aspect, arch=arch)}
+            for g in gsds for r in ranges]
 
 
 def table(cells: list[dict], v: Views, min_px: float) -> str:
-    head = (f"| gsd (m/px) | scene side (px) | ship length, median px: plain @{v.tile} / tiles / plain @{v.eq_size} "
-            f"| survive (>= {min_px:g} px): plain @{v.tile} | tiles | plain @{v.eq_size} | tiles - plain |")
-    lines = [head, "|---|---|---|---|---|---|---|"]
+    head = (f"| gsd (m/px) | scene side (px) | mean tiles | E | ship length, median px: plain @{v.tile} / tiles / "
+            f"plain @E | survive (>= {min_px:g} px): plain @{v.tile} | tiles | plain @E | tiles - plain "
+            "| tiles / plain @E, mean length ratio |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
     for c in cells:
         if "survive_plain" not in c:
             continue
         gap = c["survive_tiles"] - c["survive_plain"]
-        lines.append(f"| {c['gsd']:g} | {c['size_range'][0]}-{c['size_range'][1]} | "
+        lines.append(f"| {c['gsd']:g} | {c['size_range'][0]}-{c['size_range'][1]} | {c['mean_tiles']:.1f} | "
+                     f"{c['eq_size']:.0f} | "
                      f"{c['median_px_plain']:.1f} / {c['median_px_tiles']:.1f} / {c['median_px_eq']:.1f} | "
-                     f"{c['survive_plain']:.2f} | {c['survive_tiles']:.2f} | {c['survive_eq']:.2f} | {gap:+.2f} |")
+                     f"{c['survive_plain']:.2f} | {c['survive_tiles']:.2f} | {c['survive_eq']:.2f} | {gap:+.2f} | "
+                     f"{c['tiles_over_eq']:.2f} |")
     return "\n".join(lines)
 
 
@@ -103,16 +124,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tile", type=int, default=64)
     p.add_argument("--max-tiles", type=int, default=4)
     p.add_argument("--max-side", type=int, default=256)
-    p.add_argument("--eq-size", type=int, default=144)
+    p.add_argument("--eq-size", type=int, default=144, help="plain arm's equal-compute size (0: from FLOPs)")
+    p.add_argument("--aspect", type=float, default=None, help="strip-like scenes: side ratios up to this")
+    p.add_argument("--arch", default="sarclip-tiny-rn", help="encoder whose FLOPs set E when --eq-size is 0")
     p.add_argument("--min-px", type=float, default=2.0)
     p.add_argument("--out", type=Path, help="write the table (Markdown) here as well")
     a = p.parse_args(argv)
     v = Views(a.tile, a.max_tiles, a.max_side, a.eq_size)
     ranges = [tuple(int(x) for x in r.split(":")) for r in a.ranges.split(",")]
-    cells = sweep([float(g) for g in a.gsd.split(",")], ranges, v, a.min_px)
+    cells = sweep([float(g) for g in a.gsd.split(",")], ranges, v, a.min_px, a.aspect, a.arch)
     best = best_cell(cells)
     text = table(cells, v, a.min_px) + (f"\n\nLargest gap: gsd {best['gsd']:g} m/px, scenes of "
-                                        f"{best['size_range'][0]}-{best['size_range'][1]} px.\n")
+                                        f"{best['size_range'][0]}-{best['size_range'][1]} px"
+                                        f"{f', aspect up to {a.aspect:g}' if a.aspect else ''}.\n")
     print(text)
     if a.out:
         a.out.write_text(text, encoding="utf-8")

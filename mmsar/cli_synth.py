@@ -53,7 +53,15 @@ def _formats(text: str) -> tuple[str, ...]:
 @click.option(
     "--gsd", default=None, type=float, help="Metres per pixel for every scene (default: drawn per scene)."
 )
-def synth(out, images, size, size_range, fmt, dtype, classes, max_objects, seed, workers, gsd) -> None:
+@click.option(
+    "--aspect",
+    default=None,
+    type=float,
+    help="With --size-range: long-to-short side ratios up to this (strip-like scenes; default near-square).",
+)
+def synth(
+    out, images, size, size_range, fmt, dtype, classes, max_objects, seed, workers, gsd, aspect
+) -> None:
     """Synthetic SAR scenes and their annotations: OUT/images/, coco.json, labelTxt/, Annotations/.
 
     \b
@@ -80,6 +88,7 @@ def synth(out, images, size, size_range, fmt, dtype, classes, max_objects, seed,
                 seed=seed,
                 workers=workers,
                 gsd=gsd,
+                aspect=aspect,
                 progress=lambda done, total: bar.update(done),
             )
     except D2CError as exc:

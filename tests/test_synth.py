@@ -204,3 +204,35 @@ def test_cli(tmp_path: Path) -> None:
     bad = runner.invoke(mmsar_main, ["synth", "--out", str(out), "--images", "1", "--classes", "boat"])
     assert bad.exit_code == 2 and "unknown class 'boat'" in bad.output
     assert set(CLASSES) == {"ship", "aircraft", "tank", "car", "bridge", "harbor"}
+
+
+def test_aspect_draws_strips_within_the_ratio() -> None:
+    from mmsar.synth.generate import scene_size
+
+    rng = np.random.default_rng(3)
+    sides = [scene_size(rng, (512, 1024), 6.0) for _ in range(400)]
+    ratios = np.array([max(w, h) / min(w, h) for w, h in sides])
+    assert all(512 <= max(w, h) <= 1024 for w, h in sides)
+    assert ratios.max() <= 6.0 * 1.01 and np.mean(ratios > 3) > 0.25  # log-uniform in [1, 6]: P(> 3) = 0.39
+    wide = np.mean([w > h for w, h in sides])
+    assert 0.4 < wide < 0.6  # both orientations
+    near_square = [scene_size(np.random.default_rng(3), (512, 1024)) for _ in range(50)]
+    assert all(max(w, h) / min(w, h) <= 1.34 for w, h in near_square)
+
+
+def test_aspect_through_the_cli_and_its_errors(tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "strips"
+    args = ["synth", "--out", str(out), "--images", "6", "--size-range", "256:384", "--format", "dota",
+            "--classes", "ship", "--seed", "4"]
+    r = runner.invoke(mmsar_main, [*args, "--aspect", "5"])
+    assert r.exit_code == 0, r.output
+    scenes = _by_name(out, "dota")
+    for s in scenes.values():
+        with Image.open(out / s.image_path) as im:
+            assert im.size == (s.width, s.height)
+    assert max(max(s.width, s.height) / min(s.width, s.height) for s in scenes.values()) > 1.5
+    bad = runner.invoke(mmsar_main, [*args, "--aspect", "0.5"])
+    assert bad.exit_code == 2 and "--aspect must be a ratio >= 1" in bad.output
+    square = runner.invoke(mmsar_main, ["synth", "--out", str(out), "--images", "1", "--aspect", "2"])
+    assert square.exit_code == 2 and "--aspect needs --size-range" in square.output

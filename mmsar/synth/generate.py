@@ -40,6 +40,7 @@ class Params:
     classes: tuple[str, ...]
     max_objects: int
     gsd: float | None
+    aspect: float | None = None
 
 
 @dataclass
@@ -63,13 +64,26 @@ def seed_key(index: int) -> str:
     return f"{SOURCE}/images/synth_{index:06d}"
 
 
+def scene_size(
+    rng: np.random.Generator, size_range: tuple[int, int], aspect: float | None = None
+) -> tuple[int, int]:
+    """(width, height) of one scene. ``aspect`` None: near-square, one side log-uniform in ``size_range`` and
+    the other 0.75-1.33 times it (clipped to the range); ``aspect`` A: the long side log-uniform in the range,
+    the long-to-short ratio log-uniform in [1, A] and the orientation drawn (strip-like scenes, where
+    letterboxing to a square wastes most of the canvas)."""
+    lo, hi = size_range
+    side = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    if aspect is None:
+        other = float(np.clip(side * rng.uniform(0.75, 1.33), lo, hi))
+        return int(round(side)), int(round(other))
+    short = max(MIN_SIDE, int(round(side / float(np.exp(rng.uniform(0.0, np.log(aspect)))))))
+    return (int(round(side)), short) if rng.random() < 0.5 else (short, int(round(side)))
+
+
 def _scene_size(rng: np.random.Generator, p: Params) -> tuple[int, int]:
     if p.size_range is None:
         return p.size, p.size
-    lo, hi = p.size_range
-    side = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
-    other = float(np.clip(side * rng.uniform(0.75, 1.33), lo, hi))
-    return int(round(side)), int(round(other))
+    return scene_size(rng, p.size_range, p.aspect)
 
 
 def make_scene(index: int, p: Params) -> Scene:
@@ -104,7 +118,7 @@ def make_scene(index: int, p: Params) -> Scene:
     )
 
 
-def _check(images, size, size_range, formats, dtype, classes, max_objects, workers, gsd) -> None:
+def _check(images, size, size_range, formats, dtype, classes, max_objects, workers, gsd, aspect=None) -> None:
     if images < 0:
         raise UsageError(f"--images must be >= 0, got {images}")
     if not MIN_SIDE <= size <= MAX_SIDE:
@@ -127,6 +141,10 @@ def _check(images, size, size_range, formats, dtype, classes, max_objects, worke
         raise UsageError(f"--max-objects must be >= 0 and --workers >= 1, got {max_objects} and {workers}")
     if gsd is not None and not (gsd > 0 and np.isfinite(gsd)):
         raise UsageError(f"--gsd must be a positive number of metres, got {gsd}")
+    if aspect is not None and not (aspect >= 1 and np.isfinite(aspect)):
+        raise UsageError(f"--aspect must be a ratio >= 1 (long side over short side), got {aspect}")
+    if aspect is not None and size_range is None:
+        raise UsageError("--aspect needs --size-range (square scenes of --size have no aspect to draw)")
 
 
 _STALE = {
@@ -192,14 +210,16 @@ def generate(
     workers: int = 1,
     gsd: float | None = None,
     progress: bool | Callable[[int, int], None] | None = None,
+    aspect: float | None = None,
 ) -> SynthResult:
     """Generate ``images`` scenes into ``out`` (``images/``, ``coco.json``, ``labelTxt/``, ``Annotations/``).
 
     ``progress``: True for a rich progress bar, a callable ``(done, total)``, or None for silence.
+    ``aspect``: the largest long-to-short side ratio (with ``size_range``; see :func:`scene_size`).
     """
     formats = tuple(dict.fromkeys(formats))
     cls = tuple(classes) if classes is not None else CLASSES
-    _check(images, size, size_range, formats, dtype, cls, max_objects, workers, gsd)
+    _check(images, size, size_range, formats, dtype, cls, max_objects, workers, gsd, aspect)
     out = Path(out).resolve()
     (out / "images").mkdir(parents=True, exist_ok=True)
     _clear_stale(out)
@@ -212,6 +232,7 @@ def generate(
         cls,
         int(max_objects),
         float(gsd) if gsd is not None else None,
+        float(aspect) if aspect is not None else None,
     )
     scenes = _with_progress(images, p, workers, progress)
     files = _write_annotations(scenes, out, formats)
