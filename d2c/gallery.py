@@ -143,7 +143,7 @@ def _image(row: dict[str, Any], root: str) -> Image.Image | None:
     data = (row.get("image") or {}).get("bytes")
     try:
         if data is None and (row.get("image") or {}).get("path"):
-            data = load_image_record(scene_from_row(row, root=root), mode="embed").bytes
+            data = load_image_record(scene_from_row(row, root=root, instances=False), mode="embed").bytes
         if data is None:
             return None
         return Image.fromarray(decode_image(data))

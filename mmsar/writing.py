@@ -95,7 +95,7 @@ def _scene_image(row: dict[str, Any], root: Path, job: ChipJob) -> Any:
     if data is None:
         if not row.get("sha256"):
             raise FileNotFoundError(f"image {(row.get('image') or {}).get('path')!r} is missing")
-        scene = scene_from_row(row, root=str(root))
+        scene = scene_from_row(row, root=str(root), instances=False)
         data = load_image_record(scene, mode="embed", stretch=StretchConfig(**job.stretch)).bytes
         if data is None:
             raise FileNotFoundError(f"image {scene.image_path!r} not found under {root}")

@@ -93,6 +93,9 @@ def test_reader_api_round_trip(tmp_path):
     assert [r["key"] for r in rows] == [f"toy/img{i:03d}" for i in range(5)]
     scene = scene_from_row(rows[2], root="/data")
     assert scene.instances[0].category == "ship" and scene.instances[0].hbb == (10.0, 10.0, 32.0, 20.0)
+    bare = scene_from_row(rows[2], root="/data", instances=False)  # for image loading only
+    assert bare.instances == [] and (bare.key, bare.image_path, bare.root, bare.width) == (
+        scene.key, scene.image_path, scene.root, scene.width)
     assert rows[2]["counts"] == [{"category": "ship", "count": 1}]
     df = to_pandas(tmp_path)
     assert len(df) == 5 and list(df.columns) == SCHEMA.names
