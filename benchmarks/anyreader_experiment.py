@@ -37,14 +37,19 @@ log = logging.getLogger("anyreader_experiment")
 
 def encoder_flops(arch: str, image_size: int) -> float:
     """FLOPs of one forward pass of the image tower at ``image_size``, counted by torch's own
-    ``FlopCounterMode`` (convolutions and matrix products; any architecture, ViT or ResNet)."""
+    ``FlopCounterMode`` (convolutions and matrix products; any architecture, ViT or ResNet).
+
+    Why train mode and the math attention kernel: in eval mode ``nn.MultiheadAttention`` takes a fused
+    fast path the counter does not see, and the fused attention kernels hide the two attention products
+    (QK^T and AV, quadratic in tokens); counted this way, a ViT's cost grows as it does."""
     import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     from sarclip_train.model import create_clip
 
-    visual = create_clip(arch, image_size=image_size).visual.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    visual = create_clip(arch, image_size=image_size).visual.train()
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         visual(torch.zeros(1, 3, image_size, image_size))
     return float(counter.get_total_flops())
 
