@@ -6,9 +6,12 @@ three arms trained with the demo's CPU recipe, the same backbone, data, steps an
 - ``anyreader``: SARCLIP's AnyReader, at most ``--max-tiles`` tiles of the encoder's size plus a thumbnail;
 - ``anyreader-zero``: the same with the ``zero_out`` merger (a zero-initialised output layer in place of
   the scalar gate, ``model.merger``);
+- ``anyreader-stitch``: the ``stitch`` merger (ResNet: the tiles' feature maps joined in their grid and read
+  by the encoder's own attention pool; no thumbnail is encoded);
 - ``plain``: plain letterbox resize to the encoder's own size S;
 - ``plain-eq``: plain letterbox resize to a larger size E whose encoder FLOPs (counted by torch's
-  ``FlopCounterMode``) are nearest AnyReader's (its mean tile count on the training images, plus the thumbnail).
+  ``FlopCounterMode``) are nearest AnyReader's (its mean tile count on the training images, plus the thumbnail);
+- ``plain-eq-tiles``: the same for the stitch merger's compute (the tiles alone, no thumbnail).
 
 Pick the scene regime first with ``benchmarks/anyreader_regime.py`` (where targets vanish at S but survive
 in the tiles). Each run is scored with ``sarclip_train.eval.evaluate`` on retrieval (test split) and counting
@@ -89,11 +92,11 @@ def mean_tiles(data: Path, tile: int, max_tiles: int, max_side: int) -> float:
     return float(np.mean(counts))
 
 
-def equal_compute_size(arch: str, tile: int, tiles: float) -> tuple[int, float, float]:
-    """The plain-resize input size whose encoder FLOPs are nearest AnyReader's (``tiles`` tiles + thumbnail):
-    (size, AnyReader FLOPs, that size's FLOPs)."""
+def equal_compute_size(arch: str, tile: int, tiles: float, thumbnail: bool = True) -> tuple[int, float, float]:
+    """The plain-resize input size whose encoder FLOPs are nearest AnyReader's (``tiles`` tiles, plus the
+    thumbnail unless the merger encodes none): (size, AnyReader FLOPs, that size's FLOPs)."""
     step = size_step(arch)
-    target = (tiles + 1.0) * encoder_flops(arch, tile)
+    target = (tiles + (1.0 if thumbnail else 0.0)) * encoder_flops(arch, tile)
     costs = {s: encoder_flops(arch, s) for s in range(tile, 4 * tile + 1, step)}
     best = min(costs, key=lambda s: abs(costs[s] - target))
     return best, target, costs[best]
@@ -291,13 +294,19 @@ def main(argv: list[str] | None = None) -> int:
     tiles = mean_tiles(data, tile, args.max_tiles, args.max_side)
     eq, target, got = equal_compute_size(args.arch, tile, tiles)
     eq = args.eq_size or eq
-    arms = {"anyreader": (True, 0, "gate"), "anyreader-zero": (True, 0, "zero_out"), "plain": (False, tile, "gate"),
-            "plain-eq": (False, eq, "gate")}
+    eq_tiles, target_tiles, _ = equal_compute_size(args.arch, tile, tiles, thumbnail=False)
+    arms = {"anyreader": (True, 0, "gate"), "anyreader-zero": (True, 0, "zero_out"),
+            "anyreader-stitch": (True, 0, "stitch"), "plain": (False, tile, "gate"),
+            "plain-eq": (False, eq, "gate"), "plain-eq-tiles": (False, eq_tiles, "gate")}
     names = {"anyreader": f"anyreader ({args.max_tiles} tiles + thumb @{tile})",
              "anyreader-zero": f"anyreader, zero_out merger ({args.max_tiles} tiles + thumb @{tile})",
-             "plain": f"plain @{tile}", "plain-eq": f"plain @{eq} (equal compute)"}
+             "anyreader-stitch": f"anyreader, stitch merger ({args.max_tiles} tiles @{tile}, no thumb)",
+             "plain": f"plain @{tile}", "plain-eq": f"plain @{eq} (equal compute)",
+             "plain-eq-tiles": f"plain @{eq_tiles} (equal compute, tiles only)"}
     compute = {"tile": tile, "mean_tiles": tiles, "anyreader_mflops": target / 1e6, "eq_size": eq,
-               "eq_mflops": encoder_flops(args.arch, eq) / 1e6, "plain_mflops": encoder_flops(args.arch, tile) / 1e6}
+               "eq_mflops": encoder_flops(args.arch, eq) / 1e6, "plain_mflops": encoder_flops(args.arch, tile) / 1e6,
+               "stitch_mflops": target_tiles / 1e6, "eq_tiles_size": eq_tiles,
+               "eq_tiles_mflops": encoder_flops(args.arch, eq_tiles) / 1e6}
     log.info("compute per image: %s", compute)
     results_file = out / "results.json"
     previous = json.loads(results_file.read_text()) if results_file.is_file() else {}
@@ -324,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         table(runs, order),
         "Baselines on the same test items: " + ", ".join(f"{k} {v:.4f}" for k, v in base.items()),
         *(differences(runs, names[ref], [n for n in order if not n.startswith("anyreader")])
-          for ref in ("anyreader", "anyreader-zero") if names[ref] in order),
+          for ref in ("anyreader", "anyreader-zero", "anyreader-stitch") if names[ref] in order),
     ])
     (out / "results.md").write_text(md + "\n", encoding="utf-8")
     print(md)

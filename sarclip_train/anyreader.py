@@ -11,6 +11,13 @@ weights get no gradient until it moves, so it has its own learning rate), and ``
 layer initialised to zero with the gate fixed at 1 (LoRA-style: that layer gets gradient at step 0, the
 rest from step 1).
 
+The third merger, ``stitch`` (ResNet towers), merges before pooling instead of after, as LLaVA-AnyRes keeps
+every tile's tokens: each tile goes through the encoder's convolutional trunk, the tiles' feature maps are
+laid side by side in their grid into one map of the whole image, and the encoder's own attention pool reads
+that map (its position embedding resized to the map). No thumbnail is encoded (the pool already sees the
+whole image) and nothing is learned from scratch. Why: the ``gate`` and ``zero_out`` mergers pool each tile
+into one embedding first, which throws away where in the tile things are; measured in docs/anyreader.md.
+
 Padding: the image is resized by one factor (aspect kept) to fit inside the canvas and centred; the border
 is filled with the normalisation mean, so it is zero after normalisation. Nothing is cropped. The resize
 is bilinear and its size is computed as open_clip's ``resize_mode="longest"`` computes it (one ratio, the
@@ -26,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
@@ -140,6 +148,10 @@ class AnyReader(nn.Module):
     def __init__(self, embed_dim: int, pool_queries: int = 4, pos_hidden: int = 64, sum_scale: float = 6.0,
                  merger: str = "gate") -> None:
         super().__init__()
+        self.merger = merger
+        if merger == "stitch":  # nothing of its own to learn: the encoder's trunk and pool do the work
+            self.register_buffer("gate", torch.ones(()))  # kept under the same name for the export's report
+            return
         self.pos = nn.Sequential(nn.Linear(4, pos_hidden), nn.GELU(), nn.Linear(pos_hidden, embed_dim))
         self.norm = nn.LayerNorm(embed_dim)
         self.queries = nn.Parameter(torch.randn(pool_queries, embed_dim) * embed_dim**-0.5)
@@ -172,7 +184,56 @@ class AnyReader(nn.Module):
 
     def forward(self, encoder: nn.Module, thumbs, tiles, counts, coords):
         """``encoder`` is the shared open_clip visual tower (not owned here, so it is saved once)."""
+        if self.merger == "stitch":
+            return stitch_and_pool(encoder, tiles, counts, coords)
         feats = encoder(torch.cat([thumbs, tiles]))  # one batched pass, output already projected
         glob, tile_feats = feats[: thumbs.shape[0]], feats[thumbs.shape[0]:]
         return glob + self.gate.to(glob.dtype) * self.merge(tile_feats, counts, coords)
 
+
+
+def _trunk(encoder: nn.Module) -> nn.Module:
+    if not all(hasattr(encoder, n) for n in ("stem", "layer4", "attnpool")):
+        raise ValueError(f"AnyReader merger 'stitch' needs a ResNet image tower (open_clip ModifiedResNet), "
+                         f"not {type(encoder).__name__}")
+    return encoder
+
+
+def stitch_and_pool(encoder: nn.Module, tiles, counts, coords):
+    """(B, embed) embeddings: each image's tile feature maps laid out in its grid (rows and columns read
+    from the tiles' sizes in ``coords``) and read by the encoder's attention pool."""
+    enc = _trunk(encoder)
+    maps = enc.layer4(enc.layer3(enc.layer2(enc.layer1(enc.stem(tiles)))))  # (T, C, h, w)
+    starts = torch.cumsum(counts, 0) - counts
+    grids = [(round(1 / float(coords[int(a), 3])), round(1 / float(coords[int(a), 2]))) for a in starts]
+    out: list[torch.Tensor | None] = [None] * len(grids)
+    for shape in sorted(set(grids)):  # one pooled pass per grid shape in the batch
+        idx = [i for i, g in enumerate(grids) if g == shape]
+        r, c = shape
+        sel = torch.cat([maps[int(starts[i]): int(starts[i]) + r * c] for i in idx])
+        n, (ch, h, w) = len(idx), sel.shape[1:]
+        whole = sel.reshape(n, r, c, ch, h, w).permute(0, 3, 1, 4, 2, 5).reshape(n, ch, r * h, c * w)
+        for i, emb in zip(idx, attention_pool(enc.attnpool, whole), strict=True):
+            out[i] = emb
+    return torch.stack(out)  # type: ignore[arg-type]
+
+
+def attention_pool(pool: nn.Module, x):
+    """open_clip's ``AttentionPool2d`` on a feature map of any size: its square position grid resized
+    (bilinear) to the map, the mean token's code kept; otherwise the same attention as its ``forward``."""
+    n, ch, h, w = x.shape
+    pe = pool.positional_embedding
+    side = int(round(math.sqrt(pe.shape[0] - 1)))
+    grid = pe[1:].reshape(1, side, side, ch).permute(0, 3, 1, 2)
+    if (h, w) != (side, side):
+        grid = F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False)
+    pos = torch.cat([pe[:1], grid.permute(0, 2, 3, 1).reshape(h * w, ch)])
+    tokens = x.reshape(n, ch, h * w).permute(2, 0, 1)  # (HW, N, C)
+    tokens = torch.cat([tokens.mean(0, keepdim=True), tokens]) + pos[:, None, :].to(x.dtype)
+    res, _ = F.multi_head_attention_forward(
+        query=tokens[:1], key=tokens, value=tokens, embed_dim_to_check=ch, num_heads=pool.num_heads,
+        q_proj_weight=pool.q_proj.weight, k_proj_weight=pool.k_proj.weight, v_proj_weight=pool.v_proj.weight,
+        in_proj_weight=None, in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
+        bias_k=None, bias_v=None, add_zero_attn=False, dropout_p=0.0, out_proj_weight=pool.c_proj.weight,
+        out_proj_bias=pool.c_proj.bias, use_separate_proj_weight=True, training=pool.training, need_weights=False)
+    return res[0]

@@ -17,7 +17,7 @@ from typing import Any
 
 from d2c.errors import UsageError
 
-MERGERS = ("gate", "zero_out")  # AnyReader's mergers (sarclip_train/anyreader.py)
+MERGERS = ("gate", "zero_out", "stitch")  # AnyReader's mergers (sarclip_train/anyreader.py)
 
 
 @dataclass
@@ -42,7 +42,7 @@ class ModelConfig:
     tile_cap: int = 0  # max tiles per batch over all images (0 = batch_size * max_tiles)
     pool_queries: int = 4  # learned pooling queries of the tile merger
     pos_hidden: int = 64  # width of the tile-position MLP
-    merger: str = "gate"  # how tiles join the thumbnail: "gate" (a learned scalar from 0) or "zero_out" (a zero-initialised output layer)
+    merger: str = "gate"  # how tiles join: "gate" (a learned scalar from 0), "zero_out" (a zero-initialised output layer) or "stitch" (ResNet: tile feature maps joined, then the encoder's own pool)
     grad_checkpointing: bool = False  # recompute activations in the backward pass (less memory, slower)
     freeze_image: bool = False  # freeze the open_clip visual tower (AnyReader merger still trains)
     freeze_text: bool = False  # freeze the open_clip text tower

@@ -79,6 +79,13 @@ def anyreader_note(info: dict[str, Any], state: dict[str, Any]) -> str | None:
     """What plain open_clip leaves out of an AnyReader model (None for a plain-resize model)."""
     if not info.get("anyreader"):
         return None
+    if info.get("merger") == "stitch":
+        return (f"AnyReader model (stitch merger): plain open_clip letterboxes the whole image to "
+                f"{info['tile_size']}x{info['tile_size']} and pools that. The model reads it as a grid of up to "
+                f"{info['max_tiles']} tiles of {info['tile_size']} px instead: each through the encoder's "
+                f"convolutional trunk, the tile feature maps joined in their grid, read by the encoder's "
+                f"attention pool with its position grid resized. For the whole model use "
+                f"sarclip_train.load(CHECKPOINT).")
     gate = state["model"].get("reader.gate")
     g = f"{float(gate):.4g}" if gate is not None else "?"
     return (f"AnyReader model: plain open_clip sees only the global thumbnail path (the image letterboxed to "

@@ -159,6 +159,9 @@ def build_model(mcfg: ModelConfig, *, mean: list[float] | None = None, std: list
             raise ValueError("a model trained from scratch needs mean/std computed from the training shards")
         source = "shards"
     name = resolve_arch(mcfg.arch)
+    if mcfg.anyreader and mcfg.merger == "stitch" and not hasattr(clip.visual, "attnpool"):
+        raise UsageError(f"model.merger 'stitch' needs a ResNet image tower (its attention pool reads the "
+                         f"stitched tile maps); {name} has {type(clip.visual).__name__}")
     size = _tile_size(clip)
     info = ModelInfo(
         arch=name, anyreader=mcfg.anyreader, tile_size=size, image_size=size, max_tiles=mcfg.max_tiles,

@@ -121,8 +121,85 @@ def test_zero_out_merger_starts_as_the_thumbnail_model_and_gets_gradient_at_once
 
 
 def test_unknown_merger_is_a_config_error():
-    with pytest.raises(Exception, match="model.merger must be one of gate/zero_out"):
+    with pytest.raises(Exception, match="model.merger must be one of gate/zero_out/stitch"):
         load_config(None, ["model.merger='sum'"])
+
+
+class _Identity(torch.nn.Module):
+    """A stand-in ResNet tower whose trunk changes nothing, to see the stitched map itself."""
+
+    def __init__(self, seen):
+        super().__init__()
+        self.stem = self.layer1 = self.layer2 = self.layer3 = self.layer4 = torch.nn.Identity()
+        self.attnpool, self.seen = torch.nn.Identity(), seen
+
+
+def test_stitch_lays_the_tile_maps_out_as_the_image(monkeypatch):
+    """The stitch merger joins the tiles' feature maps in their grid: with a trunk that changes nothing the
+    joined map of each image is its letterboxed canvas, for grids of every shape in one batch."""
+    import sarclip_train.anyreader as ar
+
+    seen = []
+    monkeypatch.setattr(ar, "attention_pool", lambda pool, x: (seen.append(x), x.flatten(1)[:, :4])[1])
+    rng = np.random.default_rng(1)
+    sizes = [(16, 14), (250, 60), (60, 250), (130, 120)]
+    images = [Image.fromarray(rng.integers(0, 255, (h, w), dtype=np.uint8)) for w, h in sizes]
+    grids = [ar.choose_grid(w, h, 16, 4) for w, h in sizes]
+    assert sorted(set(grids)) == [(1, 1), (1, 4), (2, 2), (4, 1)]
+    tiles = torch.from_numpy(np.concatenate([ar.cut_tiles(im, r, c, 16, 0) for im, (r, c) in zip(images, grids, strict=True)]))
+    coords = torch.from_numpy(np.concatenate([ar.tile_coords(r, c) for r, c in grids]))
+    counts = torch.tensor([r * c for r, c in grids])
+    out = ar.stitch_and_pool(_Identity(seen), tiles[:, None].float(), counts, coords)
+    assert out.shape == (4, 4)
+    joined = {tuple(x.shape[2:]): x for x in seen}
+    for im, (r, c) in zip(images, grids, strict=True):
+        canvas = np.asarray(ar.letterbox(im, c * 16, r * 16, 0), dtype=np.float32)
+        assert torch.equal(joined[(r * 16, c * 16)][0, 0], torch.from_numpy(canvas))
+
+
+def test_stitch_merger_is_the_encoder_on_one_tile_and_trains_the_tower(tmp_path):
+    """``model.merger='stitch'`` (ResNet): on a one-tile image the embedding is open_clip's own encoding of
+    that tile; on any images (after one step) every visual parameter gets gradient and the merger has no
+    weights of its own;
+    a checkpoint rebuilds it; the export's note describes it; a ViT tower is refused with a clear error."""
+    from d2c.errors import UsageError
+    from sarclip_train.model import model_from_info
+
+    torch.manual_seed(0)
+    cfg = load_config(None, ["model.arch='sarclip-tiny-rn'", "model.anyreader=true", "model.merger='stitch'",
+                             "model.max_tiles=4", "optim.lr=1e-3"])
+    model = build_model(cfg.model, mean=[0.3] * 3, std=[0.2] * 3)
+    assert not [n for n, _ in model.named_parameters() if n.startswith("reader.")]
+    model.eval()
+    one = model.transform()([Image.fromarray(np.full((64, 64), 90, dtype=np.uint8))])
+    with torch.no_grad():
+        assert torch.allclose(model.encode_images(one), model.clip.encode_image(one["tiles"]), atol=1e-5)
+    model.train()
+    batch, tokens, ids = _batch(model)
+    assert int(batch["counts"].max()) > 1
+    opt = make_optimizer(model, cfg)
+    for step in range(2):  # one step first: open_clip's ResNet blocks start with a zero last norm
+        opt.zero_grad(set_to_none=True)
+        img, txt, scale, _bias = model(batch, tokens)
+        MaskedClipLoss()(img, txt, scale, text_ids=ids).backward()
+        if step == 0:
+            opt.step()
+    dead = [n for n, p in model.named_parameters() if n.startswith("clip.visual.")
+            and (p.grad is None or float(p.grad.abs().sum()) == 0.0)]
+    assert not dead, dead
+    rebuilt = model_from_info(model.info.to_dict())
+    rebuilt.load_state_dict(model.state_dict())
+    rebuilt.eval(), model.eval()
+    with torch.no_grad():
+        assert rebuilt.info.merger == "stitch" and torch.allclose(rebuilt.encode_images(batch),
+                                                                  model.encode_images(batch), atol=1e-6)
+    from sarclip_train.export import anyreader_note
+
+    note = anyreader_note(model.info.to_dict(), {"model": model.state_dict()})
+    assert "stitch merger" in note and "up to 4 tiles" in note and "gate" not in note
+    vit = load_config(None, ["model.arch='sarclip-micro-vit'", "model.merger='stitch'"])
+    with pytest.raises(UsageError, match="needs a ResNet image tower"):
+        build_model(vit.model, mean=[0.3] * 3, std=[0.2] * 3)
 
 
 def test_learning_rate_schedule_and_logit_scale(tmp_path):
