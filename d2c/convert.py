@@ -60,6 +60,9 @@ class ConvertResult:
     shards: list[Path]
     rejects_path: Path
     rejects: list[Reject] = field(default_factory=list)
+    # ``options.span`` of a plan with keys across units (COCO): the scene keys the span's units located,
+    # which a caller joining spans checks against the spans before it (d2c.readers.plan.SpanPlan)
+    span_keys: list[str] | None = None
 
     @property
     def ok(self) -> bool:
@@ -231,7 +234,7 @@ def convert(input: str | Path, out: str | Path, options: ConvertOptions | None =
     # workers read the input themselves when the reader can split it (not when resuming: which items
     # to skip depends on their positions, known only in order)
     # (and, on one worker, annotation-only runs read the plan as blocks of scenes when it gives them)
-    spanned = _span_plan(plan_reading(input, format=o.format, **read_args), o.span, o.format) \
+    spanned = _span_plan(plan_reading(input, format=o.format, **read_args), o.span, o.format, o.span_taken) \
         if o.span is not None else None
     units = (spanned if spanned is not None else plan_reading(input, format=o.format, **read_args)) \
         if (workers > 1 and not plan.done_keys and worker.can_read_in_workers()) or \
@@ -280,7 +283,10 @@ def convert(input: str | Path, out: str | Path, options: ConvertOptions | None =
         if sink.writer is not None:
             sink.writer.abort()
         raise
-    return _finish(out, tally, closed, run, input, o.format, o.strict, time.monotonic() - t0)
+    result = _finish(out, tally, closed, run, input, o.format, o.strict, time.monotonic() - t0)
+    if spanned is not None and spanned.keys_across_units:
+        result.span_keys = spanned.located()
+    return result
 
 
 def _planned_total(input: str | Path, format: str, read_args: dict[str, Any]) -> int | None:
@@ -297,13 +303,13 @@ def _planned_total(input: str | Path, format: str, read_args: dict[str, Any]) ->
     return p.units + len(p.head) if p is not None else None
 
 
-def _span_plan(whole: Any, span: tuple[int, int], format: str) -> Any:
+def _span_plan(whole: Any, span: tuple[int, int], format: str, taken: tuple[str, ...]) -> Any:
     """The :class:`d2c.readers.plan.SpanPlan` of ``span``, or UsageError naming the problem."""
     from d2c.readers.plan import SpanPlan
 
     if whole is None:
         raise UsageError(f"span: the {format!r} reader cannot split its input into units (COCO, DOTA and VOC can)")
-    return SpanPlan(whole, span[0], span[1])
+    return SpanPlan(whole, span[0], span[1], taken)
 
 
 class _Sink:

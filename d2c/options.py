@@ -83,6 +83,9 @@ class ConvertOptions:
     max_parts: int = _recorded(DEFAULT_MAX_PARTS, when=OTHER_LIMITS)
     # only the reader's plan units start .. stop - 1 (mmsar's tasks): see d2c.readers.plan.SpanPlan
     span: tuple[int, int] | None = _recorded(None, when=SPANNED, as_=lambda s: [int(s[0]), int(s[1])])
+    # scene keys located before the span that its units meet (the caller's second reading of a span; see
+    # SpanPlan): not recorded, the rows are those of the whole reading either way
+    span_taken: tuple[str, ...] = ()
     max_pixels: int = 1 << 30
     workers: int = 1
     resume: bool = False
@@ -109,6 +112,8 @@ class ConvertOptions:
             self._check_tiling()
         if self.span is not None:
             _check_span(self.span)
+        elif self.span_taken:
+            raise UsageError("span_taken needs a span")
 
     def _check_tiling(self) -> None:
         if not _is_number(self.tile_min_visible) or not 0.0 < self.tile_min_visible <= 1.0:

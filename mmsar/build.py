@@ -31,7 +31,15 @@ from mmsar.distributor import make_distributor
 from mmsar.options import BuildOptions, auto_unit_scenes
 from mmsar.sources import RECORDS, fingerprint, job_for, template_set_hash
 from mmsar.splits import SplitResult, assign_splits, quota
-from mmsar.staging import count_units, finish_source, fresh_folder, reusable, span_tasks, stage_span
+from mmsar.staging import (
+    count_units,
+    finish_source,
+    fresh_folder,
+    reusable,
+    settle_spans,
+    span_tasks,
+    stage_span,
+)
 from mmsar.writing import ChipJob, RowRef, run_task, write_json
 
 log = logging.getLogger(__name__)
@@ -176,8 +184,8 @@ def _stage(cfg: BuildConfig, dist: Any, tset: str, unit_scenes: int | None, prog
         owner += [k] * len(mine)
     total = sum(t.units for t in tasks)
     with Progress("staging", total, unit="scenes", enabled=progress, logger=log) as bar:
-        results = dist.map(stage_span, [(t,) for t in tasks], lambda i: bar.advance(tasks[i].units),
-                           stage="staging", labels=lambda i: tasks[i].label())
+        results = settle_spans(tasks, dist.map(stage_span, [(t,) for t in tasks], lambda i: bar.advance(tasks[i].units),
+                                               stage="staging", labels=lambda i: tasks[i].label()))
     for k in folders:
         stages[k] = finish_source(jobs[k], fps[k], folders[k], [r for r, o in zip(results, owner, strict=True) if o == k])
     staged = [{"task": i, **r["task"]} for i, r in enumerate(results)]

@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class SpanTask:
     part: int
     span: tuple[int, int] | None
     folder: Path  # the source's temporary staging folder
+    taken: tuple[str, ...] = ()  # keys of earlier spans that this span's images have (its second reading)
 
     @property
     def units(self) -> int:
@@ -107,7 +108,8 @@ def stage_span(task: SpanTask) -> dict[str, Any]:
             seed=job.caption_seed, images_mode=job.images_mode, shard_rows=job.shard_rows, workers=1,
             max_side=job.max_side, stretch=StretchConfig(**job.stretch),
             progress=False if task.span is not None else _inline_progress(),
-            keep_partial_scenes=src.keep_partial_scenes, span=task.span, **tile)
+            keep_partial_scenes=src.keep_partial_scenes, span=task.span,
+            span_taken=task.taken if task.span is not None else (), **tile)
         result = convert(spec.path, out, options)
     except D2CError as exc:
         raise type(exc)(f"source {src.name!r}, input {spec.path}: {exc}") from None
@@ -120,12 +122,31 @@ def stage_span(task: SpanTask) -> dict[str, Any]:
         "stats": {k: v for k, v in stats.items() if k in (*ACCOUNT_KEYS, "classes")},
         "shards": [{"file": f"{task.dir}/{s['file']}", "rows": s["rows"], "bytes": s["bytes"]}
                    for s in manifest["shards"]],
-        "records": records, "rejects_text": rejects_text,
+        "records": records, "rejects_text": rejects_text, "located": result.span_keys,
         "task": {"source": src.name, "input": task.part, "units": list(task.span) if task.span else None,
                  "scenes": stats["scenes_read"], "instances": stats["instances_in"],
                  "rejects": sum(1 for line in rejects_text.splitlines() if line.strip()),
                  "seconds": round(time.monotonic() - t0, 3)},
     }
+
+
+def settle_spans(tasks: list[SpanTask], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The results of one reading in order: a span is read as if no earlier span had its keys (so it
+    costs its own units only), so a span whose located keys meet an earlier span's of the same input
+    (COCO: an image whose key an earlier image has is a Reject) is staged again here, with those keys
+    taken (rare: the answer one conversion in order gives)."""
+    seen: dict[tuple[Path, int], set[str]] = {}
+    out = list(results)
+    for i, (task, res) in enumerate(zip(tasks, results, strict=True)):
+        keys = seen.setdefault((task.folder, task.part), set())
+        located = res.get("located") or []
+        hits = keys.intersection(located)
+        if hits:
+            log.info("%s: %d scene key(s) of earlier spans; staging it again with them taken", task.label(), len(hits))
+            out[i] = stage_span(replace(task, taken=tuple(sorted(hits))))
+            located = out[i].get("located") or []
+        keys.update(located)
+    return out
 
 
 def _span_records(out: Path, task: SpanTask, shard_files: list[str]) -> list[dict[str, Any]]:
@@ -232,5 +253,5 @@ def stage_source(job: StageJob, unit_scenes: int | None = None) -> dict[str, Any
     if old is not None:
         return old
     folder = fresh_folder(job)
-    spans = [stage_span(t) for t in span_tasks(job, folder, unit_scenes or MIN_UNIT_SCENES)]
-    return finish_source(job, fp, folder, spans)
+    tasks = span_tasks(job, folder, unit_scenes or MIN_UNIT_SCENES)
+    return finish_source(job, fp, folder, settle_spans(tasks, [stage_span(t) for t in tasks]))

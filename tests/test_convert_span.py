@@ -49,10 +49,19 @@ def _rows(out: Path) -> list[dict]:
 
 
 def _spans_join(input: Path, fmt: str, cuts: list[int], tmp_path: Path, **kw) -> tuple[list, list, list]:
+    """The spans converted apart and joined in order, as a caller must: a span whose located keys
+    (``span_keys``) meet an earlier span's is converted again with those keys taken."""
     rows, rejects, stats = [], [], []
+    seen: set[str] = set()
     for a, b in zip(cuts, cuts[1:], strict=False):
         out = tmp_path / f"span-{a}-{b}"
         res = convert(input, out, ConvertOptions(format=fmt, span=(a, b), **kw))
+        if res.span_keys is not None and not seen.isdisjoint(res.span_keys):
+            out = tmp_path / f"span-{a}-{b}-again"
+            hits = tuple(sorted(seen.intersection(res.span_keys)))
+            res = convert(input, out, ConvertOptions(format=fmt, span=(a, b), span_taken=hits, **kw))
+        assert (res.span_keys is None) == (fmt != "coco")
+        seen.update(res.span_keys or ())
         rows += _rows(out)
         rejects += (out / "_rejects.jsonl").read_text().splitlines()
         stats.append(res.stats)
@@ -74,7 +83,19 @@ def test_spans_join_to_the_whole(tmp_path, fmt):
     if fmt == "coco":  # the repeated key is a reject whichever span it falls in; the head comes with span 0
         codes = [json.loads(line)["code"] for line in rejects]
         assert "duplicate_image" in codes and len(codes) >= 2
+        assert (sub / "span-5-10-again").is_dir()  # image 9 met image 2's key: read again
+        first = [json.loads(line)["code"] for line in (sub / "span-5-10" / "_rejects.jsonl").read_text().splitlines()]
+        assert "duplicate_image" not in first  # alone, a span cannot know the key came before it
     assert read_metadata(shard_paths(sub / "span-0-1")[0])["span"] == [0, 1]
+
+
+def test_span_keys_whatever_the_workers(tmp_path):
+    """A span read by forked workers reports the keys they located, as one read in this process does."""
+    input = _coco(tmp_path, n=40)
+    one = convert(input, tmp_path / "one", ConvertOptions(format="coco", span=(4, 40)))
+    two = convert(input, tmp_path / "two", ConvertOptions(format="coco", span=(4, 40), workers=2))
+    assert one.span_keys == two.span_keys and len(one.span_keys) == 36
+    assert _rows(tmp_path / "one") == _rows(tmp_path / "two")
 
 
 def test_span_resume_and_refusals(tmp_path):
@@ -88,6 +109,8 @@ def test_span_resume_and_refusals(tmp_path):
         convert(input, out, ConvertOptions(format="dota", span=(0, 6), shard_rows=2, resume=True))
     with pytest.raises(UsageError, match="span must be"):
         convert(input, tmp_path / "x", ConvertOptions(format="dota", span=(5, 2)))
+    with pytest.raises(UsageError, match="span_taken needs a span"):
+        ConvertOptions(format="dota", span_taken=("synth/images/a.png",))
     yolo = tmp_path / "yolo"
     (yolo / "images").mkdir(parents=True)
     (yolo / "labels").mkdir()

@@ -150,17 +150,6 @@ class CocoPlan:
         :attr:`first_units` is used: right once every unit before ``start`` has been read."""
         return self.read(start, stop, release=False, blocks=blocks, taken=taken)
 
-    def keys_of(self, start: int, stop: int) -> list[str]:
-        """The scene keys of the images of units ``start`` .. ``stop - 1`` that are located (what
-        :class:`d2c.readers.plan.SpanPlan` counts as taken before its span)."""
-        positions = self.index.units[start:stop].tolist()
-        images = [self.index.images[p] for p in positions]
-        get = dict.get
-        infos = locate_images(self.root, self.finder, self.folders, [img["file_name"] for img in images],
-                              list(map(get, images, repeat("width"))), list(map(get, images, repeat("height"))),
-                              self.options)
-        return scene_keys(self.out.source, [info.key_rel for info in infos if type(info) is not tuple])  # type: ignore[union-attr]
-
     def release_units(self, start: int, stop: int) -> None:
         """Drop the records of units ``start`` .. ``stop - 1`` (read for the last time): the process that
         parsed frees a span as soon as it is done with it, instead of all at the end."""

@@ -20,7 +20,7 @@ the caller checks the keys of each span against the spans before it (:func:`d2c.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
 from d2c.blocks import SceneBlock
@@ -52,10 +52,15 @@ class SpanPlan:
     Why a view and not a new reading: each span then gives exactly the items the whole reading gives for
     those units, so the spans of a plan, converted apart and joined in order, are the whole conversion.
     ``head`` (Rejects found while planning) belongs to the span that starts at 0. For a plan with
-    ``keys_across_units`` (COCO) the keys of the units before ``start`` are located first (the plan's
-    ``keys_of``) and count as taken, so a duplicate key is a Reject whichever span it falls in."""
+    ``keys_across_units`` (COCO) a span is read as if no earlier unit had its keys, except ``taken`` (keys
+    located before the span, which the caller passes), and :meth:`located` gives back the keys its units
+    located: the caller, joining spans in order, checks them against the earlier spans' keys and reads a
+    span that meets one again with those keys taken (rare), as :func:`d2c.convert_worker.run_units` does
+    with its own spans. Why not locate every earlier unit's keys up front: that made each span cost the
+    whole input before it (the n-th of n spans located n - 1 spans' images), so the spans of one input did
+    not scale."""
 
-    def __init__(self, plan: ReadPlan, start: int, stop: int) -> None:
+    def __init__(self, plan: ReadPlan, start: int, stop: int, taken: Iterable[str] = ()) -> None:
         stop = min(stop, plan.units)
         start = min(start, stop)
         self.plan, self.start, self.stop = plan, start, stop
@@ -63,14 +68,9 @@ class SpanPlan:
         self.units = stop - start
         self.gives_blocks = getattr(plan, "gives_blocks", False)
         self.keys_across_units = getattr(plan, "keys_across_units", False)
-        if self.keys_across_units and start > 0 and not hasattr(plan, "keys_of"):
-            raise TypeError(f"{type(plan).__name__} has keys across units but no keys_of: it cannot be read in spans")
-        self._before: list[str] | None = None
-
-    def _keys_before(self) -> list[str]:
-        if self._before is None:
-            self._before = list(self.plan.keys_of(0, self.start)) if self.start else []  # type: ignore[attr-defined]
-        return self._before
+        self.taken = tuple(taken)
+        self._handed: list[dict[str, int]] = []  # every ``taken`` map given to the plan: what it located
+        self._noted: set[str] = set()  # what spans read by forked workers located (they tell run_units)
 
     def read_units(self, start: int, stop: int, *, blocks: bool = False, taken: dict[str, int] | None = None
                    ) -> Iterator[Scene | Reject | SceneBlock]:
@@ -78,10 +78,19 @@ class SpanPlan:
         extra: dict[str, Any] = {}
         if self.keys_across_units:
             taken = {} if taken is None else taken
-            for key in self._keys_before():
+            for key in self.taken:
                 taken.setdefault(key, -1)
+            self._handed.append(taken)
             extra["taken"] = taken
         return self.plan.read_units(self.start + start, self.start + min(stop, self.units), blocks=blocks, **extra)
+
+    def note_located(self, keys: Iterable[str]) -> None:
+        """Keys located by a reading of these units in another process (forked workers)."""
+        self._noted.update(keys)
+
+    def located(self) -> list[str]:
+        """The scene keys the span's units located, sorted (none for a plan whose units are independent)."""
+        return sorted(self._noted.union(*({k for k, unit in t.items() if unit >= 0} for t in self._handed)))
 
     def release_units(self, start: int, stop: int) -> None:
         release = getattr(self.plan, "release_units", None)
