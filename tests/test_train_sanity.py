@@ -59,6 +59,22 @@ def _batch(model, n=8, seed=0):
     return batch, tokens, ids
 
 
+def _step_then_backward(model, cfg, batch, tokens, ids, first=None) -> None:
+    """One optimizer step, then one more backward pass (its gradients stay for the test to read):
+    zero-initialised paths (the gate, open_clip's ResNet blocks' last norm) open with the first step.
+    ``first(model)`` looks at the gradients of the first pass."""
+    opt = make_optimizer(model, cfg)
+    loss_fn = MaskedClipLoss()
+    for step in range(2):
+        opt.zero_grad(set_to_none=True)
+        img, txt, scale, _bias = model(batch, tokens)
+        loss_fn(img, txt, scale, text_ids=ids).backward()
+        if step == 0:
+            if first is not None:
+                first(model)
+            opt.step()
+
+
 @pytest.mark.parametrize("anyreader", [True, False])
 def test_every_parameter_gets_gradient(anyreader):
     """After one optimizer step (so that zero-initialised paths have opened), one backward pass gives every
@@ -67,15 +83,8 @@ def test_every_parameter_gets_gradient(anyreader):
     cfg = load_config(None, ["model.arch='sarclip-micro-vit'", f"model.anyreader={str(anyreader).lower()}",
                              "optim.lr=1e-3"])
     model = build_model(cfg.model, mean=[0.3] * 3, std=[0.2] * 3)
-    opt = make_optimizer(model, cfg)
-    loss_fn = MaskedClipLoss()
     batch, tokens, ids = _batch(model)
-    for step in range(2):
-        opt.zero_grad(set_to_none=True)
-        img, txt, scale, _bias = model(batch, tokens)
-        loss_fn(img, txt, scale, text_ids=ids).backward()
-        if step == 0:
-            opt.step()
+    _step_then_backward(model, cfg, batch, tokens, ids)
     dead = [n for n, p in model.named_parameters() if p.requires_grad
             and (p.grad is None or not torch.isfinite(p.grad).all() or float(p.grad.abs().sum()) == 0.0)]
     assert not dead, dead
@@ -101,15 +110,10 @@ def test_zero_out_merger_starts_as_the_thumbnail_model_and_gets_gradient_at_once
         thumbs_only = model.clip.encode_image(batch["thumbs"])
         assert torch.equal(model.encode_images(batch), thumbs_only)
     assert "reader.gate" not in dict(model.named_parameters()) and float(model.reader.gate) == 1.0
-    opt = make_optimizer(model, cfg)
-    loss_fn = MaskedClipLoss()
-    for step in range(2):
-        opt.zero_grad(set_to_none=True)
-        img, txt, scale, _bias = model(batch, tokens)
-        loss_fn(img, txt, scale, text_ids=ids).backward()
-        if step == 0:
-            assert float(model.reader.out.weight.grad.abs().sum()) > 0
-            opt.step()
+    seen = []
+    _step_then_backward(model, cfg, batch, tokens, ids,
+                        first=lambda m: seen.append(float(m.reader.out.weight.grad.abs().sum())))
+    assert seen[0] > 0
     dead = [n for n, p in model.named_parameters() if n.startswith("reader.")
             and (p.grad is None or float(p.grad.abs().sum()) == 0.0)]
     assert not dead, dead
@@ -177,13 +181,7 @@ def test_stitch_merger_is_the_encoder_on_one_tile_and_trains_the_tower(tmp_path)
     model.train()
     batch, tokens, ids = _batch(model)
     assert int(batch["counts"].max()) > 1
-    opt = make_optimizer(model, cfg)
-    for step in range(2):  # one step first: open_clip's ResNet blocks start with a zero last norm
-        opt.zero_grad(set_to_none=True)
-        img, txt, scale, _bias = model(batch, tokens)
-        MaskedClipLoss()(img, txt, scale, text_ids=ids).backward()
-        if step == 0:
-            opt.step()
+    _step_then_backward(model, cfg, batch, tokens, ids)
     dead = [n for n, p in model.named_parameters() if n.startswith("clip.visual.")
             and (p.grad is None or float(p.grad.abs().sum()) == 0.0)]
     assert not dead, dead
