@@ -28,15 +28,17 @@ def denormalise(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) ->
     return np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
 
 
-def sample_views(batch: dict, mean: Sequence[float], std: Sequence[float], limit: int = 6) -> list[list[np.ndarray]]:
-    """Per sample (at most ``limit``): [thumbnail or resized image, tile 1, tile 2, ...] as uint8 arrays."""
+def sample_views(batch: dict, mean: Sequence[float], std: Sequence[float], limit: int = 6,
+                 thumbnail: bool = True) -> list[list[np.ndarray]]:
+    """Per sample (at most ``limit``): [thumbnail or resized image, tile 1, tile 2, ...] as uint8 arrays;
+    ``thumbnail=False`` for a merger that does not encode it (``stitch``): the tiles alone."""
     if "images" in batch:
         return [[v] for v in denormalise(batch["images"][:limit], mean, std)]
     thumbs = denormalise(batch["thumbs"][:limit], mean, std)
     counts = [int(c) for c in batch["counts"].tolist()]
     starts = np.concatenate([[0], np.cumsum(counts)])
     tiles = denormalise(batch["tiles"][: int(starts[min(limit, len(counts))])], mean, std)
-    return [[thumbs[i], *tiles[starts[i]:starts[i + 1]]] for i in range(len(thumbs))]
+    return [[thumbs[i]] * thumbnail + [*tiles[starts[i]:starts[i + 1]]] for i in range(len(thumbs))]
 
 
 def views_image(views: list[list[np.ndarray]], captions: Sequence[str] = ()) -> Image.Image:
@@ -56,11 +58,11 @@ def views_image(views: list[list[np.ndarray]], captions: Sequence[str] = ()) -> 
 
 
 def save_encoder_views(batch: dict, path: Path, mean: Sequence[float], std: Sequence[float],
-                       limit: int = 6) -> Path:
+                       limit: int = 6, thumbnail: bool = True) -> Path:
     """Write the picture of ``batch``'s first ``limit`` samples to ``path`` (PNG, atomically)."""
     import io
 
-    img = views_image(sample_views(batch, mean, std, limit), list(batch.get("texts", []))[:limit])
+    img = views_image(sample_views(batch, mean, std, limit, thumbnail), list(batch.get("texts", []))[:limit])
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     path = Path(path)

@@ -297,7 +297,8 @@ def _save_views(cfg: TrainConfig, model: SarClipModel, batch: dict[str, Any]) ->
     """``RUN/encoder_views.png``: the first batch as the encoder sees it (sarclip_train.encoder_views)."""
     from sarclip_train.encoder_views import save_encoder_views
 
-    save_encoder_views(batch, Path(cfg.run.out) / "encoder_views.png", model.info.mean, model.info.std)
+    save_encoder_views(batch, Path(cfg.run.out) / "encoder_views.png", model.info.mean, model.info.std,
+                       thumbnail=model.info.merger != "stitch" or not model.info.anyreader)
 
 
 def _optim_step(cfg: TrainConfig, model: SarClipModel, opt, pos: dict[str, int], losses: list[float],

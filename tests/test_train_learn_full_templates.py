@@ -38,7 +38,7 @@ def make_split(tmp: Path, name: str, images: int, seed: int) -> Path:
 def test_recipe_learns_full_template_captions(tmp_path):
     train = make_split(tmp_path, "train", 300, 11)
     held = make_split(tmp_path, "held", 80, 12)
-    cfg = recipe_config(train, tmp_path / "run", steps=80, anyreader=True, workers=0)
+    cfg = recipe_config(train, tmp_path / "run", steps=64, anyreader=True, workers=0)  # R@5 ~3.5x chance
     cfg.run.threads = 2
     result = run(cfg)
     first, last = np.mean(result.losses[:5]), np.mean(result.losses[-10:])

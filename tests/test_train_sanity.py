@@ -269,6 +269,8 @@ def test_encoder_views_show_the_target():
     ys, xs = np.nonzero(tiles[1] > 128)
     # the box's centre (730, 115) maps to (730 - 512) / 512 * 64 = 27, 115 / 512 * 64 = 14 in tile 2
     assert abs(xs.mean() - 27.25) < 2 and abs(ys.mean() - 14.4) < 2
+    (alone,) = sample_views(batch, model.info.mean, model.info.std, thumbnail=False)  # the stitch merger's view
+    assert len(alone) == 2 and np.array_equal(alone[1], tiles[1])
 
 
 def test_training_saves_what_the_encoder_sees(tmp_path):
