@@ -108,8 +108,7 @@ def stage_span(task: SpanTask) -> dict[str, Any]:
             seed=job.caption_seed, images_mode=job.images_mode, shard_rows=job.shard_rows, workers=1,
             max_side=job.max_side, stretch=StretchConfig(**job.stretch),
             progress=False if task.span is not None else _inline_progress(),
-            keep_partial_scenes=src.keep_partial_scenes, span=task.span,
-            span_taken=task.taken if task.span is not None else (), **tile)
+            keep_partial_scenes=src.keep_partial_scenes, span=task.span, span_taken=task.taken, **tile)
         result = convert(spec.path, out, options)
     except D2CError as exc:
         raise type(exc)(f"source {src.name!r}, input {spec.path}: {exc}") from None

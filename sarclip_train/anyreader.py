@@ -191,19 +191,11 @@ class AnyReader(nn.Module):
         return glob + self.gate.to(glob.dtype) * self.merge(tile_feats, counts, coords)
 
 
-
-def _trunk(encoder: nn.Module) -> nn.Module:
-    if not all(hasattr(encoder, n) for n in ("stem", "layer4", "attnpool")):
-        raise ValueError(f"AnyReader merger 'stitch' needs a ResNet image tower (open_clip ModifiedResNet), "
-                         f"not {type(encoder).__name__}")
-    return encoder
-
-
 def stitch_and_pool(encoder: nn.Module, tiles, counts, coords):
     """(B, embed) embeddings: each image's tile feature maps laid out in its grid (rows and columns read
-    from the tiles' sizes in ``coords``) and read by the encoder's attention pool."""
-    enc = _trunk(encoder)
-    maps = enc.layer4(enc.layer3(enc.layer2(enc.layer1(enc.stem(tiles)))))  # (T, C, h, w)
+    from the tiles' sizes in ``coords``) and read by the encoder's attention pool. ``encoder`` is an open_clip
+    ModifiedResNet (``build_model`` refuses any other tower for this merger)."""
+    maps = encoder.layer4(encoder.layer3(encoder.layer2(encoder.layer1(encoder.stem(tiles)))))  # (T, C, h, w)
     starts = torch.cumsum(counts, 0) - counts
     grids = [(round(1 / float(coords[int(a), 3])), round(1 / float(coords[int(a), 2]))) for a in starts]
     out: list[torch.Tensor | None] = [None] * len(grids)
@@ -213,7 +205,7 @@ def stitch_and_pool(encoder: nn.Module, tiles, counts, coords):
         sel = torch.cat([maps[int(starts[i]): int(starts[i]) + r * c] for i in idx])
         n, (ch, h, w) = len(idx), sel.shape[1:]
         whole = sel.reshape(n, r, c, ch, h, w).permute(0, 3, 1, 4, 2, 5).reshape(n, ch, r * h, c * w)
-        for i, emb in zip(idx, attention_pool(enc.attnpool, whole), strict=True):
+        for i, emb in zip(idx, attention_pool(encoder.attnpool, whole), strict=True):
             out[i] = emb
     return torch.stack(out)  # type: ignore[arg-type]
 

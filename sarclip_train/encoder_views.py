@@ -38,7 +38,7 @@ def sample_views(batch: dict, mean: Sequence[float], std: Sequence[float], limit
     counts = [int(c) for c in batch["counts"].tolist()]
     starts = np.concatenate([[0], np.cumsum(counts)])
     tiles = denormalise(batch["tiles"][: int(starts[min(limit, len(counts))])], mean, std)
-    return [[thumbs[i]] * thumbnail + [*tiles[starts[i]:starts[i + 1]]] for i in range(len(thumbs))]
+    return [([thumbs[i]] if thumbnail else []) + [*tiles[starts[i]:starts[i + 1]]] for i in range(len(thumbs))]
 
 
 def views_image(views: list[list[np.ndarray]], captions: Sequence[str] = ()) -> Image.Image:

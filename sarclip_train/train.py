@@ -298,7 +298,7 @@ def _save_views(cfg: TrainConfig, model: SarClipModel, batch: dict[str, Any]) ->
     from sarclip_train.encoder_views import save_encoder_views
 
     save_encoder_views(batch, Path(cfg.run.out) / "encoder_views.png", model.info.mean, model.info.std,
-                       thumbnail=model.info.merger != "stitch" or not model.info.anyreader)
+                       thumbnail=model.info.merger != "stitch")
 
 
 def _optim_step(cfg: TrainConfig, model: SarClipModel, opt, pos: dict[str, int], losses: list[float],
