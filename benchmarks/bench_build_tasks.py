@@ -8,6 +8,9 @@ JSON; measures staging, dedupe, splits and writing without pixels); ``--images t
 against ``--workers 1``, and per-task figures (from ``_tasks.json``) for the SARDet-100K estimate.
 
     flock -x /work/bench.lock .venv/bin/python benchmarks/bench_build_tasks.py --scenes 20000
+
+``--repeat R`` runs the cases R times in turn: on a shared machine whose speed drifts by 10% within minutes,
+the median of the per-round ratios (each against ``--workers 1`` of the same round) is the figure to quote.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 from _common import cpu_model  # benchmarks/_common.py (this folder is on sys.path)
@@ -103,6 +107,8 @@ def main() -> None:
     ap.add_argument("--also-n", type=int, default=500, help="one more --workers 2 case with this task size (0: none)")
     ap.add_argument("--images", choices=("tiny", "none"), default="tiny")
     ap.add_argument("--skip-dask", action="store_true")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run every case this many times, in turn (a noisy machine: medians and paired ratios)")
     ap.add_argument("--keep", type=Path, default=None, help="work here (kept) instead of a temp folder")
     args = ap.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench_build_tasks_"))
@@ -124,19 +130,31 @@ def main() -> None:
         cases.append(("dask_local_cluster_2", {"distributor": "dask", "workers": 2, "unit_scenes": n}))
     if args.also_n:
         cases.append((f"local_2_n{args.also_n}", {"workers": 2, "unit_scenes": args.also_n}))
-    results, trees = {}, {}
-    for name, opts in cases:
-        results[name] = run_case(cfg, root / name, **opts)
-        trees[name] = tree(root / name)
-        print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
-    base = results["local_1"]["wall_s"]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in cases}
+    trees = {}
+    for r in range(args.repeat):
+        for name, opts in cases:
+            runs[name].append(run_case(cfg, root / name, **opts))
+            tree_now = tree(root / name)
+            trees.setdefault(name, tree_now)
+            if tree_now != trees[name]:
+                trees[name] = {}  # the same case gave other bytes: never identical
+            print(f"repeat {r}", name, json.dumps(runs[name][-1]), file=sys.stderr, flush=True)
+    results = {name: {**rs[0], "wall_s": median([x["wall_s"] for x in rs]), "walls_s": [x["wall_s"] for x in rs],
+                      "phases_s": rs[len(rs) // 2]["phases_s"]} for name, rs in runs.items()}
+    base = runs["local_1"]
     report = {
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "scenes": args.scenes, "instances": instances, "images": args.images, "generate_s": round(gen_s, 2),
+        "repeats": args.repeat,
         "cases": results,
-        "speedup_vs_local_1": {k: round(base / v["wall_s"], 2) for k, v in results.items()},
+        # per repeat, --workers 1 over the case as measured in the same round; then the median
+        "speedup_vs_local_1": {k: median([round(b["wall_s"] / x["wall_s"], 3) for b, x in zip(base, rs, strict=True)])
+                               for k, rs in runs.items()},
+        "speedups_per_repeat": {k: [round(b["wall_s"] / x["wall_s"], 2) for b, x in zip(base, rs, strict=True)]
+                                for k, rs in runs.items()},
         "byte_identical": all(t == trees["local_1"] for t in trees.values()),
         "files_compared": len(trees["local_1"]),
     }

@@ -24,7 +24,7 @@ import orjson
 from d2c.model import SPLITS
 from d2c.progress import Progress
 from d2c.shards import MANIFEST, OLD_SIDE_FILES, REJECTS, atomic_write_bytes
-from mmsar import card, plots, sarcount
+from mmsar import card, sarcount
 from mmsar.config import BuildConfig, check_inputs, load_config
 from mmsar.dedupe import DedupeResult, dedupe
 from mmsar.distributor import make_distributor
@@ -40,6 +40,7 @@ from mmsar.staging import (
     span_tasks,
     stage_span,
 )
+from mmsar.taskgraph import Result, critical_path_order, dependencies
 from mmsar.writing import ChipJob, RowRef, run_task, write_json
 
 log = logging.getLogger(__name__)
@@ -94,39 +95,31 @@ def build(config: BuildConfig | Path | str, options: BuildOptions | None = None,
             p.unlink()
     t0 = time.monotonic()
     with make_distributor(opts.distributor, scheduler=opts.scheduler, workers=opts.workers,
-                          retries=opts.retries) as dist:
+                          retries=opts.retries, preload=_TASK_MODULES) as dist:
         tset = template_set_hash(cfg)
         stages, staged, unit_scenes = _stage(cfg, dist, tset, opts.unit_scenes or cfg.unit_scenes, opts.progress)
         t1 = time.monotonic()
         plan = _plan(cfg)
-        tasks, joins = _tasks(cfg, plan, unit_scenes)
+        tasks = _writing_tasks(cfg, plan, unit_scenes)
         t2 = time.monotonic()
-        with Progress("writing folders", len(tasks) + len(joins), unit="tasks", enabled=opts.progress,
-                      logger=log) as bar:
+        with Progress("writing folders", len(tasks), unit="tasks", enabled=opts.progress, logger=log) as bar:
             summaries = dist.map(run_task, tasks, lambda i: bar.advance(), stage="writing",
-                                 order=_largest_first(tasks), labels=lambda i: _write_label(tasks[i]))
-            # chip groups done: each (split, source) joins its groups' parts into its shards
-            joined = [("chips_assemble", (out_dir, prefix, [summaries[i] for i in idx], cfg.shard_rows, job, meta))
-                      for out_dir, prefix, idx, job, meta in joins]
-            summaries += dist.map(run_task, joined, lambda i: bar.advance(), stage="writing",
-                                  labels=lambda i: _write_label(joined[i]))
-            tasks += joined
+                                 order=critical_path_order([_cost(t, tasks) for t in tasks],
+                                                           dependencies(tasks)),
+                                 labels=lambda i: _write_label(tasks[i]))
         t3 = time.monotonic()
+    for s in summaries:
+        if "warning" in s:
+            log.warning("%s", s["warning"])
     folders = _finish_folders(cfg, plan, [s for (kind, _), s in zip(tasks, summaries, strict=True)
-                                          if kind != "chip_part"])
+                                          if kind in _FOLDER_KINDS])
     stats = _stats(cfg, plan, stages, folders)
     write_json(out / STATS, stats)
     write_json(out / DEDUPE, {"exact": plan.dd.exact, "near_groups": plan.dd.near_groups,
                                      "near_dropped": plan.dd.near_dropped, "split_conflicts": plan.sp.conflicts})
-    kept = [{**r, "split": plan.sp.split[r["key"]]} for r in plan.dd.kept]
-    try:
-        plot_names = plots.make_plots(kept, out / "plots")
-    except ImportError as exc:  # matplotlib is in the [train] extra; the data does not need it
-        log.warning("no plots: %s (pip install 'sarclip-toolkit[train]')", exc)
-        plot_names = []
-    gallery_name = _gallery(out)
-    info = _card_info(cfg, stats, folders, plot_names, tset)
-    info["gallery"] = gallery_name
+    pictures = {kind: s for (kind, _), s in zip(tasks, summaries, strict=True) if kind in ("plots", "gallery")}
+    info = _card_info(cfg, stats, folders, pictures["plots"]["plots"], tset)
+    info["gallery"] = pictures["gallery"]["gallery"]
     atomic_write_bytes(out / "README.md", card.render_card(info).encode("utf-8"))
     task_info = {
         "distributor": dist.name, "workers": getattr(dist, "workers", None) or opts.workers,
@@ -147,22 +140,35 @@ def build(config: BuildConfig | Path | str, options: BuildOptions | None = None,
                        [s["source"] for s in stages if s["reused"]], task_info, cfg.out_url)
 
 
-_REFS_AT = {"scenes": 3, "chips": 3, "external": 2, "chip_part": 2, "chips_assemble": 2}  # where a task's items are
-_OUT_AT = {"scenes": 1, "chips": 1, "external": 3, "chip_part": 1, "chips_assemble": 0}  # and its output
+_REFS_AT = {"scenes": 3, "chips": 3, "external": 2, "chip_part": 2, "chips_assemble": 2, "plots": 0,
+            "gallery": 1}  # where a task's items are
+_OUT_AT = {"scenes": 1, "chips": 1, "external": 3, "chip_part": 1, "chips_assemble": 0, "plots": 1,
+           "gallery": 0}  # and its output
+_FOLDER_KINDS = ("scenes", "chips", "external", "chips_assemble")  # the tasks whose shards make the folders
+# Rough seconds per item of each kind, measured on 20,000 scenes with a 256 px JPEG each (docs/benchmarks.md:
+# a chip part 2.8 ms per scene, a scene folder 0.1 ms per row, a join 0.075 ms per scene of its parts;
+# plots 2 s, the gallery 0.5 s). Only their ratios matter: they decide the start order, never the bytes.
+_COST_PER_ITEM = {"scenes": 1e-4, "chips": 3e-3, "external": 3e-3, "chip_part": 3e-3}
+_COST_FIXED = {"plots": 2.0, "gallery": 0.5}
+_JOIN_COST_PER_SCENE = 7.5e-5
 
 
 def _write_label(task: tuple[str, tuple[Any, ...]]) -> str:
     kind, args = task
     out = Path(args[_OUT_AT[kind]])
-    where = out.parent.parent.name if kind == "chip_part" else out.name
-    return f"writing task ({kind}, {out.parent.name}/{where}, {len(args[_REFS_AT[kind]])} items)" \
-        if kind == "chip_part" else f"writing task ({kind}, {where}, {len(args[_REFS_AT[kind]])} items)"
+    where = f"{out.parent.name}/{out.parent.parent.name}" if kind == "chip_part" else \
+        (out.name if kind != "gallery" else "gallery.png")
+    return f"writing task ({kind}, {where}, {len(args[_REFS_AT[kind]])} items)"
 
 
-def _largest_first(tasks: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
-    """Writing tasks in descending size (rows referenced), so the big folders start first and the workers
-    finish together; results still come back in task order."""
-    return sorted(range(len(tasks)), key=lambda i: (-len(tasks[i][1][_REFS_AT[tasks[i][0]]]), i))
+def _cost(task: tuple[str, tuple[Any, ...]], tasks: list[tuple[str, tuple[Any, ...]]]) -> float:
+    """A task's estimated seconds (for the start order only)."""
+    kind, args = task
+    if kind in _COST_FIXED:
+        return _COST_FIXED[kind]
+    if kind == "chips_assemble":
+        return _JOIN_COST_PER_SCENE * sum(len(tasks[r.task][1][_REFS_AT["chip_part"]]) for r in args[2])
+    return _COST_PER_ITEM[kind] * len(args[_REFS_AT[kind]])
 
 
 def _stage(cfg: BuildConfig, dist: Any, tset: str, unit_scenes: int | None, progress: bool | str | None
@@ -192,19 +198,6 @@ def _stage(cfg: BuildConfig, dist: Any, tset: str, unit_scenes: int | None, prog
     return [s for s in stages if s is not None], staged, unit_scenes
 
 
-def _gallery(out: Path) -> str | None:
-    """``gallery.png``: sample scenes per source and class from the split folders (d2c.gallery)."""
-    from d2c.gallery import GalleryOptions, draw_gallery
-
-    try:
-        draw_gallery([out / s for s in SPLITS], out / "gallery.png", GalleryOptions(per_class=2),
-                     title="Samples per source (rows) and class (columns); boxes in the class colour")
-    except ValueError as exc:  # no scene at all: the card says so instead of showing a picture
-        log.warning("no gallery: %s", exc)
-        return None
-    return "gallery.png"
-
-
 def _plan(cfg: BuildConfig) -> _Plan:
     """The global decisions: dedupe, splits and SARCount items, from the staged records in config order."""
     records = []
@@ -225,37 +218,41 @@ def _plan(cfg: BuildConfig) -> _Plan:
     return _Plan(records, dd, sp, counting)
 
 
-Join = tuple[Path, str, list[int], ChipJob, dict[str, Any]]  # chips out folder, prefix, part task indices, job, meta
+_TASK_MODULES = ("mmsar.staging", "mmsar.writing", "mmsar.crash")  # what the workers run: imported as they start
+Task = tuple[str, tuple[Any, ...]]  # (kind, arguments of writing.run_task)
+PLOT_FIELDS = ("source", "split", "width", "height", "counts", "caption_words", "objects")  # what plots read
 
 
-def _tasks(cfg: BuildConfig, plan: _Plan, group: int) -> tuple[list[tuple[str, tuple[Any, ...]]], list[Join]]:
+def _writing_tasks(cfg: BuildConfig, plan: _Plan, group: int) -> list[Task]:
     """Writing tasks in a fixed order: one per scene folder and source; chips in groups of ``group`` scenes
-    (each a part file; ``joins`` say which parts make each chips folder's shards, in order)."""
+    (each a part file), then one join per chips folder and source that takes its parts' results (their
+    shards, in order: :class:`mmsar.taskgraph.Result`); then the card's plots, and the gallery, drawn from
+    the split folders once their tasks are done."""
     near = {k for g in plan.dd.near_groups for k in g}
     counted = {folder: {it["key"] for it in items} for folder, items in plan.counting.items()}
     chip_job = ChipJob(cfg.chips.size, cfg.chips.context, cfg.chips.min_crop, cfg.images.mode,
                        dict(cfg.images.stretch))
-    tasks: list[tuple[str, tuple[Any, ...]]] = []
-    joins: list[Join] = []
+    tasks: list[Task] = []
+    joins: list[Task] = []
     for src in cfg.sources:
         recs = [r for r in plan.dd.kept if r["source"] == src.name]
+        by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+        for r in recs:
+            by_split[plan.sp.split[r["key"]]].append(r)
         stage_dir = cfg.work / src.name
 
-        def refs(keep: Any, recs: list[dict[str, Any]] = recs) -> list[RowRef]:
+        def refs(chosen: list[dict[str, Any]]) -> list[RowRef]:
             return [RowRef(f"part-{r['part']}", r["shard"], r["row"], plan.sp.split[r["key"]], r["key"] in near)
-                    for r in recs if keep(r)]
+                    for r in chosen]
 
         for folder in SCENE_FOLDERS:
-            if folder in counted:
-                sel = refs(lambda r, f=folder: r["key"] in counted[f])
-            else:
-                sel = refs(lambda r, f=folder: plan.sp.split[r["key"]] == f)
+            sel = refs([r for r in recs if r["key"] in counted[folder]] if folder in counted else by_split[folder])
             if sel:
                 meta = {"mmsar_folder": folder, "split": sel[0].split, "source_weight": src.weight,
                         "licence": src.licence}
                 tasks.append(("scenes", (stage_dir, cfg.out / folder, src.name, sel, cfg.shard_rows, meta)))
         for split in SPLITS:
-            sel = refs(lambda r, s=split: plan.sp.split[r["key"]] == s and bool(r["objects"]))
+            sel = refs([r for r in by_split[split] if r["objects"]])
             if sel:
                 meta = {"mmsar_folder": f"chips/{split}", "split": split}
                 out_dir = cfg.out / "chips" / split
@@ -263,9 +260,16 @@ def _tasks(cfg: BuildConfig, plan: _Plan, group: int) -> tuple[list[tuple[str, t
                 for k in range(0, len(sel), group):
                     part = out_dir / f".parts-{src.name}" / f"g{k // group:06d}" / "chips.parquet"
                     tasks.append(("chip_part", (stage_dir, part, sel[k:k + group], chip_job)))
-                joins.append((out_dir, src.name, list(range(first, len(tasks))), chip_job, meta))
+                parts = [Result(i) for i in range(first, len(tasks))]
+                joins.append(("chips_assemble", (out_dir, src.name, parts, cfg.shard_rows, chip_job, meta)))
     tasks.extend(_external_tasks(cfg))
-    return tasks, joins
+    split_folders = [Result(i) for i, (kind, a) in enumerate(tasks) if kind == "scenes" and a[1].name in SPLITS]
+    tasks.extend(joins)
+    kept = [{**{k: r[k] for k in PLOT_FIELDS if k != "split"}, "split": plan.sp.split[r["key"]]}
+            for r in plan.dd.kept]
+    tasks.append(("plots", (kept, cfg.out / "plots")))
+    tasks.append(("gallery", (cfg.out, split_folders)))
+    return tasks
 
 
 def _external_tasks(cfg: BuildConfig) -> list[tuple[str, tuple[Any, ...]]]:

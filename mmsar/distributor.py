@@ -5,6 +5,9 @@ Why results come back in submission order: every task is a pure function of its 
 files, and the build merges results in the order it asked for them, so the output is identical whichever
 distributor ran the work, however many workers it had, and however often a task was retried.
 
+A task may take the results of tasks listed before it (:class:`mmsar.taskgraph.Result` in its
+arguments); every distributor starts it once those are in, with the results in their places.
+
 Retries: a task whose worker dies, or that raises something other than a :class:`D2CError` (bad input:
 the same error again), runs again, up to ``retries`` times; then the build fails with a
 :class:`mmsar.crash.TaskFailed` naming the task's units.
@@ -18,6 +21,7 @@ from typing import Any
 
 from d2c.errors import D2CError, UsageError
 from mmsar.crash import TaskFailed, guarded
+from mmsar.taskgraph import Schedule, dependencies, resolve
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +35,9 @@ def _default_label(i: int) -> str:
 
 class Distributor:
     """``map(fn, args, done, stage=, labels=)`` -> results in order; ``fn`` is a module-level function,
-    ``args`` tuples; ``done(i)`` (progress) is called as task ``i`` finishes; ``order``: the order to start
-    them in (results still come back in ``args`` order). This base runs inline."""
+    ``args`` tuples (:class:`mmsar.taskgraph.Result` in them: an earlier task's result); ``done(i)``
+    (progress) is called as task ``i`` finishes; ``order``: the order to start ready tasks in (results
+    still come back in ``args`` order). This base runs inline, in ``args`` order."""
 
     name = "inline"
 
@@ -44,9 +49,10 @@ class Distributor:
     def map(self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]], done: Callable[[int], Any] | None = None,
             *, stage: str = "staging", labels: Labels = _default_label,
             order: Sequence[int] | None = None) -> list[Any]:
-        out = []
+        dependencies(args)  # the same check as the other distributors make
+        out: list[Any] = []
         for i, a in enumerate(args):
-            out.append(self._inline(fn, a, i, stage, labels))
+            out.append(self._inline(fn, resolve(a, out), i, stage, labels))
             if done is not None:
                 done(i)
         return out
@@ -79,28 +85,35 @@ class Distributor:
 
 
 class LocalDistributor(Distributor):
-    """A pool of spawned processes (:class:`mmsar.pool.ProcessPool`); one worker, or one task, runs inline."""
+    """A pool of spawned processes (:class:`mmsar.pool.ProcessPool`); one worker, or one task, runs inline.
+    With ``preload`` (module names) the workers start at once and import those while the caller goes on."""
 
     name = "local"
 
-    def __init__(self, workers: int | None = None, retries: int = 2) -> None:
+    def __init__(self, workers: int | None = None, retries: int = 2, preload: tuple[str, ...] = ()) -> None:
         import os
 
         super().__init__(retries)
         self.workers = max(1, workers if workers is not None else min(4, os.cpu_count() or 1))
+        self.preload = preload
         self._pool: Any = None
+        if preload and self.workers > 1:
+            self._start_pool().start()
+
+    def _start_pool(self) -> Any:
+        if self._pool is None:
+            from mmsar.pool import ProcessPool
+
+            self._pool = ProcessPool(self.workers, self.preload)
+        return self._pool
 
     def map(self, fn: Callable[..., Any], args: Sequence[tuple[Any, ...]], done: Callable[[int], Any] | None = None,
             *, stage: str = "staging", labels: Labels = _default_label,
             order: Sequence[int] | None = None) -> list[Any]:
         if self.workers == 1 or len(args) <= 1:
             return super().map(fn, args, done, stage=stage, labels=labels)
-        if self._pool is None:
-            from mmsar.pool import ProcessPool
-
-            self._pool = ProcessPool(self.workers)
         calls = [(guarded, (stage, i, fn, a)) for i, a in enumerate(args)]
-        return self._pool.run(calls, retries=self.retries, label=labels, done=done, order=order)
+        return self._start_pool().run(calls, retries=self.retries, label=labels, done=done, order=order)
 
     def parallelism(self) -> int:
         return self.workers
@@ -149,18 +162,28 @@ class DaskDistributor(Distributor):
             return []
         from dask.distributed import as_completed
 
-        def submit(i: int) -> Any:
-            return self.client.submit(guarded, stage, i, fn, args[i], pure=False)
-
-        futures = {submit(i): i for i in (order if order is not None else range(len(args)))}
+        todo = Schedule(dependencies(args), order)
+        rank = {i: k for k, i in enumerate(order if order is not None else range(len(args)))}
         attempts = [0] * len(args)
         results: list[Any] = [None] * len(args)
-        pending = as_completed(list(futures), loop=self.client.loop)
+        futures: dict[Any, int] = {}
+        pending = as_completed(loop=self.client.loop)
+
+        def submit_ready() -> None:  # ready tasks go to the scheduler at once, earlier in order first
+            while (i := todo.pop()) is not None:
+                fut = self.client.submit(guarded, stage, i, fn, resolve(args[i], results), pure=False,
+                                         priority=-rank[i])
+                futures[fut] = i
+                pending.add(fut)
+
+        submit_ready()
         try:
             for fut in pending:
                 i = futures.pop(fut)
                 if fut.status == "finished":
                     results[i] = fut.result()
+                    todo.finish(i)
+                    submit_ready()
                     if done is not None:
                         done(i)
                     continue
@@ -172,9 +195,8 @@ class DaskDistributor(Distributor):
                 if attempts[i] > self.retries:
                     raise TaskFailed(f"{labels(i)} failed {attempts[i]} time(s); last: {problem}")
                 log.warning("%s: %s; retrying (%d of %d)", labels(i), problem, attempts[i], self.retries)
-                new = submit(i)
-                futures[new] = i
-                pending.add(new)
+                todo.retry(i)
+                submit_ready()
         except BaseException:
             for f in futures:
                 f.cancel()
@@ -192,7 +214,8 @@ class DaskDistributor(Distributor):
 
 
 def make_distributor(kind: str = "local", *, scheduler: str | None = None, workers: int | None = None,
-                     retries: int = 2) -> Distributor:
+                     retries: int = 2, preload: tuple[str, ...] = ()) -> Distributor:
+    """``preload``: modules the local pool's workers import as they start (Dask workers import on use)."""
     if kind not in DISTRIBUTORS:
         raise UsageError(f"--distributor must be one of {', '.join(DISTRIBUTORS)}, got {kind!r}")
     if workers is not None and workers < 1:
@@ -201,4 +224,4 @@ def make_distributor(kind: str = "local", *, scheduler: str | None = None, worke
         return DaskDistributor(scheduler, workers, retries)
     if scheduler:
         raise UsageError("--scheduler is only used with --distributor dask")
-    return LocalDistributor(workers, retries)
+    return LocalDistributor(workers, retries, preload)

@@ -235,6 +235,39 @@ def write_external_chips(name: str, root: Path, items: Sequence[tuple[str, str]]
             "instances_in": len(items), "rejects": rejects}
 
 
+def write_plots(records: Sequence[dict[str, Any]], out_dir: Path) -> dict[str, Any]:
+    """The card's plots of the kept scene records (with their split); without matplotlib (the [train]
+    extra) none, and a warning for the build to log: the data does not need them."""
+    from mmsar.plots import make_plots
+
+    try:
+        return {"plots": make_plots(records, out_dir), "rows": 0}
+    except ImportError as exc:
+        return {"plots": [], "rows": 0, "warning": f"no plots: {exc} (pip install 'sarclip-toolkit[train]')"}
+
+
+def write_gallery(out: Path, written: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``gallery.png``: sample scenes per source and class from the split folders (d2c.gallery), drawn once
+    the tasks that wrote them are done (``written``: their summaries, the shards to read); without any
+    scene, no picture and a warning (the card says so)."""
+    from d2c.gallery import GalleryOptions, draw_gallery
+    from d2c.model import SPLITS
+
+    folders = [out / split for split in SPLITS if any(s["folder"] == split for s in written)]
+    missing = sorted(str(out / s["folder"] / n) for s in written for n in s["shards"]
+                     if not (out / s["folder"] / n).is_file())
+    if missing:  # the tasks said they wrote these: drawing without them would hide a lost shard
+        raise FileNotFoundError(f"gallery: written shards missing: {', '.join(missing[:3])}")
+    if not folders:
+        return {"gallery": None, "rows": 0, "warning": f"no gallery: {out}: no scene rows in {', '.join(SPLITS)}"}
+    try:
+        draw_gallery(folders, out / "gallery.png", GalleryOptions(per_class=2),
+                     title="Samples per source (rows) and class (columns); boxes in the class colour")
+    except ValueError as exc:
+        return {"gallery": None, "rows": 0, "warning": f"no gallery: {exc}"}
+    return {"gallery": "gallery.png", "rows": 0}
+
+
 def write_json(path: Path, data: Any) -> None:
     """Pretty, sorted JSON written atomically (same data, same bytes)."""
     from d2c.shards import atomic_write_bytes
@@ -247,7 +280,8 @@ def run_task(kind: str, args: tuple[Any, ...]) -> dict[str, Any]:
     import time
 
     fn = {"scenes": write_scene_shards, "chips": write_chip_shards, "external": write_external_chips,
-          "chip_part": write_chip_part, "chips_assemble": assemble_chips}[kind]
+          "chip_part": write_chip_part, "chips_assemble": assemble_chips, "plots": write_plots,
+          "gallery": write_gallery}[kind]
     t0 = time.monotonic()
     summary = fn(*args)
     return {**summary, "seconds": round(time.monotonic() - t0, 3)}

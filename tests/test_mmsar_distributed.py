@@ -156,3 +156,22 @@ def test_a_coco_key_repeated_in_a_later_task_is_the_same_reject(tmp_path, caplog
     assert "staging it again with them taken" in caplog.text
     stats = json.loads((tmp_path / "whole" / "_stats.json").read_text())["sources"]["c"]
     assert stats["rejects_by_code"] == {"duplicate_image": 1} and stats["scenes_written"] == 6
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("distributor", ["local", "dask"])
+def test_a_killed_chip_part_is_retried_before_its_join(inputs, reference, monkeypatch, tmp_path, distributor):
+    """The join of a chips folder takes its parts' results: a part whose worker dies runs again, and the
+    join still gets every part (same bytes); plots and gallery are writing tasks of their own."""
+    out, expected = reference
+    writing = json.loads((out / "_tasks.json").read_text())["writing"]
+    kinds = [w["kind"] for w in writing]
+    assert kinds[-2:] == ["plots", "gallery"] and "chips_assemble" in kinds
+    part = kinds.index("chip_part")
+    assert part < kinds.index("chips_assemble")
+    marker = tmp_path / "crashed"
+    monkeypatch.setenv("MMSAR_CRASH_TASK", f"write:{part}")
+    monkeypatch.setenv("MMSAR_CRASH_MARKER", str(marker))
+    got = _build(inputs, f"part_crashed_{distributor}", distributor=distributor, workers=2, unit_scenes=4)
+    assert marker.exists()
+    assert _tree(got) == expected
