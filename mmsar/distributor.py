@@ -143,8 +143,10 @@ class DaskDistributor(Distributor):
             import os
 
             n = max(1, workers if workers is not None else min(4, os.cpu_count() or 1))
-            # every worker death reaches map() at once (KilledWorker), which counts the retries itself
-            with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            # every worker death reaches map() at once (KilledWorker), which counts the retries itself;
+            # no statistical profiler sampling the task's thread every 10 ms (our tasks are pure Python)
+            with dask.config.set({"distributed.scheduler.allowed-failures": 0,
+                                  "distributed.worker.profile.enabled": False}):
                 self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                             dashboard_address=None, silence_logs=logging.ERROR)
             scheduler = self.cluster.scheduler_address
@@ -169,8 +171,13 @@ class DaskDistributor(Distributor):
         futures: dict[Any, int] = {}
         pending = as_completed(loop=self.client.loop)
 
-        def submit_ready() -> None:  # ready tasks go to the scheduler at once, earlier in order first
-            while (i := todo.pop()) is not None:
+        slots = self.parallelism()
+
+        def submit_ready() -> None:
+            """As many ready tasks as the cluster runs at once, earlier in ``order`` first: a task handed
+            to the scheduler is queued on some worker, and a queue there would keep it from the next
+            free worker (and a task that is ready later from the order)."""
+            while len(futures) < slots and (i := todo.pop()) is not None:
                 fut = self.client.submit(guarded, stage, i, fn, resolve(args[i], results), pure=False,
                                          priority=-rank[i])
                 futures[fut] = i

@@ -6,9 +6,9 @@ starts such a task as soon as the tasks it names have finished, with their resul
 the other workers go on with the rest; before, every join waited for every writing task, and one worker
 idled through the largest join. A task may only name tasks listed before it, so there is never a cycle.
 
-The start order is the critical path first (:func:`critical_path_order`): a task's rank is its own cost
-plus the largest rank of the tasks that wait for it, so the parts of the biggest join start early and the
-small, independent tasks fill the gaps at the end. Order never changes results, only wall time.
+The start order is the critical path first (:func:`critical_path_order`), so all the parts of the biggest
+join start early, the join overlaps the other work, and the small independent tasks fill the gaps at the
+end. Order never changes results, only wall time.
 """
 
 from __future__ import annotations
@@ -66,12 +66,16 @@ def dependencies(args: Sequence[Any]) -> list[set[int]]:
 
 
 def critical_path_order(costs: Sequence[float], deps: Sequence[set[int]]) -> list[int]:
-    """Tasks by descending rank (own cost + the largest rank among the tasks waiting for it), ties in
-    index order."""
+    """Tasks by descending rank, ties in index order. A task's rank is its own cost, or, when tasks wait
+    for it, the largest rank among them plus the cost of the slowest task each waits for: a task that
+    waits for several starts when the slowest is done, so a small part of a big join ranks with its big
+    siblings (started with them, not after unrelated work that the join could have overlapped)."""
     rank = [float(c) for c in costs]
-    for i in range(len(costs) - 1, -1, -1):  # dependents come after what they need
-        for j in deps[i]:
-            rank[j] = max(rank[j], costs[j] + rank[i])
+    for i in range(len(costs) - 1, -1, -1):  # dependents come after what they need: their rank is final
+        if deps[i]:
+            slowest = max(costs[j] for j in deps[i])
+            for j in deps[i]:
+                rank[j] = max(rank[j], slowest + rank[i])
     return sorted(range(len(costs)), key=lambda i: (-rank[i], i))
 
 

@@ -33,6 +33,13 @@ def test_the_critical_path_starts_first():
     assert critical_path_order([1, 1, 1], [set(), set(), set()]) == [0, 1, 2]  # ties: index order
 
 
+def test_a_small_part_of_a_big_join_ranks_with_its_siblings():
+    """Parts 0-2 (7 s, 7 s, 2 s) feed join 4 (1 s); task 3 (5 s) is on its own. The join can only start
+    after its slowest part, so the 2 s part goes before task 3, and the join overlaps task 3."""
+    order = critical_path_order([7, 7, 2, 5, 1], [set(), set(), set(), set(), {0, 1, 2}])
+    assert order == [0, 1, 2, 3, 4]
+
+
 def test_the_schedule_holds_a_task_until_its_needs_are_done():
     s = Schedule([set(), set(), {0, 1}], order=[2, 1, 0])
     assert s.pop() == 1 and s.pop() == 0 and s.pop() is None  # 2 comes first in order but is not ready
@@ -73,3 +80,21 @@ def test_a_task_gets_its_needs_results_whatever_the_start_order(workers):
 def test_the_inline_distributor_refuses_a_task_naming_a_later_one():
     with pytest.raises(ValueError, match="only earlier tasks"):
         Distributor().map(_dispatch, [("total", ([Result(1)], 0)), ("pid", (1,))])
+
+
+def _stamp(kind: str, args: tuple) -> object:
+    import time
+
+    return time.time() if kind == "stamp" else sum(args[0]) + args[1]
+
+
+@pytest.mark.timeout(60)
+def test_dask_starts_ready_tasks_in_order_and_gives_results_to_the_tasks_naming_them():
+    pytest.importorskip("dask.distributed")
+    from mmsar.distributor import DaskDistributor
+
+    with DaskDistributor(None, workers=1) as dist:
+        got = dist.map(_stamp, [("stamp", ()), ("stamp", ()), ("stamp", ()), ("sum", ([Result(0), Result(2)], 1))],
+                       order=[3, 2, 0, 1])
+    assert got[2] < got[0] < got[1]  # the order asked for (task 3 first, but it waits for 0 and 2)
+    assert got[3] == pytest.approx(got[0] + got[2] + 1)
