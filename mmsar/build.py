@@ -191,7 +191,7 @@ def _stage(cfg: BuildConfig, dist: Any, tset: str, unit_scenes: int | None, prog
     total = sum(t.units for t in tasks)
     with Progress("staging", total, unit="scenes", enabled=progress, logger=log) as bar:
         results = settle_spans(tasks, dist.map(stage_span, [(t,) for t in tasks], lambda i: bar.advance(tasks[i].units),
-                                               stage="staging", labels=lambda i: tasks[i].label()))
+                                               stage="staging", labels=lambda i: tasks[i].label()), dist)
     for k in folders:
         stages[k] = finish_source(jobs[k], fps[k], folders[k], [r for r, o in zip(results, owner, strict=True) if o == k])
     staged = [{"task": i, **r["task"]} for i, r in enumerate(results)]

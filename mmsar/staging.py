@@ -129,11 +129,11 @@ def stage_span(task: SpanTask) -> dict[str, Any]:
     }
 
 
-def settle_spans(tasks: list[SpanTask], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def settle_spans(tasks: list[SpanTask], results: list[dict[str, Any]], dist: Any) -> list[dict[str, Any]]:
     """The results of one reading in order: a span is read as if no earlier span had its keys (so it
     costs its own units only), so a span whose located keys meet an earlier span's of the same input
-    (COCO: an image whose key an earlier image has is a Reject) is staged again here, with those keys
-    taken (rare: the answer one conversion in order gives)."""
+    (COCO: an image whose key an earlier image has is a Reject) is staged again, with those keys taken
+    (rare: the answer one conversion in order gives), as a task of ``dist`` (its retries apply)."""
     seen: dict[tuple[Path, int], set[str]] = {}
     out = list(results)
     for i, (task, res) in enumerate(zip(tasks, results, strict=True)):
@@ -142,7 +142,8 @@ def settle_spans(tasks: list[SpanTask], results: list[dict[str, Any]]) -> list[d
         hits = keys.intersection(located)
         if hits:
             log.info("%s: %d scene key(s) of earlier spans; staging it again with them taken", task.label(), len(hits))
-            out[i] = stage_span(replace(task, taken=tuple(sorted(hits))))
+            again = replace(task, taken=tuple(sorted(hits)))
+            out[i] = dist.map(stage_span, [(again,)], stage="staging", labels=lambda _, t=again: t.label())[0]
             located = out[i].get("located") or []
         keys.update(located)
     return out
@@ -244,6 +245,7 @@ def fresh_folder(job: StageJob) -> Path:
 
 def stage_source(job: StageJob, unit_scenes: int | None = None) -> dict[str, Any]:
     """Stage (or reuse) one source here, its spans in turn (the build spreads them over workers)."""
+    from mmsar.distributor import Distributor
     from mmsar.options import MIN_UNIT_SCENES
     from mmsar.sources import fingerprint
 
@@ -253,4 +255,4 @@ def stage_source(job: StageJob, unit_scenes: int | None = None) -> dict[str, Any
         return old
     folder = fresh_folder(job)
     tasks = span_tasks(job, folder, unit_scenes or MIN_UNIT_SCENES)
-    return finish_source(job, fp, folder, settle_spans(tasks, [stage_span(t) for t in tasks]))
+    return finish_source(job, fp, folder, settle_spans(tasks, [stage_span(t) for t in tasks], Distributor()))

@@ -137,7 +137,8 @@ def test_bad_task_options_are_usage_errors(inputs, tmp_path):
 def test_a_coco_key_repeated_in_a_later_task_is_the_same_reject(tmp_path, caplog):
     """A COCO image whose file (scene key) an image of an earlier task has: each task reads only its own
     images, so the later task meets the key, is staged again with it taken, and the build's bytes are
-    those of one task reading the file in order (one duplicate_image reject)."""
+    those of one task reading the file in order (one duplicate_image reject); on Dask the span is staged
+    again as a task of the cluster."""
     from mmsar.synth import generate
 
     generate(tmp_path / "c", images=6, size=96, formats=("coco",), max_objects=3, seed=23)
@@ -150,9 +151,10 @@ def test_a_coco_key_repeated_in_a_later_task_is_the_same_reject(tmp_path, caplog
     text = config("MMSAR-dup", 5, 5, source("c", "coco", coco_input("{c}")))
     (tmp_path / "mmsar.toml").write_text(text.format(c=tmp_path / "c"), encoding="utf-8")
     with caplog.at_level("INFO", logger="mmsar.staging"):
-        trees = [_tree(_build(tmp_path, name, workers=w, unit_scenes=n))
-                 for name, w, n in (("whole", 1, 1000), ("threes", 1, 3), ("threes2", 2, 3))]
-    assert trees[1] == trees[0] and trees[2] == trees[0]
+        trees = [_tree(_build(tmp_path, name, workers=w, unit_scenes=n, distributor=d))
+                 for name, w, n, d in (("whole", 1, 1000, "local"), ("threes", 1, 3, "local"),
+                                       ("threes2", 2, 3, "local"), ("threes_dask", 2, 3, "dask"))]
+    assert trees[1] == trees[0] and trees[2] == trees[0] and trees[3] == trees[0]
     assert "staging it again with them taken" in caplog.text
     stats = json.loads((tmp_path / "whole" / "_stats.json").read_text())["sources"]["c"]
     assert stats["rejects_by_code"] == {"duplicate_image": 1} and stats["scenes_written"] == 6
