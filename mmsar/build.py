@@ -156,8 +156,12 @@ _JOIN_COST_PER_SCENE = 7.5e-5
 def _write_label(task: tuple[str, tuple[Any, ...]]) -> str:
     kind, args = task
     out = Path(args[_OUT_AT[kind]])
-    where = f"{out.parent.name}/{out.parent.parent.name}" if kind == "chip_part" else \
-        (out.name if kind != "gallery" else "gallery.png")
+    if kind == "chip_part":  # .../chips/<split>/.parts-<source>/g000001/chips.parquet
+        where = f"{out.parent.name}/{out.parent.parent.name}"
+    elif kind == "gallery":  # args[0] is the output root
+        where = "gallery.png"
+    else:
+        where = out.name
     return f"writing task ({kind}, {where}, {len(args[_REFS_AT[kind]])} items)"
 
 
@@ -220,7 +224,7 @@ def _plan(cfg: BuildConfig) -> _Plan:
 
 _TASK_MODULES = ("mmsar.staging", "mmsar.writing", "mmsar.crash")  # what the workers run: imported as they start
 Task = tuple[str, tuple[Any, ...]]  # (kind, arguments of writing.run_task)
-PLOT_FIELDS = ("source", "split", "width", "height", "counts", "caption_words", "objects")  # what plots read
+PLOT_FIELDS = ("source", "width", "height", "counts", "caption_words", "objects")  # what plots read, and split
 
 
 def _writing_tasks(cfg: BuildConfig, plan: _Plan, group: int) -> list[Task]:
@@ -265,8 +269,7 @@ def _writing_tasks(cfg: BuildConfig, plan: _Plan, group: int) -> list[Task]:
     tasks.extend(_external_tasks(cfg))
     split_folders = [Result(i) for i, (kind, a) in enumerate(tasks) if kind == "scenes" and a[1].name in SPLITS]
     tasks.extend(joins)
-    kept = [{**{k: r[k] for k in PLOT_FIELDS if k != "split"}, "split": plan.sp.split[r["key"]]}
-            for r in plan.dd.kept]
+    kept = [{**{k: r[k] for k in PLOT_FIELDS}, "split": plan.sp.split[r["key"]]} for r in plan.dd.kept]
     tasks.append(("plots", (kept, cfg.out / "plots")))
     tasks.append(("gallery", (cfg.out, split_folders)))
     return tasks

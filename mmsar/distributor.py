@@ -165,7 +165,6 @@ class DaskDistributor(Distributor):
         from dask.distributed import as_completed
 
         todo = Schedule(dependencies(args), order)
-        rank = {i: k for k, i in enumerate(order if order is not None else range(len(args)))}
         attempts = [0] * len(args)
         results: list[Any] = [None] * len(args)
         futures: dict[Any, int] = {}
@@ -179,7 +178,7 @@ class DaskDistributor(Distributor):
             free worker (and a task that is ready later from the order)."""
             while len(futures) < slots and (i := todo.pop()) is not None:
                 fut = self.client.submit(guarded, stage, i, fn, resolve(args[i], results), pure=False,
-                                         priority=-rank[i])
+                                         priority=-todo.place(i))
                 futures[fut] = i
                 pending.add(fut)
 

@@ -110,3 +110,7 @@ class Schedule:
 
     def retry(self, i: int) -> None:
         heapq.heappush(self._ready, (self._rank[i], i))
+
+    def place(self, i: int) -> int:
+        """Task ``i``'s position in the start order (0: first)."""
+        return self._rank[i]
